@@ -1,0 +1,330 @@
+"""The GitLab adapter: every HTTP call the operator makes to GitLab, and the one place that classifies failures.
+
+Built from `reference/gitlab-api.md` (section numbers below refer to it). Tokens travel in headers or bodies only;
+no exception, log line or repr made here ever contains one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
+MAX_PAGES = 50  # 5,000 runners at per_page=100: bounds every list walk
+
+
+class GitLabError(Exception):
+    """A failed call. `retryable` says whether the same call may succeed later by itself (5xx, 429, network);
+    `retry_after` is GitLab's Retry-After in seconds when it sent one. The message never holds a token."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @property
+    def reason(self) -> str:
+        """A CamelCase reason for conditions and Events."""
+        if self.status is None:
+            return "GitLabUnreachable"
+        return {
+            400: "GitLabRejected",
+            401: "AccessTokenInvalid",
+            403: "AccessTokenForbidden",
+            404: "GitLabNotFound",
+            429: "GitLabRateLimited",
+        }.get(self.status, "GitLabUnavailable" if self.status >= 500 else "GitLabRejected")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A runner token as GitLab hands it out (create and reset; sections 2.1, 2.3, 2.4)."""
+
+    token: str
+    expires_at: datetime | None
+
+    def __repr__(self) -> str:  # keep the token out of any log or traceback that prints this object
+        return f"IssuedToken(token=<redacted>, expires_at={self.expires_at!r})"
+
+
+@dataclass(frozen=True)
+class CreatedRunner:
+    id: int
+    token: IssuedToken
+
+
+@dataclass(frozen=True)
+class RunnerDetails:
+    """The fields of `GET /runners/:id` (section 2.5) the operator compares and reports."""
+
+    id: int
+    runner_type: str
+    description: str
+    paused: bool
+    tag_list: tuple[str, ...]
+    run_untagged: bool
+    locked: bool
+    access_level: str
+    maximum_timeout: int | None
+    maintenance_note: str | None
+    status: str | None
+    contacted_at: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunnerDetails:
+        return cls(
+            id=int(data["id"]),
+            runner_type=str(data.get("runner_type") or ""),
+            description=str(data.get("description") or ""),
+            paused=bool(data.get("paused", not data.get("active", True))),
+            tag_list=tuple(sorted(data.get("tag_list") or ())),
+            run_untagged=bool(data.get("run_untagged", True)),
+            locked=bool(data.get("locked", False)),
+            access_level=str(data.get("access_level") or "not_protected"),
+            maximum_timeout=data.get("maximum_timeout"),
+            maintenance_note=data.get("maintenance_note"),
+            status=data.get("status"),
+            contacted_at=data.get("contacted_at"),
+        )
+
+
+@dataclass(frozen=True)
+class RunnerSummary:
+    """A list item of the runner list endpoints (section 2.10)."""
+
+    id: int
+    description: str
+    status: str | None
+    created_at: str | None
+
+
+@dataclass(frozen=True)
+class RunnerManager:
+    """An element of `GET /runners/:id/managers` (section 2.11)."""
+
+    id: int
+    system_id: str
+    status: str | None
+    contacted_at: str | None
+    version: str | None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    """GitLab's own message (`message` or `error`, section 0.5), shortened; never echoes the request."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, Mapping):
+        detail = body.get("message") or body.get("error_description") or body.get("error") or body
+        return str(detail)[:300]
+    return str(body)[:300]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _check(response: httpx.Response, action: str) -> httpx.Response:
+    if response.is_success:
+        return response
+    status = response.status_code
+    retryable = status == 429 or status >= 500 or status == 408
+    raise GitLabError(
+        f"{action}: GitLab answered {status}: {_error_text(response)}",
+        status=status,
+        retryable=retryable,
+        retry_after=_retry_after(response) if retryable else None,
+    )
+
+
+class GitLabClient:
+    """Calls to one GitLab instance with one access token. Cheap to create: it borrows a pooled httpx.Client."""
+
+    def __init__(self, http: httpx.Client, api_url: str, access_token: str):
+        self._http = http
+        self._api = api_url.rstrip("/")
+        self._headers = {"PRIVATE-TOKEN": access_token}
+
+    def __repr__(self) -> str:
+        return f"GitLabClient({self._api!r})"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        user_auth: bool = True,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                self._api + path,
+                json=json,
+                params=params,
+                headers=self._headers if user_auth else None,
+            )
+        except httpx.TransportError as exc:
+            # The type name only: some transport errors carry the request, never worth the risk of leaking it.
+            raise GitLabError(
+                f"{action}: GitLab at {self._api} is unreachable ({type(exc).__name__})", retryable=True
+            ) from None
+        return response
+
+    # --- runners (user token) ---------------------------------------------------------------------------------
+
+    def create_runner(self, attributes: Mapping[str, Any]) -> CreatedRunner:
+        """`POST /user/runners` (section 2.1). Not idempotent: the caller persists the result at once."""
+        data = _check(self._request("POST", "/user/runners", "create runner", json=dict(attributes)), "create runner")
+        body = data.json()
+        return CreatedRunner(
+            id=int(body["id"]),
+            token=IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at"))),
+        )
+
+    def get_runner(self, runner_id: int) -> RunnerDetails | None:
+        """`GET /runners/:id` (section 2.5); None when GitLab has no such runner."""
+        response = self._request("GET", f"/runners/{runner_id}", "read runner", params={"include_projects": "false"})
+        if response.status_code == 404:
+            return None
+        return RunnerDetails.from_json(_check(response, f"read runner {runner_id}").json())
+
+    def update_runner(self, runner_id: int, attributes: Mapping[str, Any]) -> RunnerDetails:
+        """`PUT /runners/:id` (section 2.6)."""
+        action = f"update runner {runner_id}"
+        response = self._request("PUT", f"/runners/{runner_id}", action, json=dict(attributes))
+        return RunnerDetails.from_json(_check(response, action).json())
+
+    def delete_runner(self, runner_id: int) -> bool:
+        """`DELETE /runners/:id` (section 2.7). False when it was already gone (404 counts as done)."""
+        response = self._request("DELETE", f"/runners/{runner_id}", f"delete runner {runner_id}")
+        if response.status_code == 404:
+            return False
+        _check(response, f"delete runner {runner_id}")
+        return True
+
+    def reset_token(self, runner_id: int) -> IssuedToken:
+        """`POST /runners/:id/reset_authentication_token` (section 2.4): works even when the token has expired."""
+        action = f"reset token of runner {runner_id}"
+        response = self._request("POST", f"/runners/{runner_id}/reset_authentication_token", action)
+        body = _check(response, action).json()
+        return IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at")))
+
+    def list_managers(self, runner_id: int) -> list[RunnerManager]:
+        """`GET /runners/:id/managers` (section 2.11; not paginated)."""
+        action = f"list managers of runner {runner_id}"
+        body = _check(self._request("GET", f"/runners/{runner_id}/managers", action), action).json()
+        return [
+            RunnerManager(
+                id=int(m["id"]),
+                system_id=str(m["system_id"]),
+                status=m.get("status"),
+                contacted_at=m.get("contacted_at"),
+                version=m.get("version"),
+            )
+            for m in body
+        ]
+
+    def list_runners(self, path: str, **filters: str) -> Iterator[RunnerSummary]:
+        """Walk a runner list (`/runners/all`, `/groups/:id/runners`, `/projects/:id/runners`; section 2.10)."""
+        page = "1"
+        for _ in range(MAX_PAGES):
+            params = {**filters, "per_page": "100", "page": page}
+            response = _check(self._request("GET", path, "list runners", params=params), "list runners")
+            for item in response.json():
+                yield RunnerSummary(
+                    id=int(item["id"]),
+                    description=str(item.get("description") or ""),
+                    status=item.get("status"),
+                    created_at=item.get("created_at"),
+                )
+            page = response.headers.get("x-next-page", "")
+            if not page:
+                return
+
+    # --- runner-authenticated calls (section 0.4) -------------------------------------------------------------
+
+    def delete_manager(self, runner_token: str, system_id: str) -> bool:
+        """`DELETE /runners/managers` (section 2.9). False when GitLab had no such manager."""
+        response = self._request(
+            "DELETE",
+            "/runners/managers",
+            f"delete runner manager {system_id}",
+            json={"token": runner_token, "system_id": system_id},
+            user_auth=False,
+        )
+        if response.status_code == 404:
+            return False
+        _check(response, f"delete runner manager {system_id}")
+        return True
+
+    def delete_runner_by_token(self, runner_token: str) -> bool:
+        """`DELETE /runners` with the runner's own token (section 2.8): the whole runner goes. GitLab answers 403
+        for a token it does not know, which for a runner already deleted means done: returns False then."""
+        response = self._request(
+            "DELETE", "/runners", "delete runner by token", json={"token": runner_token}, user_auth=False
+        )
+        if response.status_code == 403:
+            return False
+        _check(response, "delete runner by token")
+        return True
+
+    def verify(self, runner_token: str) -> bool:
+        """`POST /runners/verify` without a system_id (section 2.2): is this runner token still accepted?
+
+        Only used when the operator suspects its token (no manager is created for a request without system_id
+        other than `<legacy>`, so this is called at most once per suspicion, never on a timer)."""
+        response = self._request(
+            "POST", "/runners/verify", "verify runner token", json={"token": runner_token}, user_auth=False
+        )
+        if response.status_code == 403:
+            return False
+        _check(response, "verify runner token")
+        return True
+
+
+class GitLabPool:
+    """One pooled httpx.Client per CA bundle, shared by every Runner; created at startup, closed at cleanup."""
+
+    def __init__(self, timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: httpx.BaseTransport | None = None):
+        self._timeout = timeout
+        self._transport = transport
+        self._clients: dict[str, httpx.Client] = {}
+
+    def client(self, api_url: str, access_token: str, ca_pem: str | None = None) -> GitLabClient:
+        key = hashlib.sha256(ca_pem.encode()).hexdigest() if ca_pem else ""
+        http = self._clients.get(key)
+        if http is None:
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+            http = httpx.Client(
+                timeout=self._timeout,
+                verify=verify,
+                transport=self._transport,
+                headers={"User-Agent": "glrt-operator"},
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            )
+            self._clients[key] = http
+        return GitLabClient(http, api_url, access_token)
+
+    def close(self) -> None:
+        for http in self._clients.values():
+            http.close()
+        self._clients.clear()

@@ -1,0 +1,97 @@
+"""The Kubernetes adapter: the reads and writes the operator makes besides Kopf's own watching and patching.
+
+Children are written with server-side apply (field manager `glrt-operator`), so re-applying an unchanged object
+is a no-op and repeated reconciles never fight over fields.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "glrt-operator"
+GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "runners"
+_APPLY = "application/apply-patch+yaml"
+_MERGE = "application/merge-patch+json"
+
+
+def load_api_client() -> kubernetes.client.ApiClient:
+    """The in-cluster service account, else the current kubeconfig (the same rule Kopf uses)."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api: kubernetes.client.ApiClient):
+        self._core = kubernetes.client.CoreV1Api(api)
+        self._apps = kubernetes.client.AppsV1Api(api)
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+
+    # --- Secrets --------------------------------------------------------------------------------------------
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret's metadata annotations and decoded data, or None when it does not exist."""
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        annotations = (secret.metadata and secret.metadata.annotations) or {}
+        return {"annotations": dict(annotations), "data": data}
+
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        secret = self.read_secret(namespace, name)
+        if secret is None:
+            return None
+        value: str | None = secret["data"].get(key)
+        return value
+
+    def apply_secret(self, secret: Mapping[str, Any]) -> None:
+        meta = secret["metadata"]
+        self._core.patch_namespaced_secret(
+            meta["name"],
+            meta["namespace"],
+            dict(secret),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
+        )
+
+    # --- StatefulSet ----------------------------------------------------------------------------------------
+
+    def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        meta = statefulset["metadata"]
+        self._apps.patch_namespaced_stateful_set(
+            meta["name"],
+            meta["namespace"],
+            dict(statefulset),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
+        )
+
+    def ready_replicas(self, namespace: str, name: str) -> int:
+        try:
+            sts = self._apps.read_namespaced_stateful_set_status(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return 0
+            raise
+        return int((sts.status and sts.status.ready_replicas) or 0)
+
+    # --- the Runner's own status ----------------------------------------------------------------------------
+
+    def patch_runner_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Write status at once, outside Kopf's end-of-handler patch: for facts that must survive a crash."""
+        self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}, _content_type=_MERGE
+        )

@@ -1,0 +1,318 @@
+"""Bringing GitLab and the cluster in step with one `Runner`: the steps behind the Kopf handlers.
+
+Level-based and idempotent: every call reads what exists and does only what is missing. The one call that is not
+idempotent, `POST /user/runners`, is fenced: `status.creationStartedAt` is written before it and the runner id
+and token straight after it, and the runner carries an ownership marker, so a retry or a restarted operator finds
+the runner it made instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from . import builders
+from .conditions import now_iso
+from .gitlab import GitLabClient, GitLabError, GitLabPool, IssuedToken, parse_time
+from .kube import GROUP, VERSION, Kube
+from .model import RunnerSpec, SpecError
+from .runner_attributes import create_attributes, desired_attributes, drifted, is_owned_by
+
+# How far back from `creationStartedAt` a runner may have been created and still be ours (clock skew).
+ORPHAN_WINDOW = timedelta(minutes=5)
+
+EventType = Literal["Normal", "Warning"]
+EventSink = Callable[[EventType, str, str], None]
+
+
+@dataclass(frozen=True)
+class RunnerRef:
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RunnerRef:
+        meta = body["metadata"]
+        return cls(meta["namespace"], meta["name"], meta["uid"], meta.get("generation"))
+
+    def owner(self) -> dict[str, Any]:
+        return builders.owner_reference(f"{GROUP}/{VERSION}", "Runner", self.name, self.uid)
+
+
+class ReconcileError(Exception):
+    """Why a Runner cannot be reconciled now. `permanent`: nothing changes until the Runner itself is edited.
+    Otherwise retry after `delay` seconds (GitLab's Retry-After when it sent one)."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool = False, delay: float | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.permanent = permanent
+        self.delay = delay
+
+
+def _fmt_time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def explain(exc: GitLabError, spec: RunnerSpec) -> ReconcileError:
+    """Turn a GitLab failure into a message that says what to fix."""
+    secret = f"Secret {spec.gitlab.credentials.name!r} (key {spec.gitlab.credentials.key!r})"
+    hints = {
+        401: f"GitLab refused the access token in {secret}: it is unknown, expired or revoked. Put a valid one in.",
+        403: f"The access token in {secret} lacks a scope or permission: it needs create_runner (and manage_runner "
+        f"to update, rotate and delete) and the right role on the {spec.runner_type.replace('_type', '')}.",
+        404: "GitLab does not know this runner, project or group: check spec.projectId / spec.groupId.",
+    }
+    hint = hints.get(exc.status or 0, "")
+    message = f"{exc} {hint}".strip()
+    return ReconcileError(exc.reason, message, delay=exc.retry_after)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, gitlab: GitLabPool, logger: logging.Logger | logging.LoggerAdapter[Any]):
+        self.kube = kube
+        self.gitlab = gitlab
+        self.log = logger
+
+    # --- inputs -----------------------------------------------------------------------------------------------
+
+    def parse(self, spec: Mapping[str, Any]) -> RunnerSpec:
+        try:
+            return RunnerSpec.parse(spec)
+        except SpecError as exc:
+            raise ReconcileError("InvalidSpec", str(exc), permanent=True) from None
+
+    def connect(self, ref: RunnerRef, spec: RunnerSpec) -> GitLabClient:
+        creds = spec.gitlab.credentials
+        token = self.kube.read_secret_value(ref.namespace, creds.name, creds.key)
+        if not token:
+            raise ReconcileError(
+                "CredentialsMissing",
+                f"Secret {creds.name!r} with key {creds.key!r} not found in namespace {ref.namespace!r}: create it "
+                "with a GitLab access token (scopes create_runner and manage_runner).",
+            )
+        ca_pem = None
+        if spec.gitlab.ca is not None:
+            ca_pem = self.kube.read_secret_value(ref.namespace, spec.gitlab.ca.name, spec.gitlab.ca.key)
+            if not ca_pem:
+                raise ReconcileError(
+                    "CASecretMissing",
+                    f"Secret {spec.gitlab.ca.name!r} with key {spec.gitlab.ca.key!r} (spec.gitlab.caSecretRef) "
+                    f"not found in namespace {ref.namespace!r}.",
+                )
+        return self.gitlab.client(spec.gitlab.api_url, token, ca_pem)
+
+    # --- the whole reconcile ----------------------------------------------------------------------------------
+
+    def reconcile(
+        self, ref: RunnerRef, raw_spec: Mapping[str, Any], status: Mapping[str, Any], emit: EventSink
+    ) -> dict[str, Any]:
+        """Make GitLab and the children match the spec. Returns the status fields to write."""
+        spec = self.parse(raw_spec)
+        gl = self.connect(ref, spec)
+        names = builders.child_names(ref.name)
+        try:
+            runner_id, token, expires_at = self._ensure_runner(ref, spec, gl, status, emit)
+        except GitLabError as exc:
+            raise explain(exc, spec) from None
+        self._apply_children(ref, spec, runner_id, token)
+        return {
+            "runnerId": runner_id,
+            "tokenSecretName": names.token_secret,
+            "configSecretName": names.config_secret,
+            "tokenExpiresAt": expires_at,
+            "readyReplicas": self.kube.ready_replicas(ref.namespace, names.statefulset),
+        }
+
+    def _ensure_runner(
+        self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, status: Mapping[str, Any], emit: EventSink
+    ) -> tuple[int, str, str | None]:
+        """The runner id, its token and the token's expiry; creates, adopts or updates the GitLab runner."""
+        names = builders.child_names(ref.name)
+        token_secret = self.kube.read_secret(ref.namespace, names.token_secret)
+        runner_id = status.get("runnerId") or _runner_id_of(token_secret)
+
+        if runner_id is not None:
+            actual = gl.get_runner(int(runner_id))
+            if actual is None:
+                emit(
+                    "Warning",
+                    "RunnerMissing",
+                    f"Runner {runner_id} no longer exists in GitLab; creating a new one",
+                )
+                self.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
+                runner_id, token_secret = None, None
+                self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": None, "creationStartedAt": None})
+            else:
+                changes = drifted(desired_attributes(spec, ref.uid), actual)
+                if changes:
+                    gl.update_runner(actual.id, changes)
+                    fields = ", ".join(sorted(changes))
+                    emit("Normal", "RunnerUpdated", f"Updated {fields} of runner {actual.id} in GitLab")
+                    self.log.info("updated %s of runner %s in GitLab", fields, actual.id)
+
+        if runner_id is None:
+            runner_id, issued = self._create_or_adopt(ref, spec, gl, status, emit)
+            return runner_id, issued.token, _fmt_time(issued.expires_at)
+
+        if token_secret is None or not token_secret["data"].get("token"):
+            # The runner exists but its token was lost (Secret deleted by hand): the only way back is a reset.
+            issued = gl.reset_token(int(runner_id))
+            self._store_token(ref, int(runner_id), issued)
+            emit(
+                "Warning",
+                "TokenRestored",
+                f"The token Secret was missing; reset the token of runner {runner_id}",
+            )
+            return int(runner_id), issued.token, _fmt_time(issued.expires_at)
+        annotations = token_secret["annotations"]
+        return int(runner_id), token_secret["data"]["token"], annotations.get(builders.ANNOTATION_TOKEN_EXPIRES_AT)
+
+    def _create_or_adopt(
+        self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, status: Mapping[str, Any], emit: EventSink
+    ) -> tuple[int, IssuedToken]:
+        started = parse_time(status.get("creationStartedAt"))
+        if started is not None:
+            orphan = self.find_orphan(ref, spec, gl, started)
+            if orphan is not None:
+                # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
+                issued = gl.reset_token(orphan)
+                self._store_token(ref, orphan, issued)
+                self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": orphan})
+                emit("Normal", "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt")
+                self.log.info("adopted runner %s created by an interrupted attempt", orphan)
+                return orphan, issued
+        else:
+            self.kube.patch_runner_status(ref.namespace, ref.name, {"creationStartedAt": now_iso()})
+
+        created = gl.create_runner(create_attributes(spec, ref.uid))
+        # Persist before anything else can fail: the token exists nowhere else.
+        self._store_token(ref, created.id, created.token)
+        self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": created.id})
+        emit("Normal", "RunnerCreated", f"Created {spec.runner_type} runner {created.id} in GitLab")
+        self.log.info("created %s runner %s in GitLab", spec.runner_type, created.id)
+        return created.id, created.token
+
+    def find_orphan(self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, since: datetime) -> int | None:
+        """A runner carrying this Runner's ownership marker, created since the recorded creation attempt."""
+        if spec.runner_type == "project_type":
+            path = f"/projects/{spec.project_id}/runners"
+        elif spec.runner_type == "group_type":
+            path = f"/groups/{spec.group_id}/runners"
+        else:
+            path = "/runners/all"
+        for item in gl.list_runners(path, type=spec.runner_type):
+            created = parse_time(item.created_at)
+            if created is None or created < since - ORPHAN_WINDOW:
+                continue
+            details = gl.get_runner(item.id)
+            if details is not None and is_owned_by(details.maintenance_note, ref.uid):
+                return item.id
+        return None
+
+    def _store_token(self, ref: RunnerRef, runner_id: int, issued: IssuedToken) -> None:
+        names = builders.child_names(ref.name)
+        self.kube.apply_secret(
+            builders.build_token_secret(
+                name=names.token_secret,
+                namespace=ref.namespace,
+                owner=ref.owner(),
+                runner_name=ref.name,
+                runner_id=runner_id,
+                token=issued.token,
+                token_expires_at=_fmt_time(issued.expires_at),
+                token_obtained_at=now_iso(),
+            )
+        )
+
+    def _apply_children(self, ref: RunnerRef, spec: RunnerSpec, runner_id: int, token: str) -> None:
+        names = builders.child_names(ref.name)
+        ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
+        rendered = builders.render_config_toml(
+            spec,
+            runner_name=ref.name,
+            runner_id=runner_id,
+            token=token,
+            ca_path=builders.CA_FILE if ca_key else None,
+            default_namespace=ref.namespace,
+        )
+        self.kube.apply_secret(
+            builders.build_config_secret(
+                name=names.config_secret,
+                namespace=ref.namespace,
+                owner=ref.owner(),
+                runner_name=ref.name,
+                runner_uid=ref.uid,
+                replicas=spec.replicas,
+                rendered=rendered,
+            )
+        )
+        self.kube.apply_statefulset(
+            builders.build_statefulset(
+                spec,
+                name=names.statefulset,
+                namespace=ref.namespace,
+                owner=ref.owner(),
+                config_secret=names.config_secret,
+                config_checksum=rendered.token_free_sha256,
+                ca_secret_key=ca_key,
+            )
+        )
+
+    # --- deletion ---------------------------------------------------------------------------------------------
+
+    def unregister(
+        self, ref: RunnerRef, raw_spec: Mapping[str, Any], status: Mapping[str, Any], emit: EventSink
+    ) -> None:
+        """Delete the runner in GitLab (404 counts as done). The children go by garbage collection."""
+        spec = self.parse(raw_spec)
+        names = builders.child_names(ref.name)
+        token_secret = self.kube.read_secret(ref.namespace, names.token_secret)
+        runner_id = status.get("runnerId") or _runner_id_of(token_secret)
+        started = parse_time(status.get("creationStartedAt"))
+        if runner_id is None and started is None:
+            return  # never got as far as GitLab
+        try:
+            gl = self.connect(ref, spec)
+        except ReconcileError:
+            runner_token = (token_secret or {}).get("data", {}).get("token")
+            if runner_id is None or not runner_token:
+                raise
+            # The access token is gone (often: the namespace is being deleted) but the runner token is at hand.
+            self._delete_with_runner_token(ref, spec, int(runner_id), runner_token, emit)
+            return
+        try:
+            if runner_id is None and started is not None:
+                runner_id = self.find_orphan(ref, spec, gl, started)
+            if runner_id is None:
+                return
+            if gl.delete_runner(int(runner_id)):
+                emit("Normal", "RunnerDeleted", f"Deleted runner {runner_id} in GitLab")
+                self.log.info("deleted runner %s in GitLab", runner_id)
+            else:
+                self.log.info("runner %s was already gone from GitLab", runner_id)
+        except GitLabError as exc:
+            raise explain(exc, spec) from None
+
+    def _delete_with_runner_token(
+        self, ref: RunnerRef, spec: RunnerSpec, runner_id: int, runner_token: str, emit: EventSink
+    ) -> None:
+        gl = self.gitlab.client(spec.gitlab.api_url, "")
+        try:
+            deleted = gl.delete_runner_by_token(runner_token)
+        except GitLabError as exc:
+            raise explain(exc, spec) from None
+        if deleted:
+            emit("Normal", "RunnerDeleted", f"Deleted runner {runner_id} in GitLab with its own token")
+            self.log.info("deleted runner %s in GitLab with its own token", runner_id)
+
+
+def _runner_id_of(token_secret: Mapping[str, Any] | None) -> int | None:
+    raw = (token_secret or {}).get("annotations", {}).get(builders.ANNOTATION_RUNNER_ID)
+    return int(raw) if raw and str(raw).isdigit() else None

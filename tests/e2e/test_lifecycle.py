@@ -1,0 +1,348 @@
+"""The Runner lifecycle, end to end: the operator process against the real kube-apiserver and the fake GitLab."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import PAT, PROJECT_ID, Runners
+from tests.fake_gitlab import FakeGitLab, Fault
+from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def calls(gitlab: FakeGitLab, method: str, path_suffix: str) -> list[Any]:
+    return [c for c in gitlab.calls if c.method == method and c.path.endswith(path_suffix)]
+
+
+def owned_by(obj: Any, runner: dict[str, Any]) -> bool:
+    refs = obj.metadata.owner_references or []
+    return any(r.uid == runner["metadata"]["uid"] and r.controller for r in refs)
+
+
+def test_create_registers_one_runner_and_its_children(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    body = runners.wait_ready()
+    status = body["status"]
+
+    assert len(calls(gitlab, "POST", "/user/runners")) == 1
+    assert len(gitlab.runners) == 1
+    runner = gitlab.runners[status["runnerId"]]
+    assert runner.runner_type == "project_type" and PROJECT_ID in runner.project_ids
+    assert runner.description == "builds for team A"
+    assert sorted(runner.tag_list) == ["docker", "linux"]
+    assert runner.run_untagged is False and runner.locked is True and runner.maximum_timeout == 3600
+
+    token = runners.secret_data(status["tokenSecretName"])["token"]
+    assert token == runner.token and token.startswith("glrt-")
+
+    config_data = runners.secret_data(status["configSecretName"])
+    config = tomllib.loads(config_data["config.toml"])
+    assert config["runners"][0]["url"] == gitlab.url
+    assert config["runners"][0]["token"] == token
+    assert config["runners"][0]["id"] == runner.id
+    assert {k for k in config_data if k.startswith("system-id-")} == {"system-id-0", "system-id-1"}
+
+    sts = runners.apps.read_namespaced_stateful_set("builds", runners.namespace)
+    assert sts.spec.replicas == 2
+    for obj in (
+        sts,
+        runners.core.read_namespaced_secret(status["tokenSecretName"], runners.namespace),
+        runners.core.read_namespaced_secret(status["configSecretName"], runners.namespace),
+    ):
+        assert owned_by(obj, body)
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+    assert "RunnerCreated" in runners.event_reasons()
+
+
+def test_spec_edit_updates_gitlab_with_put(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    puts_before = len(calls(gitlab, "PUT", f"/runners/{runner_id}"))
+
+    runners.patch_spec(description="edited", tags=["linux", "arm64"], paused=True, replicas=1)
+    wait_for(lambda: gitlab.runners[runner_id].description == "edited", timeout=30, message="PUT applied")
+    runners.wait_ready()
+
+    runner = gitlab.runners[runner_id]
+    assert sorted(runner.tag_list) == ["arm64", "linux"] and runner.paused is True
+    put_calls = calls(gitlab, "PUT", f"/runners/{runner_id}")
+    assert len(put_calls) == puts_before + 1
+    assert set(put_calls[-1].body_keys) == {"description", "tag_list", "paused"}
+    assert len(calls(gitlab, "POST", "/user/runners")) == 1
+    sts = runners.apps.read_namespaced_stateful_set("builds", runners.namespace)
+    assert sts.spec.replicas == 1
+
+
+def test_drift_in_gitlab_is_repaired_on_the_resync_timer(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+
+    with gitlab.lock:
+        gitlab.runners[runner_id].description = "changed in the UI"
+        gitlab.runners[runner_id].locked = False
+    wait_for(lambda: gitlab.runners[runner_id].description == "builds for team A", timeout=30, message="drift fixed")
+    assert gitlab.runners[runner_id].locked is True
+    wait_for(lambda: "RunnerUpdated" in runners.event_reasons(), timeout=10, message="RunnerUpdated event")
+
+
+def test_runner_deleted_in_gitlab_is_recreated(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
+    runners.create(runners.manifest())
+    old_id = runners.wait_ready()["status"]["runnerId"]
+
+    gitlab.delete_runner(old_id)
+    new_id = wait_for(
+        lambda: (rid := runners.get()["status"].get("runnerId")) not in (None, old_id) and rid,
+        timeout=30,
+        message="a new runner id",
+    )
+    runners.wait_ready()
+    assert set(gitlab.runners) == {new_id}
+    token = runners.secret_data("builds-runner-token")["token"]
+    assert token == gitlab.runners[new_id].token
+    config = tomllib.loads(runners.secret_data("builds-runner-config")["config.toml"])
+    assert config["runners"][0]["token"] == token and config["runners"][0]["id"] == new_id
+    assert "RunnerMissing" in runners.event_reasons()
+
+
+def test_delete_removes_the_runner_in_gitlab_and_the_children(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+    assert runner_id not in gitlab.runners
+    assert len(calls(gitlab, "DELETE", f"/runners/{runner_id}")) == 1
+
+    def children_gone() -> bool:
+        secrets = runners.core.list_namespaced_secret(runners.namespace, label_selector="glrt.dev/runner=builds")
+        sets = runners.apps.list_namespaced_stateful_set(runners.namespace)
+        return not secrets.items and not sets.items
+
+    wait_for(children_gone, timeout=60, message="garbage collection of the children")
+
+
+def test_delete_tolerates_a_runner_already_gone(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    gitlab.delete_runner(runner_id)
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone despite the 404")
+
+
+def test_delete_keeps_retrying_while_gitlab_fails(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    gitlab.faults.add(Fault(method="DELETE", path=rf"/runners/{runner_id}$", kind="status", status=503))
+
+    runners.delete()
+    condition = runners.wait_reason("GitLabUnavailable")
+    assert "503" in condition["message"]
+    assert runners.exists() and runner_id in gitlab.runners  # the finalizer holds the Runner back
+
+    gitlab.faults.clear()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone after GitLab recovered")
+    assert runner_id not in gitlab.runners
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+def test_schema_refuses_bad_manifests_at_apply_time(control_plane: ControlPlane, runners: Runners) -> None:
+    import yaml
+
+    bad = runners.manifest(projectId=None)
+    del bad["spec"]["projectId"]
+    cases = [
+        (bad, "projectId is required when runnerType is project_type"),
+        (runners.manifest(runnerType="shared"), 'Unsupported value: "shared"'),
+        (runners.manifest(maximumTimeout=60), "should be greater than or equal to 600"),
+        (runners.manifest(runUntagged=False, tags=[]), "tags must not be empty when runUntagged is false"),
+        (runners.manifest(groupId=3), "groupId is only allowed when runnerType is group_type"),
+    ]
+    for manifest, message in cases:
+        result = control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+        assert result.returncode != 0, manifest
+        assert message in result.stderr, result.stderr
+    assert not runners.custom.list_namespaced_custom_object("glrt.dev", "v1alpha1", runners.namespace, "runners")[
+        "items"
+    ]
+
+
+def test_missing_credentials_secret_recovers_once_created(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.core.delete_namespaced_secret("gitlab-api", runners.namespace)
+    runners.create(runners.manifest())
+    condition = runners.wait_reason("CredentialsMissing")
+    assert "gitlab-api" in condition["message"] and condition["status"] == "False"
+    assert not gitlab.runners
+
+    runners.put_secret("gitlab-api", {"token": PAT})
+    runners.wait_ready(timeout=60)
+    assert len(gitlab.runners) == 1
+
+
+@pytest.mark.parametrize(
+    ("scopes", "reason", "hint"),
+    [
+        (None, "AccessTokenInvalid", "unknown, expired or revoked"),
+        (["read_api"], "AccessTokenForbidden", "create_runner"),
+    ],
+)
+def test_bad_access_token_is_reported_and_recovers(
+    runners: Runners,
+    gitlab: FakeGitLab,
+    operator: OperatorProcess,
+    scopes: list[str] | None,
+    reason: str,
+    hint: str,
+) -> None:
+    bad = "glpat-not-good-enough-0001"
+    if scopes is not None:
+        gitlab.add_access_token(bad, gitlab.users["platform"], scopes=scopes)
+    runners.put_secret("gitlab-api", {"token": bad})
+    runners.create(runners.manifest())
+    condition = runners.wait_reason(reason)
+    assert hint in condition["message"]
+    assert reason in runners.event_reasons()
+
+    runners.put_secret("gitlab-api", {"token": PAT})
+    runners.wait_ready(timeout=60)
+    assert len(gitlab.runners) == 1
+
+
+def test_unknown_project_is_reported(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
+    runners.create(runners.manifest(projectId=999))
+    condition = runners.wait_reason("GitLabRejected")
+    assert "Missing/invalid project" in condition["message"]
+    assert not gitlab.runners
+
+
+def test_gitlab_outage_and_rate_limit_are_retried_with_backoff(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    gitlab.faults.add(Fault(method="POST", path=r"/user/runners$", kind="status", status=503, count=2))
+    gitlab.faults.add(Fault(method="POST", path=r"/user/runners$", kind="rate_limit_rack", retry_after=3, count=1))
+    runners.create(runners.manifest())
+    runners.wait_ready(timeout=60)
+
+    attempts = calls(gitlab, "POST", "/user/runners")
+    assert [c.status for c in attempts] == [503, 503, 429, 201]
+    assert (attempts[3].time - attempts[2].time).total_seconds() >= 2.9  # Retry-After honoured
+    assert len(gitlab.runners) == 1
+
+
+# --- exactly one runner, whatever happens -----------------------------------------------------------------------
+
+
+def test_lost_reply_to_create_is_adopted_not_duplicated(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    gitlab.faults.add(Fault(method="POST", path=r"/user/runners$", kind="drop_after_commit", count=1))
+    runners.create(runners.manifest())
+    body = runners.wait_ready()
+
+    assert len(gitlab.runners) == 1
+    assert len(calls(gitlab, "POST", "/user/runners")) == 1
+    runner = gitlab.runners[body["status"]["runnerId"]]
+    assert runners.secret_data("builds-runner-token")["token"] == runner.token  # reset: the lost token is dead
+    assert "RunnerAdopted" in runners.event_reasons()
+
+
+def test_operator_killed_right_after_gitlab_created_the_runner(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    # GitLab creates the runner, then holds the reply: the operator is killed before it can write anything.
+    gitlab.faults.add(Fault(method="POST", path=r"/user/runners$", kind="hold_after_commit", seconds=30, count=1))
+    runners.create(runners.manifest())
+    wait_for(lambda: len(gitlab.runners) == 1, timeout=30, message="runner created in GitLab")
+    operator.kill()
+    assert "runnerId" not in runners.get().get("status", {})
+    assert not runners.core.list_namespaced_secret(runners.namespace, label_selector="glrt.dev/runner=builds").items
+
+    gitlab.faults.clear()
+    operator.start()
+    body = runners.wait_ready(timeout=60)
+    assert len(gitlab.runners) == 1
+    assert body["status"]["runnerId"] in gitlab.runners
+    assert len(calls(gitlab, "POST", "/user/runners")) == 1
+    runner_id = body["status"]["runnerId"]
+    assert runners.secret_data("builds-runner-token")["token"] == gitlab.runners[runner_id].token
+
+
+def test_operator_restart_does_not_create_again(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    operator.stop()
+    operator.start()
+    wait_for(lambda: len(calls(gitlab, "GET", f"/runners/{runner_id}")) >= 2, timeout=30, message="resumed")
+    runners.wait_ready()
+    assert len(gitlab.runners) == 1 and len(calls(gitlab, "POST", "/user/runners")) == 1
+    assert not calls(gitlab, "POST", "/reset_authentication_token")
+
+
+def test_steady_state_makes_no_gitlab_writes(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    start = len(gitlab.calls)
+    wait_for(lambda: len(calls(gitlab, "GET", f"/runners/{runner_id}")) >= 3, timeout=30, message="resyncs")
+    writes = [c for c in gitlab.calls[start:] if c.method != "GET"]
+    assert writes == []
+
+
+def test_status_and_condition_are_reported(runners: Runners, operator: OperatorProcess) -> None:
+    runners.create(runners.manifest())
+    status = runners.wait_ready()["status"]
+    assert status["tokenSecretName"] == "builds-runner-token"
+    assert status["configSecretName"] == "builds-runner-config"
+    assert status["tokenExpiresAt"] is None  # the fake sets no expiry interval by default
+    ready = runners.condition()
+    assert ready["reason"] == "Reconciled" and ready["lastTransitionTime"]
+
+
+def test_printer_columns(control_plane: ControlPlane, runners: Runners, operator: OperatorProcess) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    table = control_plane.kubectl("get", "runners", "-n", runners.namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "RUNNER", "ID", "TYPE"]
+    assert row.split()[:6] == ["builds", str(runner_id), "project_type", "2", "0", "<none>"] or row.split()[:5] == [
+        "builds",
+        str(runner_id),
+        "project_type",
+        "2",
+        "<none>",
+    ]
+    assert "True" in row
+
+
+def test_kubernetes_rejects_status_writes_without_the_subresource(runners: Runners) -> None:
+    created = runners.create(runners.manifest())
+    created["status"] = {"runnerId": 42}
+    replaced = runners.custom.replace_namespaced_custom_object(
+        "glrt.dev", "v1alpha1", runners.namespace, "runners", "builds", created
+    )
+    assert "status" not in replaced or "runnerId" not in replaced.get("status", {})
+    with pytest.raises(client.ApiException):
+        runners.custom.patch_namespaced_custom_object_status(
+            "glrt.dev", "v1alpha1", runners.namespace, "runners", "builds", {"status": {"runnerId": "x"}}
+        )

@@ -1,0 +1,115 @@
+"""Fault injection rules for the fake GitLab.
+
+A :class:`FaultSet` is an ordered list of :class:`Fault` rules; for each API request the first rule that matches
+(method, path regex, not yet used up) fires. Faults never apply to the control API under ``/-/fake/``.
+The 429 shapes follow ref §0.5 and §7 of ``/work/shared/reference/gitlab-api.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+FAULT_KINDS = (
+    "latency",  # wait `seconds`, then handle normally
+    "status",  # answer `status` with {"message": ...}, request not processed
+    "rate_limit_rack",  # Rack::Attack 429: text/plain "Retry later\n", RateLimit-* and Retry-After (ref §7.1)
+    "rate_limit_app",  # application 429: JSON message and Retry-After (ref §7.2)
+    "drop",  # read the request, close the connection without a response; request not processed
+    "drop_after_commit",  # process the request fully, then close without sending the response
+    "hold_after_commit",  # process the request fully, then wait `seconds` before sending the response
+)
+
+APP_RATE_LIMIT_MESSAGE = "This endpoint has been requested too many times. Try again later."
+
+
+@dataclass
+class Fault:
+    """One fault rule.
+
+    ``method``/``path`` select requests (``None`` = any; ``path`` is a regex searched in the request path, e.g.
+    ``r"^/api/v4/user/runners$"``). ``count`` limits how often it fires (``None`` = forever); ``skip`` lets that
+    many matching requests through first. ``hits`` counts how often it fired.
+    """
+
+    method: str | None = None
+    path: str | None = None
+    kind: str = "status"
+    status: int = 503
+    seconds: float = 0.0
+    retry_after: int = 60
+    count: int | None = None
+    message: str | None = None
+    skip: int = 0
+    hits: int = 0
+    seen: int = 0  # matching requests, including the skipped ones
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if self.method is not None:
+            self.method = self.method.upper()
+        self._regex = re.compile(self.path) if self.path is not None else None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and self.hits >= self.count
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method.upper():
+            return False
+        return self._regex is None or self._regex.search(path) is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fault:
+        """Build from JSON (control API); unknown keys raise ``ValueError``."""
+        allowed = {f.name for f in fields(cls) if f.init and f.name not in ("hits", "seen")}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(f"unknown fault fields: {', '.join(unknown)}")
+        return cls(**data)
+
+
+class FaultSet:
+    """Thread-safe ordered fault rules; first match wins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._rules.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    @property
+    def rules(self) -> list[Fault]:
+        with self._lock:
+            return list(self._rules)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rules)
+
+    def match(self, method: str, path: str) -> Fault | None:
+        """The rule that fires for this request (its ``hits`` already counted), or ``None``."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.exhausted or not rule.matches(method, path):
+                    continue
+                rule.seen += 1
+                if rule.seen <= rule.skip:
+                    continue
+                rule.hits += 1
+                return rule
+        return None

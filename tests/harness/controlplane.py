@@ -1,0 +1,517 @@
+"""A throwaway Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC), kube-controller-manager.
+
+There is no kubelet or scheduler, so pods are created (by the StatefulSet controller, say) but stay Pending.
+Everything -- etcd data, certificates, kubeconfigs, logs -- lives in one temporary directory that stop()
+removes (set GLRT_KEEP_CONTROLPLANE=1 to keep it for debugging).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+from kubernetes import client
+
+from tests.harness import binaries
+
+COMPONENTS = ("etcd", "apiserver", "controller-manager")
+
+# What the operator's tests rely on: cascading deletion (ownerReferences), StatefulSet pods, namespace
+# deletion, the "default" ServiceAccount (pods are rejected without it) and kube-root-ca.crt. Fewer
+# controllers means less CPU and a faster start on small machines.
+DEFAULT_CONTROLLERS = (
+    "garbage-collector-controller",
+    "statefulset-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+
+START_DEADLINES = {"etcd": 30.0, "apiserver": 120.0, "controller-manager": 60.0}
+STOP_DEADLINE = 10.0
+LOG_TAIL_LINES = 50
+
+_PR_SET_PDEATHSIG = 1
+try:  # loaded before any fork: the child must not dlopen between fork and exec
+    _libc: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _libc = None
+
+
+def _die_with_parent() -> None:
+    # atexit does not run if the test process is SIGKILLed (e.g. by a CI timeout); the kernel then kills
+    # the components for us. Caveat: the signal fires when the *thread* that started them exits.
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_DIR_PREFIX = "glrt-cp-"
+_OWNER_FILE = "owner.pid"
+
+
+def _sweep_stale_dirs(parent: Path) -> None:
+    # A SIGKILLed test run cannot remove its directory (over 100 MB: etcd preallocates its WAL); the next
+    # run removes the directories whose owning process is gone.
+    for candidate in parent.glob(f"{_DIR_PREFIX}*"):
+        try:
+            os.kill(int((candidate / _OWNER_FILE).read_text()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(candidate, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours, unreadable, or the owner is alive but not ours to signal
+
+
+class ControlPlaneError(RuntimeError):
+    """A component failed to start; the message carries the tail of its log."""
+
+    def __init__(self, message: str, *, port_clash: bool = False) -> None:
+        super().__init__(message)
+        self.port_clash = port_clash
+
+
+class CommandError(subprocess.CalledProcessError):
+    """CalledProcessError whose message includes the output, so a failing kubectl/helm explains itself."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def _free_ports(count: int) -> list[int]:
+    # Keep all sockets open until every port is picked so the ports are distinct.
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open(errors="replace") as f:
+            return "".join(collections.deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager as local processes; see the module docstring."""
+
+    def __init__(self, workdir: Path | None = None, *, controllers: Sequence[str] = DEFAULT_CONTROLLERS) -> None:
+        self._workdir = workdir
+        self._controllers = tuple(controllers)
+        self._base: Path | None = None
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._final_logs: dict[str, str] = {}
+        self._admin_token = secrets.token_urlsafe(32)
+        self._bin: dict[str, Path] = {}
+        self.server = ""
+        self.startup_seconds: float | None = None
+
+    # ----------------------------------------------------------------------------------------------- paths
+
+    @property
+    def dir(self) -> Path:
+        if self._base is None:
+            raise ControlPlaneError("the control plane is not started")
+        return self._base
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "pki" / "ca.crt"
+
+    def _pki(self, name: str) -> Path:
+        return self.dir / "pki" / name
+
+    def _log_path(self, component: str) -> Path:
+        return self.dir / "logs" / f"{component}.log"
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self._base is not None:
+            raise ControlPlaneError("start() called twice; create a new ControlPlane instead")
+        started = time.monotonic()
+        # Before the temp dir exists: this may build the binaries (long) or fail with a clear message.
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm"):
+            self._bin[name] = binaries.binary(name)
+        if self._workdir is not None:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_dirs(Path(self._workdir or tempfile.gettempdir()))
+        self._base = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX, dir=self._workdir))
+        (self._base / _OWNER_FILE).write_text(str(os.getpid()))
+        atexit.register(self.stop)
+        try:
+            for sub in ("pki", "logs", "etcd", "kubeconfigs", "kubectl-cache", "helm"):
+                (self.dir / sub).mkdir(mode=0o700)
+            self._write_credentials()
+            for attempt in range(3):
+                try:
+                    self._launch()
+                    break
+                except ControlPlaneError as exc:
+                    # Free ports are picked by binding to port 0 and released before the component binds
+                    # them, so another process can take one in between: retry with new ports.
+                    if not exc.port_clash or attempt == 2:
+                        raise
+                    self._terminate()
+                    shutil.rmtree(self.dir / "etcd")
+                    (self.dir / "etcd").mkdir(mode=0o700)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        """Terminate every component (SIGTERM, then SIGKILL after a deadline) and remove the temp dir."""
+        if self._base is None:
+            return
+        self._terminate()
+        for component in COMPONENTS:  # logs() keeps working after the directory is gone
+            path = self._log_path(component)
+            if path.exists():
+                self._final_logs[component] = path.read_text(errors="replace")
+        if os.environ.get("GLRT_KEEP_CONTROLPLANE"):
+            print(f"control plane: keeping {self._base}", file=sys.stderr)
+        else:
+            shutil.rmtree(self._base, ignore_errors=True)
+        self._base = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _terminate(self) -> None:
+        # Controller-manager and apiserver first (they talk to etcd while shutting down), etcd last.
+        for group in (("controller-manager", "apiserver"), ("etcd",)):
+            procs = [self._procs.pop(name) for name in group if name in self._procs]
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            deadline = time.monotonic() + STOP_DEADLINE
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of the running components (for tests of the harness itself)."""
+        return {name: proc.pid for name, proc in self._procs.items()}
+
+    def logs(self, component: str) -> str:
+        """Full log of ``etcd``, ``apiserver`` or ``controller-manager`` (also after stop())."""
+        if component not in COMPONENTS:
+            raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
+        if self._base is not None and self._log_path(component).exists():
+            return self._log_path(component).read_text(errors="replace")
+        return self._final_logs.get(component, "")
+
+    # ---------------------------------------------------------------------------------------- credentials
+
+    def _openssl(self, *args: str) -> None:
+        result = subprocess.run(["openssl", *args], check=False, capture_output=True, text=True, cwd=self.dir / "pki")
+        if result.returncode != 0:
+            raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
+
+    def _write_credentials(self) -> None:
+        # A CA and a serving cert for 127.0.0.1/localhost, so clients verify TLS instead of skipping it.
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        self._openssl(
+            "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "7",
+            "-subj", "/CN=glrt-test-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        self._openssl("req", "-new", *ec, "-keyout", "serving.key", "-out", "serving.csr", "-subj", "/CN=127.0.0.1")
+        self._pki("serving.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+            "DNS:kubernetes.default.svc,IP:10.0.0.1\n"
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectKeyIdentifier=hash\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+        )
+        self._openssl(
+            "x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-set_serial", f"0x{secrets.token_hex(16)}", "-days", "7",
+            "-extfile", "serving.ext", "-out", "serving.crt",
+        )  # fmt: skip
+        # Signs ServiceAccount tokens (TokenRequest API, legacy token Secrets).
+        self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key")
+        self._openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
+        # Static token for the admin; system:masters bypasses RBAC.
+        self._pki("tokens.csv").write_text(f'{self._admin_token},admin,admin,"system:masters"\n')
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str, namespace: str = "default") -> Path:
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "glrt-test",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "glrt-test",
+                    "context": {"cluster": "glrt-test", "user": user, "namespace": namespace},
+                }
+            ],
+            "current-context": "glrt-test",
+        }
+        path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    # --------------------------------------------------------------------------------------------- launch
+
+    def _launch(self) -> None:
+        etcd_client, etcd_peer, api_port, kcm_port = _free_ports(4)
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._write_kubeconfig(self.kubeconfig, "admin", self._admin_token)
+        etcd_url = f"http://127.0.0.1:{etcd_client}"
+        peer_url = f"http://127.0.0.1:{etcd_peer}"
+
+        self._spawn(
+            "etcd",
+            [
+                str(self._bin["etcd"]),
+                "--name=glrt-test",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=glrt-test={peer_url}",
+                "--unsafe-no-fsync",  # throwaway data: durability costs only time
+                "--log-level=warn",
+            ],
+        )
+        self._wait_ready("etcd", etcd_url, ("/readyz", "/livez"))
+
+        pki = self.dir / "pki"
+        self._spawn(
+            "apiserver",
+            [
+                str(self._bin["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={pki}",  # unused with explicit certs, but keeps it out of /var/run/kubernetes
+                f"--tls-cert-file={pki / 'serving.crt'}",
+                f"--tls-private-key-file={pki / 'serving.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                f"--token-auth-file={pki / 'tokens.csv'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # Loopback addresses are invalid in Endpoints; with no pods running nothing needs them.
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+            ],
+        )
+        self._wait_ready("apiserver", self.server, ("/readyz", "/livez"))
+
+        self._spawn(
+            "controller-manager",
+            [
+                str(self._bin["kube-controller-manager"]),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                f"--controllers={','.join(self._controllers)}",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'serving.crt'}",
+                f"--tls-private-key-file={pki / 'serving.key'}",
+                "--profiling=false",
+            ],
+        )
+        # kube-controller-manager serves no /readyz or /livez; its /healthz includes one check per controller.
+        self._wait_ready("controller-manager", f"https://127.0.0.1:{kcm_port}", ("/healthz",))
+        if "serviceaccount-controller" in self._controllers:
+            # /healthz only says the server is up; a "default" ServiceAccount proves controllers are running
+            # (and pods in the "default" namespace are admitted).
+            self._wait_until(
+                "controller-manager",
+                lambda: self._get(f"{self.server}/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+                "the ServiceAccount default/default to be created",
+            )
+
+    def _spawn(self, component: str, argv: list[str]) -> None:
+        with self._log_path(component).open("ab") as log:
+            self._procs[component] = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,  # a Ctrl-C aimed at pytest must not kill them before stop() runs
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only calls prctl, safe after fork
+            )
+
+    def _get(self, url: str) -> tuple[int, str]:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._admin_token}"})
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if url.startswith("https") else None
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (OSError, ssl.SSLError) as exc:
+            return 0, str(exc)
+
+    def _wait_ready(self, component: str, base_url: str, paths: Sequence[str]) -> None:
+        def ready() -> bool:
+            return all(self._get(base_url + path)[0] == 200 for path in paths)
+
+        self._wait_until(component, ready, f"{', '.join(paths)} on {base_url} to return 200")
+
+    def _wait_until(self, component: str, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + START_DEADLINES[component]
+        proc = self._procs[component]
+        while not predicate():
+            code = proc.poll()
+            if code is not None or time.monotonic() > deadline:
+                reason = f"exited with code {code}" if code is not None else "timed out"
+                tail = _tail(self._log_path(component))
+                raise ControlPlaneError(
+                    f"{component} did not become ready ({reason} waiting for {what}); "
+                    f"last {LOG_TAIL_LINES} log lines:\n{tail}",
+                    port_clash="address already in use" in tail,
+                )
+            time.sleep(0.1)
+
+    # -------------------------------------------------------------------------------------------- clients
+
+    def api_client(self) -> client.ApiClient:
+        """A new admin ApiClient (the caller closes it)."""
+        configuration = client.Configuration(
+            host=self.server,
+            api_key={"BearerToken": self._admin_token},
+            api_key_prefix={"BearerToken": "Bearer"},
+            ssl_ca_cert=str(self.ca_file),
+        )
+        return client.ApiClient(configuration)
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        as_user: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl (admin kubeconfig unless ``kubeconfig`` is given; ``as_user`` adds --as)."""
+        argv = [
+            str(self._bin["kubectl"]),
+            f"--kubeconfig={kubeconfig or self.kubeconfig}",
+            f"--cache-dir={self.dir / 'kubectl-cache'}",
+        ]
+        if as_user is not None:
+            argv.append(f"--as={as_user}")
+        return self._run([*argv, *args], input=input, check=check, timeout=timeout)
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """Run the pinned helm against the control plane, with its config and cache kept in the temp dir."""
+        home = self.dir / "helm"
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECACHEDIR": str(self.dir / "kubectl-cache"),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        return self._run([str(self._bin["helm"]), *args], check=check, timeout=timeout, env=env)
+
+    def _run(
+        self,
+        argv: list[str],
+        *,
+        check: bool,
+        timeout: float,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            argv,
+            check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+        if check and result.returncode != 0:
+            raise CommandError(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    def serviceaccount_kubeconfig(self, namespace: str, name: str) -> Path:
+        """A kubeconfig authenticating as ServiceAccount ``namespace/name`` (created if absent) with a real
+        token from the TokenRequest API -- the same kind of credential a pod gets, so RBAC applies in full."""
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            try:
+                core.create_namespaced_service_account(
+                    namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+                )
+            except client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+            request = client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[SERVICE_ACCOUNT_ISSUER], expiration_seconds=24 * 3600)
+            )
+            status = core.create_namespaced_service_account_token(name, namespace, request).status
+        if status is None or not status.token:
+            raise ControlPlaneError(f"TokenRequest for {namespace}/{name} returned no token")
+        path = self.dir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
+        return self._write_kubeconfig(path, f"system:serviceaccount:{namespace}:{name}", status.token, namespace)

@@ -1,0 +1,81 @@
+"""The operator as a real process (`python -m glrt_operator run`), as it runs in its pod: it can be killed with
+SIGKILL mid-flight, restarted, and everything it printed can be read back (and scanned for secrets)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from tests.harness.waiting import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Short timers so that resync, back-off and recovery happen within a test's patience.
+TEST_ENV = {
+    "GLRT_RESYNC_INTERVAL": "3",
+    "GLRT_ERROR_BACKOFF": "0.5",
+    "GLRT_ERROR_BACKOFF_MAX": "4",
+    "GLRT_WATCH_SERVER_TIMEOUT": "60",
+}
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, env: dict[str, str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.env = {**TEST_ENV, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        self.logs: list[Path] = []  # one file per start, all kept for the secret scan
+
+    def start(self) -> OperatorProcess:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.runs += 1
+        log = self.log_dir / f"operator-{self.namespace}-{self.runs}.log"
+        self.logs.append(log)
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "glrt_operator", "run", "--namespace", self.namespace, "--verbose"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # Kopf logs this once the watch streams are open: from then on no event is missed.
+        wait_for(lambda: self._started(log), timeout=60, interval=0.1, message="operator start")
+        return self
+
+    def _started(self, log: Path) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"operator exited with {self.process.returncode}:\n{log.read_text()[-3000:]}")
+        return b"Starting the watch-stream" in log.read_bytes()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last patch, as when a node dies."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def __enter__(self) -> OperatorProcess:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

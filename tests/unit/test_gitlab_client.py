@@ -1,0 +1,120 @@
+"""The GitLab adapter over httpx.MockTransport: request shapes, error classification, no token in any message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from glrt_operator.gitlab import GitLabError, GitLabPool
+
+PAT = "glpat-secret-access-token"
+RUNNER_TOKEN = "glrt-t3_secret-runner-token"
+
+
+def client(handler: Callable[[httpx.Request], httpx.Response]):  # type: ignore[no-untyped-def]
+    return GitLabPool(transport=httpx.MockTransport(handler)).client("https://gitlab.test/api/v4", PAT)
+
+
+def test_create_sends_attributes_with_the_access_token_and_parses_the_reply() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            201, json={"id": 9, "token": RUNNER_TOKEN, "token_expires_at": "2026-12-01T10:00:00.000Z"}
+        )
+
+    created = client(handler).create_runner({"runner_type": "project_type", "project_id": 7})
+    assert created.id == 9 and created.token.token == RUNNER_TOKEN
+    assert created.token.expires_at is not None and created.token.expires_at.year == 2026
+    assert RUNNER_TOKEN not in repr(created)
+    request = seen[0]
+    assert request.method == "POST" and request.url.path == "/api/v4/user/runners"
+    assert request.headers["PRIVATE-TOKEN"] == PAT
+    assert json.loads(request.content) == {"runner_type": "project_type", "project_id": 7}
+
+
+def test_runner_token_calls_do_not_send_the_access_token() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    assert client(handler).delete_manager(RUNNER_TOKEN, "r_abcdefABCDEF") is True
+    assert "PRIVATE-TOKEN" not in seen[0].headers
+    assert json.loads(seen[0].content) == {"token": RUNNER_TOKEN, "system_id": "r_abcdefABCDEF"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "retryable", "retry_after", "reason"),
+    [
+        (401, {"message": "401 Unauthorized"}, {}, False, None, "AccessTokenInvalid"),
+        (403, {"error": "insufficient_scope"}, {}, False, None, "AccessTokenForbidden"),
+        (400, {"message": "400 Bad request - Missing/invalid project"}, {}, False, None, "GitLabRejected"),
+        (429, {"message": "Retry later"}, {"Retry-After": "42"}, True, 42.0, "GitLabRateLimited"),
+        (503, {"message": "503"}, {}, True, None, "GitLabUnavailable"),
+        (500, {"message": "500"}, {"Retry-After": "7"}, True, 7.0, "GitLabUnavailable"),
+    ],
+)
+def test_errors_are_classified(
+    status: int, body: dict[str, str], headers: dict[str, str], retryable: bool, retry_after: float | None, reason: str
+) -> None:
+    gl = client(lambda request: httpx.Response(status, json=body, headers=headers))
+    with pytest.raises(GitLabError) as caught:
+        gl.update_runner(5, {"description": "x"})
+    error = caught.value
+    assert error.status == status and error.retryable is retryable and error.retry_after == retry_after
+    assert error.reason == reason
+    assert str(status) in str(error) and PAT not in str(error)
+
+
+def test_text_rate_limit_body_is_reported() -> None:
+    gl = client(lambda request: httpx.Response(429, text="Retry later\n", headers={"Retry-After": "3"}))
+    with pytest.raises(GitLabError, match="Retry later") as caught:
+        gl.list_managers(1)
+    assert caught.value.retry_after == 3.0
+
+
+def test_network_failure_is_retryable_and_names_no_secret() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"connection refused for {request.headers['PRIVATE-TOKEN']}", request=request)
+
+    with pytest.raises(GitLabError) as caught:
+        client(handler).get_runner(1)
+    assert caught.value.retryable and caught.value.status is None
+    assert caught.value.reason == "GitLabUnreachable"
+    assert PAT not in str(caught.value) and "ConnectError" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_missing_runner_and_manager_are_not_errors() -> None:
+    gl = client(lambda request: httpx.Response(404, json={"message": "404 Runner Not Found"}))
+    assert gl.get_runner(1) is None
+    assert gl.delete_runner(1) is False
+    assert gl.delete_manager(RUNNER_TOKEN, "r_abcdefABCDEF") is False
+
+
+def test_list_walks_every_page() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        items = [{"id": page * 10 + i, "description": "", "status": "online", "created_at": None} for i in range(2)]
+        return httpx.Response(200, json=items, headers={"x-next-page": "" if page == 3 else str(page + 1)})
+
+    ids = [r.id for r in client(handler).list_runners("/projects/7/runners", type="project_type")]
+    assert ids == [10, 11, 20, 21, 30, 31]
+
+
+def test_reset_token_and_verify() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/reset_authentication_token"):
+            return httpx.Response(201, json={"token": RUNNER_TOKEN, "token_expires_at": None})
+        return httpx.Response(403, json={"message": "403 Forbidden"})
+
+    gl = client(handler)
+    issued = gl.reset_token(4)
+    assert issued.token == RUNNER_TOKEN and issued.expires_at is None
+    assert gl.verify(RUNNER_TOKEN) is False

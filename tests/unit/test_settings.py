@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from glrt_operator.settings import ConfigError, OperatorConfig
+
+
+def test_defaults() -> None:
+    config = OperatorConfig.from_env({})
+    assert config.resync_interval == 300.0
+    assert config.backoff(0) == 15.0 and config.backoff(1) == 30.0
+    assert config.backoff(100) == config.error_backoff_max
+
+
+def test_environment_overrides() -> None:
+    config = OperatorConfig.from_env({"GLRT_RESYNC_INTERVAL": "5", "GLRT_ERROR_BACKOFF": "0.5"})
+    assert config.resync_interval == 5.0 and config.error_backoff == 0.5
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GLRT_RESYNC_INTERVAL": "soon"}, "expected a number of seconds"),
+        ({"GLRT_RESYNC_INTERVAL": "0"}, "at least 1"),
+        ({"GLRT_ERROR_BACKOFF": "100", "GLRT_ERROR_BACKOFF_MAX": "10"}, "must not exceed"),
+    ],
+)
+def test_bad_settings_fail_fast(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        OperatorConfig.from_env(env)
