@@ -18,9 +18,13 @@ log() { echo "fetch-binaries: $*" >&2; }
 # run_once NAME-VERSION FUNCTION: runs FUNCTION with $out set to a fresh directory unless the entry is complete.
 run_once() {
   local entry=$1 fn=$2
+  # One build of an entry at a time, across processes (a second caller waits, then finds it cached).
+  exec {lock}>"$cache/.$entry.lock"
+  flock "$lock"
   out="$cache/$entry"
   if [[ -f "$out/.complete" ]]; then
     log "$entry: cached in $out"
+    flock -u "$lock"
     return
   fi
   log "$entry: building into $out (once; later runs reuse it)"
@@ -31,6 +35,7 @@ run_once() {
   touch "$out.tmp/.complete"
   mv "$out.tmp" "$cache/$entry"
   log "$entry: done in $((SECONDS - started))s"
+  flock -u "$lock"
 }
 
 # A throwaway module that requires MODULE@VERSION, so `go build` resolves it like any dependency

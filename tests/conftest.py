@@ -68,7 +68,11 @@ def namespace(request: pytest.FixtureRequest, kube: client.ApiClient) -> Iterato
     core = client.CoreV1Api(kube)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"glrt.dev/test": "true"})))
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    try:
+        core.delete_namespace(name, propagation_policy="Background")
+    except client.ApiException as exc:
+        if exc.status != 404:  # the test may have deleted it itself
+            raise
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,7 @@ def reconcile(
 ) -> None:
     ref = RunnerRef.from_body(body)
     fields = _run(
-        lambda r, emit: r.reconcile(ref, spec, status, emit),
+        lambda r, emit: r.reconcile(ref, spec, emit),
         body=body,
         status=status,
         patch=patch,
@@ -128,12 +128,13 @@ def resync(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Level-based drift repair: one GitLab read per Runner per interval; writes only when something drifted."""
-    if not status.get("runnerId"):
-        return  # creation belongs to the event handlers, which retry on their own
+    """Level-based drift repair: one GitLab read per Runner per interval; writes only when something drifted
+    (a runner deleted in GitLab is created anew)."""
+    if status.get("observedGeneration") != body["metadata"].get("generation"):
+        return  # the event handlers own a generation until they reconciled it, with their own back-off
     ref = RunnerRef.from_body(body)
     fields = _run(
-        lambda r, emit: r.reconcile(ref, spec, status, emit),
+        lambda r, emit: r.reconcile(ref, spec, emit),
         body=body,
         status=status,
         patch=patch,
@@ -158,7 +159,7 @@ def unregister(
 ) -> None:
     ref = RunnerRef.from_body(body)
     _run(
-        lambda r, emit: r.unregister(ref, spec, status, emit),
+        lambda r, emit: r.unregister(ref, spec, emit),
         body=body,
         status=status,
         patch=patch,

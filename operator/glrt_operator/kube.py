@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -89,6 +89,12 @@ class Kube:
         return int((sts.status and sts.status.ready_replicas) or 0)
 
     # --- the Runner's own status ----------------------------------------------------------------------------
+
+    def read_runner_status(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Runner's status as stored now: handlers act on this, never on the snapshot of the event that woke
+        them (another handler of the same Runner may have written since)."""
+        body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name)
+        return dict(cast(dict[str, Any], body).get("status") or {})
 
     def patch_runner_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Write status at once, outside Kopf's end-of-handler patch: for facts that must survive a crash."""

@@ -110,12 +110,11 @@ class Reconciler:
 
     # --- the whole reconcile ----------------------------------------------------------------------------------
 
-    def reconcile(
-        self, ref: RunnerRef, raw_spec: Mapping[str, Any], status: Mapping[str, Any], emit: EventSink
-    ) -> dict[str, Any]:
+    def reconcile(self, ref: RunnerRef, raw_spec: Mapping[str, Any], emit: EventSink) -> dict[str, Any]:
         """Make GitLab and the children match the spec. Returns the status fields to write."""
         spec = self.parse(raw_spec)
         gl = self.connect(ref, spec)
+        status = self.kube.read_runner_status(ref.namespace, ref.name)
         names = builders.child_names(ref.name)
         try:
             runner_id, token, expires_at = self._ensure_runner(ref, spec, gl, status, emit)
@@ -148,7 +147,9 @@ class Reconciler:
                 )
                 self.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
                 runner_id, token_secret = None, None
-                self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": None, "creationStartedAt": None})
+                forget = {"runnerId": None, "creationStartedAt": None}
+                self.kube.patch_runner_status(ref.namespace, ref.name, forget)
+                status = {**status, **forget}
             else:
                 changes = drifted(desired_attributes(spec, ref.uid), actual)
                 if changes:
@@ -179,12 +180,12 @@ class Reconciler:
     ) -> tuple[int, IssuedToken]:
         started = parse_time(status.get("creationStartedAt"))
         if started is not None:
-            orphan = self.find_orphan(ref, spec, gl, started)
+            orphan = self._find_orphan_or_warn(ref, spec, gl, started, emit)
             if orphan is not None:
                 # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
                 issued = gl.reset_token(orphan)
                 self._store_token(ref, orphan, issued)
-                self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": orphan})
+                self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": orphan, "creationStartedAt": None})
                 emit("Normal", "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt")
                 self.log.info("adopted runner %s created by an interrupted attempt", orphan)
                 return orphan, issued
@@ -194,10 +195,28 @@ class Reconciler:
         created = gl.create_runner(create_attributes(spec, ref.uid))
         # Persist before anything else can fail: the token exists nowhere else.
         self._store_token(ref, created.id, created.token)
-        self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": created.id})
+        self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": created.id, "creationStartedAt": None})
         emit("Normal", "RunnerCreated", f"Created {spec.runner_type} runner {created.id} in GitLab")
         self.log.info("created %s runner %s in GitLab", spec.runner_type, created.id)
         return created.id, created.token
+
+    def _find_orphan_or_warn(
+        self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, since: datetime, emit: EventSink
+    ) -> int | None:
+        try:
+            return self.find_orphan(ref, spec, gl, since)
+        except GitLabError as exc:
+            if exc.status != 403:
+                raise
+        # Listing runners needs read_api (or api); create_runner + manage_runner alone cannot search.
+        message = (
+            "An earlier creation attempt was interrupted and the access token cannot list runners (it needs the "
+            "read_api or api scope) to find what it may have created; creating a new runner. Check GitLab for a "
+            f"runner whose maintenance note names Runner uid {ref.uid}."
+        )
+        emit("Warning", "OrphanSearchForbidden", message)
+        self.log.warning("%s", message)
+        return None
 
     def find_orphan(self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, since: datetime) -> int | None:
         """A runner carrying this Runner's ownership marker, created since the recorded creation attempt."""
@@ -267,11 +286,10 @@ class Reconciler:
 
     # --- deletion ---------------------------------------------------------------------------------------------
 
-    def unregister(
-        self, ref: RunnerRef, raw_spec: Mapping[str, Any], status: Mapping[str, Any], emit: EventSink
-    ) -> None:
+    def unregister(self, ref: RunnerRef, raw_spec: Mapping[str, Any], emit: EventSink) -> None:
         """Delete the runner in GitLab (404 counts as done). The children go by garbage collection."""
         spec = self.parse(raw_spec)
+        status = self.kube.read_runner_status(ref.namespace, ref.name)
         names = builders.child_names(ref.name)
         token_secret = self.kube.read_secret(ref.namespace, names.token_secret)
         runner_id = status.get("runnerId") or _runner_id_of(token_secret)
@@ -289,7 +307,7 @@ class Reconciler:
             return
         try:
             if runner_id is None and started is not None:
-                runner_id = self.find_orphan(ref, spec, gl, started)
+                runner_id = self._find_orphan_or_warn(ref, spec, gl, started, emit)
             if runner_id is None:
                 return
             if gl.delete_runner(int(runner_id)):

@@ -31,7 +31,7 @@ def gitlab() -> Iterator[FakeGitLab]:
         owner = gl.add_user("platform")
         gl.add_group(GROUP_ID, "platform", owners=[owner])
         gl.add_project(PROJECT_ID, "builds", group_id=GROUP_ID, maintainers=[owner])
-        gl.add_access_token(PAT, owner, scopes=["create_runner", "manage_runner"])
+        gl.add_access_token(PAT, owner, scopes=["create_runner", "manage_runner", "read_api"])
         yield gl
 
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlencode
 
 from .state import (
     ACCESS_LEVELS,
+    MAINTAINER,
     MAX_TAGS,
     MAX_TEXT_LENGTH,
     MIN_MAXIMUM_TIMEOUT,
@@ -39,6 +40,7 @@ USER_SCOPES = ("active", "paused", "online", "offline", "never_contacted", "stal
 ALL_SCOPES = (*USER_SCOPES, "specific", "shared", *RUNNER_TYPES)
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
+MAX_COUNTED = 10_000  # ref §0.6
 # PUT /runners/:id editable fields, in Grape's declaration order (ref §2.6)
 EDITABLE_FIELDS = (
     "description",
@@ -442,11 +444,13 @@ def _page_params(ctx: Ctx) -> tuple[int, int]:
     return page, min(per_page, MAX_PER_PAGE)
 
 
-def paginate(ctx: Ctx, items: list[Any], page: int, per_page: int) -> Response:
-    """Offset pagination with GitLab's headers (ref §0.6)."""
+def paginate(
+    ctx: Ctx, items: list[Any], page: int, per_page: int, render: Callable[[Any], Any] = lambda item: item
+) -> Response:
+    """Offset pagination with GitLab's headers (ref §0.6); ``render`` turns the page's items into JSON."""
     total = len(items)
     total_pages = max(1, -(-total // per_page))
-    chunk = items[(page - 1) * per_page : page * per_page]
+    chunk = [render(item) for item in items[(page - 1) * per_page : page * per_page]]
     next_page = page + 1 if page < total_pages else None
     prev_page = page - 1 if page > 1 else None
     base_pairs = [(k, v) for k, v in ctx.req.query_pairs if k not in ("page", "per_page")]
@@ -455,22 +459,24 @@ def paginate(ctx: Ctx, items: list[Any], page: int, per_page: int) -> Response:
         query = urlencode([*base_pairs, ("page", str(target)), ("per_page", str(per_page))])
         return f"{ctx.req.base_url}/api/v4{ctx.req.path}?{query}"
 
+    counted = total <= MAX_COUNTED  # above it GitLab leaves out the totals and the "last" link
     links = []
     if prev_page is not None:
         links.append(f'<{link(prev_page)}>; rel="prev"')
     if next_page is not None:
         links.append(f'<{link(next_page)}>; rel="next"')
     links.append(f'<{link(1)}>; rel="first"')
-    links.append(f'<{link(total_pages)}>; rel="last"')
+    if counted:
+        links.append(f'<{link(total_pages)}>; rel="last"')
     headers = {
         "x-page": str(page),
         "x-per-page": str(per_page),
         "x-next-page": str(next_page) if next_page is not None else "",
         "x-prev-page": str(prev_page) if prev_page is not None else "",
-        "x-total": str(total),
-        "x-total-pages": str(total_pages),
-        "Link": ", ".join(links),
     }
+    if counted:
+        headers.update({"x-total": str(total), "x-total-pages": str(total_pages)})
+    headers["Link"] = ", ".join(links)
     return Response(200, chunk, headers)
 
 
@@ -530,7 +536,7 @@ def apply_filters(ctx: Ctx, runners: list[Runner], f: ListFilters) -> Response:
     if f.version_prefix is not None:
         prefix = f.version_prefix
         out = [r for r in out if any((m.version or "").startswith(prefix) for m in r.managers.values())]
-    return paginate(ctx, [runner_entity(ctx, r) for r in out], f.page, f.per_page)
+    return paginate(ctx, out, f.page, f.per_page, lambda runner: runner_entity(ctx, runner))
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -878,7 +884,7 @@ def list_group_runners(ctx: Ctx, m: re.Match[str]) -> Response:
     filters = list_filters(ctx, scopes=None)
     state = ctx.state
     group = _group_or_404(ctx, user, m["id"])
-    if not user.admin and state.group_access(user, group) < 40:
+    if not user.admin and state.group_access(user, group) < MAINTAINER:
         raise forbidden()
     group_ids = {g.id for g in [group, *state.group_ancestors(group)]}
     runners = [
@@ -895,7 +901,7 @@ def list_project_runners(ctx: Ctx, m: re.Match[str]) -> Response:
     filters = list_filters(ctx, scopes=ALL_SCOPES)
     state = ctx.state
     project = _project_or_404(ctx, user, m["id"])
-    if not user.admin and state.project_access(user, project) < 40:
+    if not user.admin and state.project_access(user, project) < MAINTAINER:
         raise forbidden()
     group_ids = {g.id for g in state.project_groups(project)}
     runners = [

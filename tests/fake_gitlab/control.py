@@ -11,6 +11,8 @@ are neither recorded nor subject to faults.
 | ``GET/POST/DELETE /-/fake/faults`` | list, add one (JSON body of :class:`Fault` fields), clear |
 | ``GET/POST /-/fake/clock`` | read; ``{"advance": s}``, ``{"set": iso}``, ``{"freeze": bool}`` |
 | ``POST /-/fake/expire/{id}``, ``POST /-/fake/revoke/{id}`` | expire / rotate a runner's token out of band |
+| ``PATCH /-/fake/runners/{id}`` | edit runner fields directly, as a person in the UI would (no validation) |
+| ``DELETE /-/fake/runners/{id}`` | delete a runner behind the operator's back (token revoked) |
 | ``POST /-/fake/reset`` | clear runners, calls, faults |
 | ``GET/PUT /-/fake/settings`` | token expiration intervals (ref §4.1) |
 | ``POST /-/fake/jobs`` | queue a job ``{"runner_id"?, "tags"?, "payload"?}`` for ``/jobs/request`` |
@@ -26,6 +28,18 @@ from urllib.parse import parse_qs
 from .api import Response
 from .faults import Fault
 from .state import Settings, iso, parse_time
+
+# Runner fields PATCH /-/fake/runners/{id} may set.
+EDITABLE = (
+    "description",
+    "maintenance_note",
+    "paused",
+    "locked",
+    "run_untagged",
+    "tag_list",
+    "access_level",
+    "maximum_timeout",
+)
 
 if TYPE_CHECKING:
     from .server import FakeGitLab
@@ -95,6 +109,19 @@ def _route(fake: FakeGitLab, method: str, route: str, query: dict[str, list[str]
             fake.expire_token(runner_id)
         else:
             fake.revoke_token(runner_id)
+        return Response(200, fake.runner_json(runner_id))
+    match = re.fullmatch(r"/runners/(\d+)", route)
+    if match and method in ("PATCH", "DELETE"):
+        runner_id = int(match[1])
+        if runner_id not in fake.runner_ids():
+            return _error(404, "404 Runner Not Found")
+        if method == "DELETE":
+            fake.delete_runner(runner_id)
+            return Response(204)
+        unknown = sorted(set(body) - set(EDITABLE))
+        if unknown:
+            return _error(400, f"not editable here: {', '.join(unknown)}")
+        fake.update_runner(runner_id, **body)
         return Response(200, fake.runner_json(runner_id))
     if route == "/reset" and method == "POST":
         fake.reset()

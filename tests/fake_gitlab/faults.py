@@ -2,7 +2,9 @@
 
 A :class:`FaultSet` is an ordered list of :class:`Fault` rules; for each API request the first rule that matches
 (method, path regex, not yet used up) fires. Faults never apply to the control API under ``/-/fake/``.
-The 429 shapes follow ref §0.5 and §7 of ``/work/shared/reference/gitlab-api.md``.
+The 429 shapes follow ref §0.5 and §7 of ``/work/shared/reference/gitlab-api.md``. The database-migration
+back-off of ref §7.3 is ``Fault(kind="rate_limit_app", message="Executing database migrations. Please retry
+later.", retry_after=60)``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ FAULT_KINDS = (
 )
 
 APP_RATE_LIMIT_MESSAGE = "This endpoint has been requested too many times. Try again later."
+DEFAULT_RETRY_AFTER = 60
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Fault:
     kind: str = "status"
     status: int = 503
     seconds: float = 0.0
-    retry_after: int = 60
+    retry_after: int | None = None  # Retry-After seconds; 429 kinds default to GitLab's 60 (ref §0.5)
     count: int | None = None
     message: str | None = None
     skip: int = 0
@@ -53,6 +56,10 @@ class Fault:
         if self.method is not None:
             self.method = self.method.upper()
         self._regex = re.compile(self.path) if self.path is not None else None
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return DEFAULT_RETRY_AFTER if self.retry_after is None else self.retry_after
 
     @property
     def exhausted(self) -> bool:

@@ -108,11 +108,12 @@ def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
             b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
         )
         pairs: list[tuple[str, Any]] = []
-        for part in message.iter_parts():  # type: ignore[attr-defined]
+        for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
             if name:
-                payload = part.get_payload(decode=True) or b""
-                pairs.append((str(name), payload.decode("utf-8", errors="replace")))
+                data = payload if isinstance(payload, bytes) else b""
+                pairs.append((str(name), data.decode("utf-8", errors="replace")))
         return parse_pairs(pairs)
     if media in ("application/json", "") or media.endswith("+json"):
         try:
@@ -209,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------------- plumbing
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -267,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fake_time = fake.clock.now()
         query_pairs = parse_qsl(split.query, keep_blank_values=True)
-        host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        host = self.headers.get("Host") or fake.url.removeprefix("http://")
         req = api.Request(
             method=self.command,
             path=path[len(API_PREFIX) :],
@@ -316,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _fault_response(fault: Fault) -> api.Response:
     """The response of a short-circuit fault (ref §0.5, §7)."""
     if fault.kind == "rate_limit_rack":
-        reset = int(time.time()) + fault.retry_after  # real time: clients compare it with their own clock
+        reset = int(time.time()) + fault.retry_after_seconds  # real time: clients compare it with their own clock
         return api.Response(
             429,
             text=fault.message if fault.message is not None else "Retry later\n",
@@ -328,20 +329,20 @@ def _fault_response(fault: Fault) -> api.Response:
                 "RateLimit-Remaining": "0",
                 "RateLimit-Reset": str(reset),
                 "RateLimit-ResetTime": formatdate(reset, usegmt=True),
-                "Retry-After": str(fault.retry_after),
+                "Retry-After": str(fault.retry_after_seconds),
             },
         )
     if fault.kind == "rate_limit_app":
         return api.Response(
             429,
             {"message": fault.message or APP_RATE_LIMIT_MESSAGE},
-            headers={"Retry-After": str(fault.retry_after)},
+            headers={"Retry-After": str(fault.retry_after_seconds)},
         )
     try:
         phrase = http.HTTPStatus(fault.status).phrase
     except ValueError:
         phrase = "Error"
-    headers = {"Retry-After": str(fault.retry_after)} if fault.status in (429, 503) else {}
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
     return api.Response(fault.status, {"message": fault.message or f"{fault.status} {phrase}"}, headers)
 
 
@@ -362,6 +363,8 @@ class FakeGitLab:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # "METHOD path: ExceptionType" for every request the fake itself failed on (should stay empty)
+        self.internal_errors: list[str] = []
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
@@ -372,7 +375,7 @@ class FakeGitLab:
         server = _Server((host, port), self)
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-gitlab", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="fake-gitlab", daemon=True
         )
         self._thread.start()
         return self
@@ -383,7 +386,15 @@ class FakeGitLab:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
+        # shutdown() waits for serve_forever() to notice, which sleeps in select() up to poll_interval;
+        # a throwaway connection wakes it at once.
+        stopper = threading.Thread(target=server.shutdown, name="fake-gitlab-stop", daemon=True)
+        stopper.start()
+        host = self.url.removeprefix("http://").rsplit(":", 1)[0].strip("[]")
+        while stopper.is_alive():
+            with suppress(OSError), socket.create_connection((host, self.port), timeout=0.2):
+                pass
+            stopper.join(0.02)
         server.close_connections()
         server.server_close()
         if thread is not None:
@@ -480,6 +491,13 @@ class FakeGitLab:
                 name=name,
             )
 
+    def add_project_member(self, project_id: int, user: User, role: str = "maintainer") -> None:
+        """Give ``user`` a role (owner, maintainer or developer) on an existing project."""
+        if role not in ("owner", "maintainer", "developer"):
+            raise ValueError(f"unknown role {role!r}")
+        with self._lock:
+            getattr(self._state.projects[project_id], f"{role}s").add(user.id)
+
     def add_access_token(
         self,
         token: str,
@@ -502,12 +520,12 @@ class FakeGitLab:
     def runners(self) -> dict[int, Runner]:
         """A deep copy of every runner, by id."""
         with self._lock:
-            return copy.deepcopy(self._state.runners)
+            return {runner_id: runner.snapshot() for runner_id, runner in self._state.runners.items()}
 
     def runner(self, runner_id: int) -> Runner | None:
         with self._lock:
             runner = self._state.runners.get(runner_id)
-            return copy.deepcopy(runner) if runner else None
+            return runner.snapshot() if runner else None
 
     def runner_ids(self) -> list[int]:
         with self._lock:
@@ -517,7 +535,7 @@ class FakeGitLab:
         """The runner currently holding ``token`` (expired or not), or ``None``."""
         with self._lock:
             runner = self._state.runner_for_token(token)
-            return copy.deepcopy(runner) if runner else None
+            return runner.snapshot() if runner else None
 
     @property
     def revoked_tokens(self) -> set[str]:
@@ -555,12 +573,17 @@ class FakeGitLab:
                 if name in ("id", "token") or not hasattr(runner, name):
                     raise AttributeError(f"cannot set Runner.{name}")
                 setattr(runner, name, value)
-            return copy.deepcopy(runner)
+            return runner.snapshot()
+
+    def delete_runner(self, runner_id: int) -> None:
+        """Delete a runner out of band (as in the UI): managers gone, token revoked."""
+        with self._lock:
+            self._state.delete_runner(self._state.runners[runner_id])
 
     def create_runner(self, runner_type: str = "instance_type", **fields: Any) -> Runner:
         """Create a runner directly in state (no API call, no permission check); returns a copy."""
         with self._lock:
-            return copy.deepcopy(self._state.create_runner(runner_type=runner_type, creator=None, **fields))
+            return self._state.create_runner(runner_type=runner_type, creator=None, **fields).snapshot()
 
     def add_runner_project(self, runner_id: int, project_id: int) -> None:
         """Assign a project runner to one more project (for the multi-project rules of ref §2.7)."""
@@ -583,7 +606,8 @@ class FakeGitLab:
             return [(j.id, j.assigned_runner_id, j.assigned_system_id) for j in self._state.assigned_jobs]
 
     def reset(self) -> None:
-        """Clear runners, revoked tokens, calls, jobs and faults; keep users, groups, projects, tokens, settings."""
+        """Clear runners, calls, jobs and faults; keep users, groups, projects, access tokens, settings and the
+        clock. The cleared runners' tokens are added to ``revoked_tokens``."""
         with self._lock:
             self._state.clear_runtime()
         self.faults.clear()
@@ -652,7 +676,14 @@ class FakeGitLab:
     def _handle(self, req: api.Request) -> tuple[api.Response, api.CallInfo]:
         info = api.CallInfo()
         with self._lock:
-            return api.dispatch(self._state, req, info), info
+            try:
+                return api.dispatch(self._state, req, info), info
+            except Exception as exc:  # a bug in the fake: answer 500 and keep serving
+                self.internal_errors.append(f"{req.method} {req.path}: {type(exc).__name__}")
+                # Type and frames only: an exception message could quote a request value.
+                sys.stderr.write(f"fake GitLab: internal error {type(exc).__name__} on {req.method} {req.path}\n")
+                sys.stderr.write("".join(traceback.format_tb(exc.__traceback__)))
+                return api.Response(500, {"message": "500 Internal Server Error"}), info
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:

@@ -7,6 +7,7 @@ lock around every use of it.
 
 from __future__ import annotations
 
+import copy
 import secrets
 import string
 import threading
@@ -23,6 +24,7 @@ ACCESS_LEVELS = ("not_protected", "ref_protected")
 # ref §0.7: glrt- plus a partition marker t1_ (instance), t2_ (group), t3_ (project).
 TOKEN_PREFIXES = {"instance_type": "glrt-t1_", "group_type": "glrt-t2_", "project_type": "glrt-t3_"}
 TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
+assert len(TOKEN_ALPHABET) == 64
 TOKEN_RANDOM_LENGTH = 20
 # ref §1.2: a request without system_id is filed under this manager key.
 LEGACY_SYSTEM_ID = "<legacy>"
@@ -212,6 +214,11 @@ class Manager:
     config: dict[str, Any] | None = None
     creation_state: str = "finished"
 
+    def snapshot(self) -> Manager:
+        clone = copy.copy(self)
+        clone.config = copy.deepcopy(self.config)
+        return clone
+
 
 @dataclass
 class Runner:
@@ -245,6 +252,14 @@ class Runner:
     @property
     def active(self) -> bool:
         return not self.paused
+
+    def snapshot(self) -> Runner:
+        """An independent copy (cheaper than ``copy.deepcopy``; datetimes are immutable)."""
+        clone = copy.copy(self)
+        clone.tag_list = list(self.tag_list)
+        clone.project_ids = list(self.project_ids)
+        clone.managers = {key: manager.snapshot() for key, manager in self.managers.items()}
+        return clone
 
     @property
     def masked_token(self) -> str | None:
@@ -392,10 +407,14 @@ class State:
         return at
 
     def clear_runtime(self) -> None:
-        """Drop runners, revoked tokens, calls and jobs; keep users, groups, projects, access tokens, settings."""
+        """Drop runners, calls and jobs; keep users, groups, projects, access tokens and settings.
+
+        The dropped runners' tokens join ``revoked_tokens``, which keeps every token ever issued and retired, so
+        that tests scanning output for leaked secrets still know them after a reset.
+        """
+        self.revoked_tokens.update(self.token_index)
         self.runners.clear()
         self.token_index.clear()
-        self.revoked_tokens.clear()
         self.calls.clear()
         self.pending_jobs.clear()
         self.assigned_jobs.clear()
@@ -537,7 +556,8 @@ class State:
 
     def _new_token(self, runner_type: str) -> str:
         while True:
-            body = "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_RANDOM_LENGTH))
+            # 64 symbols: the low 6 bits of a random byte pick one uniformly
+            body = "".join(TOKEN_ALPHABET[b & 63] for b in secrets.token_bytes(TOKEN_RANDOM_LENGTH))
             token = TOKEN_PREFIXES[runner_type] + body
             if token not in self.token_index and token not in self.revoked_tokens:
                 return token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,8 @@ from tests.fake_gitlab import Clock, FakeGitLab, User
 
 # A fixed start for the frozen clock of the world fixture.
 WORLD_START = datetime(2025, 5, 3, 9, 0, 0, tzinfo=UTC)
+# httpx builds (and loads CA certificates into) a new SSL context per client, ~40 ms each; share one.
+TLS_CONTEXT = ssl.create_default_context()
 
 
 @pytest.fixture
@@ -36,13 +39,24 @@ class World:
 
     gl: FakeGitLab
     users: dict[str, User]
-    _clients: list[httpx.Client] = field(default_factory=list)
+    _clients: dict[str | None, httpx.Client] = field(default_factory=dict)
+    _extra_clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, token: str | None = "glpat-admin", **kwargs: Any) -> httpx.Client:
-        """An httpx client on ``/api/v4`` sending ``PRIVATE-TOKEN: token`` (none if ``token`` is ``None``)."""
+        """An httpx client on ``/api/v4`` sending ``PRIVATE-TOKEN: token`` (none if ``token`` is ``None``).
+
+        Cached per token when no extra arguments are given.
+        """
+        if not kwargs and token in self._clients:
+            return self._clients[token]
         headers = {"PRIVATE-TOKEN": token} if token else {}
-        client = httpx.Client(base_url=self.gl.api_url, headers=headers, timeout=5, **kwargs)
-        self._clients.append(client)
+        headers.update(kwargs.pop("headers", {}))
+        options: dict[str, Any] = {"base_url": self.gl.api_url, "timeout": 5, "verify": TLS_CONTEXT, **kwargs}
+        client = httpx.Client(headers=headers, **options)
+        if kwargs or headers.keys() - {"PRIVATE-TOKEN"}:
+            self._extra_clients.append(client)
+        else:
+            self._clients[token] = client
         return client
 
     def create_runner(self, token: str = "glpat-admin", **body: Any) -> dict[str, Any]:
@@ -54,7 +68,7 @@ class World:
         return result
 
     def close(self) -> None:
-        for client in self._clients:
+        for client in [*self._clients.values(), *self._extra_clients]:
             client.close()
 
 
@@ -82,3 +96,4 @@ def world() -> Iterator[World]:
             yield w
         finally:
             w.close()
+    assert gl.internal_errors == [], "the fake GitLab failed on some requests"
