@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
+TOKEN_PROBE_SYSTEM_ID = "glrt-operator-token-check"
 MAX_PAGES = 50  # 5,000 runners at per_page=100: bounds every list walk
 
 
@@ -285,6 +286,25 @@ class GitLabClient:
         if response.status_code == 403:
             return False
         _check(response, "delete runner by token")
+        return True
+
+    def token_is_valid(self, runner_token: str) -> bool:
+        """Does GitLab accept this runner token? Asked without side effects: `DELETE /runners/managers` for a
+        system_id no runner sends (gitlab-runner only sends `[sr]_` ids) authenticates the token first (403 when
+        refused) and then finds no manager (404), so nothing is deleted. `POST /runners/verify` would instead
+        create a `<legacy>` runner manager (section 2.2)."""
+        response = self._request(
+            "DELETE",
+            "/runners/managers",
+            "check runner token",
+            json={"token": runner_token, "system_id": TOKEN_PROBE_SYSTEM_ID},
+            user_auth=False,
+        )
+        if response.status_code == 403:
+            return False
+        if response.status_code == 404:
+            return True
+        _check(response, "check runner token")
         return True
 
     def verify(self, runner_token: str) -> bool:

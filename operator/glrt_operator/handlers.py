@@ -13,7 +13,7 @@ import kopf
 from .conditions import set_condition
 from .gitlab import GitLabPool
 from .kube import GROUP, PLURAL, VERSION, Kube, load_api_client
-from .reconcile import EventType, ReconcileError, Reconciler, RunnerRef
+from .reconcile import EventType, ReconcileError, Reconciler, ReconcileResult, RunnerRef
 from .settings import OperatorConfig
 
 CONFIG = OperatorConfig.from_env()
@@ -169,14 +169,18 @@ def unregister(
     )
 
 
-def _write_ready(fields: dict[str, Any] | None, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch) -> None:
-    if fields is None:
+def _write_ready(result: ReconcileResult | None, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch) -> None:
+    if result is None:
         return
     generation = body["metadata"].get("generation")
+    fields = result.fields
     for key, value in fields.items():
         patch.status[key] = value
     patch.status["observedGeneration"] = generation
-    message = f"Runner {fields['runnerId']} is registered in GitLab; {fields['readyReplicas']} replica(s) ready"
-    patch.status["conditions"] = set_condition(
-        status.get("conditions"), "Ready", "True", "Reconciled", message, generation
+    ready = sum(1 for r in fields["replicas"] if r["managerStatus"] == "online")
+    message = (
+        f"Runner {fields['runnerId']} is registered in GitLab; {fields['readyReplicas']}/{len(fields['replicas'])} "
+        f"pod(s) ready, {ready} online in GitLab"
     )
+    conditions = set_condition(status.get("conditions"), "TokenValid", *result.token_condition, generation)
+    patch.status["conditions"] = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)

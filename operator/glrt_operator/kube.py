@@ -88,6 +88,15 @@ class Kube:
             raise
         return int((sts.status and sts.status.ready_replicas) or 0)
 
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self._core.read_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     # --- the Runner's own status ----------------------------------------------------------------------------
 
     def read_runner_status(self, namespace: str, name: str) -> dict[str, Any]:

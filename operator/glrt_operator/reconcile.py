@@ -16,16 +16,22 @@ from typing import Any, Literal
 
 from . import builders
 from .conditions import now_iso
-from .gitlab import GitLabClient, GitLabError, GitLabPool, IssuedToken, parse_time
+from .gitlab import GitLabClient, GitLabError, GitLabPool, IssuedToken, RunnerManager, parse_time
 from .kube import GROUP, VERSION, Kube
 from .model import RunnerSpec, SpecError
+from .replicas import replica_statuses, stray_managers
+from .rotation import TokenState, rotation_reason
 from .runner_attributes import create_attributes, desired_attributes, drifted, is_owned_by
 
 # How far back from `creationStartedAt` a runner may have been created and still be ours (clock skew).
 ORPHAN_WINDOW = timedelta(minutes=5)
+# A manager that contacted GitLab this recently proves the token works: no need to ask GitLab about it.
+HEALTHY_CONTACT = timedelta(minutes=10)
+TOKEN_REFUSED = "GitLab refuses the runner token (revoked or expired outside the operator); issuing a new one."
 
 EventType = Literal["Normal", "Warning"]
 EventSink = Callable[[EventType, str, str], None]
+TokenCondition = tuple[Literal["True", "False"], str, str]  # the TokenValid condition: status, reason, message
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,12 @@ class RunnerRef:
 
     def owner(self) -> dict[str, Any]:
         return builders.owner_reference(f"{GROUP}/{VERSION}", "Runner", self.name, self.uid)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    fields: dict[str, Any]  # status fields
+    token_condition: TokenCondition
 
 
 class ReconcileError(Exception):
@@ -110,29 +122,44 @@ class Reconciler:
 
     # --- the whole reconcile ----------------------------------------------------------------------------------
 
-    def reconcile(self, ref: RunnerRef, raw_spec: Mapping[str, Any], emit: EventSink) -> dict[str, Any]:
-        """Make GitLab and the children match the spec. Returns the status fields to write."""
+    def reconcile(self, ref: RunnerRef, raw_spec: Mapping[str, Any], emit: EventSink) -> ReconcileResult:
+        """Make GitLab and the children match the spec. Returns the status to write."""
         spec = self.parse(raw_spec)
         gl = self.connect(ref, spec)
         status = self.kube.read_runner_status(ref.namespace, ref.name)
         names = builders.child_names(ref.name)
+        token_condition: TokenCondition = ("True", "Accepted", "GitLab accepts the runner token")
         try:
-            runner_id, token, expires_at = self._ensure_runner(ref, spec, gl, status, emit)
+            runner_id, token, fresh = self._ensure_runner(ref, spec, gl, status, emit)
+            if not fresh:
+                reason = rotation_reason(spec.token_rotation, status, token, datetime.now(UTC), ref.uid)
+                if reason is not None:
+                    token = self._rotate(ref, spec, gl, runner_id, reason, emit)
+            managers = gl.list_managers(runner_id)
+            if not fresh and not _recently_contacted(managers) and not gl.token_is_valid(token.token):
+                emit("Warning", "TokenRefused", TOKEN_REFUSED)
+                self.log.warning("%s", TOKEN_REFUSED)
+                token = self._rotate(ref, spec, gl, runner_id, "GitLab refused the token", emit)
+                token_condition = ("True", "Reissued", f"{TOKEN_REFUSED} Reissued at {now_iso()}.")
+            managers = self._remove_stray_managers(ref, spec, gl, token, managers, emit)
         except GitLabError as exc:
             raise explain(exc, spec) from None
-        self._apply_children(ref, spec, runner_id, token)
-        return {
+        self._apply_children(ref, spec, runner_id, token.token)
+        fields = {
             "runnerId": runner_id,
             "tokenSecretName": names.token_secret,
             "configSecretName": names.config_secret,
-            "tokenExpiresAt": expires_at,
+            "tokenExpiresAt": _fmt_time(token.expires_at),
+            "rotationRequestedAt": spec.token_rotation.requested_at,
             "readyReplicas": self.kube.ready_replicas(ref.namespace, names.statefulset),
+            "replicas": replica_statuses(ref.name, ref.uid, spec.replicas, managers),
         }
+        return ReconcileResult(fields=fields, token_condition=token_condition)
 
     def _ensure_runner(
         self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, status: Mapping[str, Any], emit: EventSink
-    ) -> tuple[int, str, str | None]:
-        """The runner id, its token and the token's expiry; creates, adopts or updates the GitLab runner."""
+    ) -> tuple[int, TokenState, bool]:
+        """The runner id, its token, and whether both are brand new; creates, adopts or updates the runner."""
         names = builders.child_names(ref.name)
         token_secret = self.kube.read_secret(ref.namespace, names.token_secret)
         runner_id = status.get("runnerId") or _runner_id_of(token_secret)
@@ -140,11 +167,7 @@ class Reconciler:
         if runner_id is not None:
             actual = gl.get_runner(int(runner_id))
             if actual is None:
-                emit(
-                    "Warning",
-                    "RunnerMissing",
-                    f"Runner {runner_id} no longer exists in GitLab; creating a new one",
-                )
+                emit("Warning", "RunnerMissing", f"Runner {runner_id} no longer exists in GitLab; creating a new one")
                 self.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
                 runner_id, token_secret = None, None
                 forget = {"runnerId": None, "creationStartedAt": None}
@@ -160,20 +183,72 @@ class Reconciler:
 
         if runner_id is None:
             runner_id, issued = self._create_or_adopt(ref, spec, gl, status, emit)
-            return runner_id, issued.token, _fmt_time(issued.expires_at)
+            return runner_id, _issued_state(issued), True
 
         if token_secret is None or not token_secret["data"].get("token"):
             # The runner exists but its token was lost (Secret deleted by hand): the only way back is a reset.
             issued = gl.reset_token(int(runner_id))
             self._store_token(ref, int(runner_id), issued)
+            emit("Warning", "TokenRestored", f"The token Secret was missing; reset the token of runner {runner_id}")
+            return int(runner_id), _issued_state(issued), True
+        annotations = token_secret["annotations"]
+        state = TokenState(
+            token=token_secret["data"]["token"],
+            expires_at=parse_time(annotations.get(builders.ANNOTATION_TOKEN_EXPIRES_AT)),
+            obtained_at=parse_time(annotations.get(builders.ANNOTATION_TOKEN_OBTAINED_AT)),
+        )
+        return int(runner_id), state, False
+
+    def _rotate(
+        self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, runner_id: int, reason: str, emit: EventSink
+    ) -> TokenState:
+        """Reset the token and store the new one. `rotationStartedAt` fences the reset: if the operator dies
+        before the new token is stored, the next reconcile resets again rather than keep a dead token."""
+        self.kube.patch_runner_status(ref.namespace, ref.name, {"rotationStartedAt": now_iso()})
+        issued = gl.reset_token(runner_id)
+        self._store_token(ref, runner_id, issued)
+        done = {
+            "rotationStartedAt": None,
+            "tokenRotatedAt": now_iso(),
+            "rotationRequestedAt": spec.token_rotation.requested_at,
+        }
+        self.kube.patch_runner_status(ref.namespace, ref.name, done)
+        emit("Normal", "TokenRotated", f"Rotated the token of runner {runner_id}: {reason}")
+        self.log.info("rotated the token of runner %s: %s", runner_id, reason)
+        return _issued_state(issued)
+
+    def _remove_stray_managers(
+        self,
+        ref: RunnerRef,
+        spec: RunnerSpec,
+        gl: GitLabClient,
+        token: TokenState,
+        managers: list[RunnerManager],
+        emit: EventSink,
+    ) -> list[RunnerManager]:
+        """Delete the managers no replica backs: a scaled-away replica's once its pod is gone, unknown ones at
+        once. Returns the managers that remain."""
+        stray = stray_managers(ref.uid, spec.replicas, managers)
+        removed: set[str] = set()
+        for ordinal, manager in sorted(stray.scaled_away.items()):
+            if self.kube.pod_exists(ref.namespace, f"{ref.name}-{ordinal}"):
+                continue  # still stopping: it may contact GitLab once more
+            gl.delete_manager(token.token, manager.system_id)
+            removed.add(manager.system_id)
+            emit(
+                "Normal",
+                "ManagerRemoved",
+                f"Removed runner manager {manager.system_id} of scaled-away replica {ordinal}",
+            )
+        for manager in stray.unknown:
+            gl.delete_manager(token.token, manager.system_id)
+            removed.add(manager.system_id)
             emit(
                 "Warning",
-                "TokenRestored",
-                f"The token Secret was missing; reset the token of runner {runner_id}",
+                "UnknownManagerRemoved",
+                f"Removed runner manager {manager.system_id}: it belongs to no replica of this Runner",
             )
-            return int(runner_id), issued.token, _fmt_time(issued.expires_at)
-        annotations = token_secret["annotations"]
-        return int(runner_id), token_secret["data"]["token"], annotations.get(builders.ANNOTATION_TOKEN_EXPIRES_AT)
+        return [m for m in managers if m.system_id not in removed]
 
     def _create_or_adopt(
         self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, status: Mapping[str, Any], emit: EventSink
@@ -329,6 +404,15 @@ class Reconciler:
         if deleted:
             emit("Normal", "RunnerDeleted", f"Deleted runner {runner_id} in GitLab with its own token")
             self.log.info("deleted runner %s in GitLab with its own token", runner_id)
+
+
+def _issued_state(issued: IssuedToken) -> TokenState:
+    return TokenState(token=issued.token, expires_at=issued.expires_at, obtained_at=datetime.now(UTC))
+
+
+def _recently_contacted(managers: list[RunnerManager]) -> bool:
+    horizon = datetime.now(UTC) - HEALTHY_CONTACT
+    return any((t := parse_time(m.contacted_at)) is not None and t > horizon for m in managers)
 
 
 def _runner_id_of(token_secret: Mapping[str, Any] | None) -> int | None:

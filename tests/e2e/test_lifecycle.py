@@ -13,6 +13,7 @@ from tests.e2e.conftest import PAT, PROJECT_ID, Runners
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
+from tests.harness.runner_pod import EmulatedRunnerPod
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -324,13 +325,20 @@ def test_operator_restart_does_not_create_again(
     assert not calls(gitlab, "POST", "/reset_authentication_token")
 
 
-def test_steady_state_makes_no_gitlab_writes(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
-    runners.create(runners.manifest())
+def test_steady_state_makes_no_gitlab_writes(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, kube: client.ApiClient
+) -> None:
+    runners.create(runners.manifest(replicas=1))
     runner_id = runners.wait_ready()["status"]["runnerId"]
-    start = len(gitlab.calls)
-    wait_for(lambda: len(calls(gitlab, "GET", f"/runners/{runner_id}")) >= 3, timeout=30, message="resyncs")
-    writes = [c for c in gitlab.calls[start:] if c.method != "GET"]
-    assert writes == []
+    pod = EmulatedRunnerPod(kube, runners.namespace, "builds-runner-config", 0).start()
+    try:
+        wait_for(lambda: gitlab.runners[runner_id].managers, timeout=10, message="the pod polls")
+        start = len(gitlab.calls)
+        wait_for(lambda: len(calls(gitlab, "GET", f"/runners/{runner_id}")) >= 4, timeout=30, message="resyncs")
+    finally:
+        pod.stop()
+    operator_calls = [c for c in gitlab.calls[start:] if not c.path.endswith("/jobs/request")]
+    assert operator_calls and all(c.method == "GET" for c in operator_calls), operator_calls
 
 
 def test_status_and_condition_are_reported(runners: Runners, operator: OperatorProcess) -> None:

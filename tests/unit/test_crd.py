@@ -73,8 +73,12 @@ def test_printer_columns() -> None:
 
 def test_status_declares_what_the_operator_writes() -> None:
     status = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
-    for field in ("observedGeneration", "runnerId", "tokenSecretName", "configSecretName", "tokenExpiresAt"):
-        assert field in status
+    written = (
+        "observedGeneration", "runnerId", "tokenSecretName", "configSecretName", "tokenExpiresAt", "readyReplicas",
+        "creationStartedAt", "rotationStartedAt", "rotationRequestedAt", "tokenRotatedAt", "replicas", "conditions",
+    )  # fmt: skip
+    for field in written:  # an undeclared field would be pruned by the apiserver, silently
+        assert field in status, field
     assert {"ordinal", "pod", "systemId", "managerStatus", "contactedAt", "version"} <= set(
         status["replicas"]["items"]["properties"]
     )

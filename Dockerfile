@@ -1,0 +1,21 @@
+# The glrt-operator image: `docker build -t <registry>/glrt-operator:<version> .` from the repository root.
+# The Helm chart passes the arguments (watched namespaces, liveness endpoint); the CMD is only a default.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY . .
+# A prefix install: the runtime stage copies only the installed package and its dependencies, not pip's caches.
+RUN pip install --no-cache-dir --no-compile --root-user-action=ignore --prefix=/install .
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+COPY --from=build /install /usr/local
+# A fixed numeric UID/GID (10001, as in the chart's securityContext), so runAsNonRoot can be verified.
+RUN groupadd --system --gid 10001 glrt \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin glrt
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+ENTRYPOINT ["glrt-operator"]
+CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]

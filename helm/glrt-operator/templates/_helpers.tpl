@@ -1,0 +1,105 @@
+{{/* Chart name, overridable. */}}
+{{- define "glrt-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Resource name prefix: <release>-glrt-operator, or the release name when it already contains the chart name. */}}
+{{- define "glrt-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Cluster-scoped names carry the release namespace: two releases of the same name never collide. */}}
+{{- define "glrt-operator.clusterScopedName" -}}
+{{- printf "%s-%s" (include "glrt-operator.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "glrt-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "glrt-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "glrt-operator.labels" -}}
+{{ include "glrt-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* metadata.annotations, only when there are any. */}}
+{{- define "glrt-operator.annotations" -}}
+{{- with .Values.commonAnnotations -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{- define "glrt-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "glrt-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "glrt-operator.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The watched namespaces, deduplicated, in the order given. Empty: the whole cluster. */}}
+{{- define "glrt-operator.namespaces" -}}
+{{- toJson (uniq .Values.watch.namespaces) -}}
+{{- end -}}
+
+{{/*
+The operator's permissions: exactly the calls it makes, each one needed (tests/e2e/test_helm_chart.py runs the
+operator as this ServiceAccount). Identical in both modes; only where they are bound differs.
+*/}}
+{{- define "glrt-operator.rules" -}}
+# Kopf lists and watches Runners, and merge/JSON-patches them for its finalizer and progress annotations.
+- apiGroups: ["glrt.dev"]
+  resources: ["runners"]
+  verbs: ["list", "watch", "patch"]
+# Status: read before acting (not the event's snapshot), written by Kopf and at once after each GitLab write.
+- apiGroups: ["glrt.dev"]
+  resources: ["runners/status"]
+  verbs: ["get", "patch"]
+# Setting blockOwnerDeletion on the children's owner references needs this where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
+- apiGroups: ["glrt.dev"]
+  resources: ["runners/finalizers"]
+  verbs: ["update"]
+# Secrets: the access token and CA are read by name; the token and config Secrets are server-side applied
+# (an apply that creates needs create too). No list or watch: the operator never enumerates Secrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+# The runner manager StatefulSet is server-side applied; its ready replica count is read from the status.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets/status"]
+  verbs: ["get"]
+# Kopf posts core v1 Events (never events.k8s.io, never patches them).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}

@@ -1,0 +1,431 @@
+"""The Helm chart: lint, schema, rendering, and the operator running as the chart's ServiceAccount.
+
+The chart is installed with the real helm into the real kube-apiserver, once per RBAC mode (cluster-wide and
+namespaced). No kubelet runs its pod, so the operator runs here as a process with the Deployment's own args and
+env and the ServiceAccount's real token: every call it makes goes through the chart's RBAC, and a rule too few
+fails the Runner lifecycle, a rule too many fails the denial checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import PAT, Runners, assert_no_secrets
+from tests.fake_gitlab import FakeGitLab
+from tests.harness import binaries
+from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+CHART = REPO_ROOT / "helm" / "glrt-operator"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+SCHEMA_ERROR = "values don't meet the specifications of the schema(s)"
+# Short timers, set through the chart's values: the operator then reads them from the Deployment's env.
+TEST_SETTINGS = {"resyncInterval": 3, "errorBackoff": 0.5, "errorBackoffMax": 4, "watchServerTimeout": 60}
+
+
+# --- rendering without a cluster ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("helm")
+    return {f"HELM_{kind}_HOME": str(home / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
+
+
+def helm(home: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(binaries.binary("helm")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **home},
+    )
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def render(home: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    out = helm(home, "template", "glrt", str(CHART), "--namespace", "glrt-system", *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def kinds(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        found.setdefault(doc["kind"], []).append(doc)
+    return found
+
+
+def the_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = kinds(docs)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda v: v.name if v else "defaults")
+def test_lint_passes(helm_home: dict[str, str], values: Path | None) -> None:
+    extra = ["--values", str(values)] if values else []
+    result = helm(helm_home, "lint", "--strict", str(CHART), *extra)
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_ci_scenarios_exist() -> None:
+    assert {p.name for p in CI_VALUES} >= {"cluster-wide.yaml", "namespaced.yaml", "custom-image-resources.yaml"}
+
+
+def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) -> None:
+    docs = render(helm_home)
+    (deployment,) = kinds(docs)["Deployment"]
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    container = the_container(docs)
+
+    # Kopf runs standalone: never two operators, not even during a rollout.
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == "glrt-glrt-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container["image"] == f"glrt-operator:{chart['appVersion']}"
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    # Both probes ask Kopf's own endpoint, on the port the --liveness argument serves.
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "GLRT_RESYNC_INTERVAL": "300",
+        "GLRT_ERROR_BACKOFF": "15",
+        "GLRT_ERROR_BACKOFF_MAX": "600",
+        "GLRT_WATCH_SERVER_TIMEOUT": "300",
+    }
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -> None:
+    cluster = kinds(render(helm_home, "--values", str(CHART / "ci" / "cluster-wide.yaml")))
+    assert len(cluster["ClusterRole"]) == len(cluster["ClusterRoleBinding"]) == 1
+    assert "Role" not in cluster and "RoleBinding" not in cluster
+
+    namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
+    assert "ClusterRole" not in namespaced and "ClusterRoleBinding" not in namespaced
+    assert sorted(r["metadata"]["namespace"] for r in namespaced["Role"]) == ["ci", "team-a"]
+    assert sorted(b["metadata"]["namespace"] for b in namespaced["RoleBinding"]) == ["ci", "team-a"]
+    for binding in namespaced["RoleBinding"]:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "glrt-glrt-operator", "namespace": "glrt-system"}
+        ]
+    # The same rules in both modes: only where they are bound differs.
+    assert namespaced["Role"][0]["rules"] == cluster["ClusterRole"][0]["rules"]
+    args = the_container([*namespaced["Deployment"]])["args"]
+    assert args[:3] == ["run", "--namespace=ci", "--namespace=team-a"] and "--all-namespaces" not in args
+
+    custom = render(helm_home, "--values", str(CHART / "ci" / "custom-image-resources.yaml"))
+    container = the_container(custom)
+    assert container["image"].startswith("registry.example.com/platform/glrt-operator@sha256:")
+    assert container["imagePullPolicy"] == "Always" and "--verbose" in container["args"]
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+    assert "ServiceAccount" not in kinds(custom)
+    (deployment,) = kinds(custom)["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "glrt-operator"
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "replicaCount=2"], "at '/replicaCount': value must be 1"),
+        (["--set-json", 'watch.namespaces=["Bad_NS"]'], "'Bad_NS' does not match pattern"),
+        (["--set-json", 'watch.namespaces=["ci","ci"]'], "at '/watch/namespaces': items at 0 and 1 are equal"),
+        (["--set", "image.pullPolicy=Sometimes"], "value must be one of 'Always', 'IfNotPresent', 'Never'"),
+        (["--set", "settings.resyncInterval=-1"], "at '/settings/resyncInterval': minimum: got -1, want 1"),
+        # A typo must not silently fall back to the cluster-wide default.
+        (["--set-json", 'watch.namespace=["ci"]'], "additional properties 'namespace' not allowed"),
+    ],
+    ids=["replicas", "namespace-name", "duplicate-namespace", "pull-policy", "negative-interval", "typo"],
+)
+def test_schema_refuses_bad_values(helm_home: dict[str, str], args: list[str], message: str) -> None:
+    result = helm(helm_home, "template", "glrt", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert SCHEMA_ERROR in result.stderr and message in result.stderr, result.stderr
+
+
+def test_backoff_above_its_cap_is_refused(helm_home: dict[str, str]) -> None:
+    result = helm(helm_home, "template", "glrt", str(CHART), "--set", "settings.errorBackoff=700", check=False)
+    assert result.returncode != 0
+    assert "settings.errorBackoff must not exceed settings.errorBackoffMax" in result.stderr
+
+
+# --- installed into the real apiserver ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Install:
+    mode: str
+    release: str
+    namespace: str  # the release namespace, where the operator runs
+    watched: tuple[str, ...]  # empty: the whole cluster
+    manifest: list[dict[str, Any]]
+    kubeconfig: Path  # the chart's ServiceAccount, with a real token
+
+    @property
+    def container(self) -> dict[str, Any]:
+        return the_container(self.manifest)
+
+
+def create_namespace(kube: client.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    client.CoreV1Api(kube).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+@pytest.fixture(scope="module", params=["cluster", "namespaced"])
+def install(
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Install]:
+    """One `helm install` per RBAC mode, shared by that mode's tests."""
+    mode: str = request.param
+    namespace = create_namespace(kube, f"glrt-{mode}")
+    watched = tuple(create_namespace(kube, f"watched-{i}") for i in range(2)) if mode == "namespaced" else ()
+    values = tmp_path_factory.mktemp(mode) / "values.yaml"
+    values.write_text(yaml.safe_dump({"watch": {"namespaces": list(watched)}, "settings": TEST_SETTINGS}))
+    release = f"glrt-{mode}"
+    control_plane.helm("install", release, str(CHART), "--namespace", namespace, "--values", str(values))
+    manifest = control_plane.helm("get", "manifest", release, "--namespace", namespace).stdout
+    docs = [doc for doc in yaml.safe_load_all(manifest) if doc]
+    (account,) = kinds(docs)["ServiceAccount"]
+    kubeconfig = control_plane.serviceaccount_kubeconfig(namespace, account["metadata"]["name"])
+    try:
+        yield Install(mode, release, namespace, watched, docs, kubeconfig)
+    finally:
+        control_plane.helm("uninstall", release, "--namespace", namespace, check=False)
+        core = client.CoreV1Api(kube)
+        for name in (namespace, *watched):
+            core.delete_namespace(name, propagation_policy="Background")
+
+
+def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install: Install) -> None:
+    status = json.loads(control_plane.helm("status", install.release, "-n", install.namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    rbac = kinds(install.manifest)
+    if install.watched:
+        assert sorted(r["metadata"]["namespace"] for r in rbac["RoleBinding"]) == sorted(install.watched)
+        assert "ClusterRole" not in rbac and "ClusterRoleBinding" not in rbac
+    else:
+        assert "Role" not in rbac and len(rbac["ClusterRoleBinding"]) == 1
+    # The Deployment exists in the apiserver as rendered (its pod never starts: there is no kubelet).
+    deployment = control_plane.kubectl("get", "deployment", "-n", install.namespace, "-o", "json").stdout
+    (item,) = json.loads(deployment)["items"]
+    assert item["spec"]["template"]["spec"]["containers"][0]["args"] == install.container["args"]
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda v: v.name)
+def test_ci_scenarios_are_accepted_by_the_apiserver(
+    control_plane: ControlPlane, kube: client.ApiClient, values: Path
+) -> None:
+    """Server-side dry run: the apiserver validates every object of each scenario (schemas, quantities, names)."""
+    namespace = create_namespace(kube, "dry-run")
+    try:
+        extra = ["--values", str(values)]
+        if yaml.safe_load(values.read_text()).get("watch", {}).get("namespaces"):
+            extra += ["--set-json", f'watch.namespaces=["{namespace}"]']  # its Roles need an existing namespace
+        rendered = control_plane.helm("template", "glrt", str(CHART), "--namespace", namespace, *extra).stdout
+        result = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+        assert "deployment.apps/glrt-glrt-operator created (server dry run)" in result.stdout
+    finally:
+        client.CoreV1Api(kube).delete_namespace(namespace)
+
+
+# --- the operator as the chart's ServiceAccount ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ChartOperator(OperatorProcess):
+    """The operator with the args and env of the chart's Deployment (the liveness endpoint moved to a free
+    loopback port, plus --verbose: the harness waits for a debug line)."""
+
+    def __init__(self, install: Install, log_dir: Path):
+        container = install.container
+        env = {e["name"]: e["value"] for e in container["env"]}
+        super().__init__(install.kubeconfig, install.mode, log_dir, env)
+        self.health_port = free_port()
+        liveness = f"--liveness=http://127.0.0.1:{self.health_port}/healthz"
+        self.args = [liveness if a.startswith("--liveness=") else a for a in container["args"]]
+        if "--verbose" not in self.args:
+            self.args.append("--verbose")
+
+    def start(self) -> ChartOperator:
+        self.runs += 1
+        log = self.log_dir / f"operator-chart-{self.namespace}-{self.runs}.log"
+        self.logs.append(log)
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "glrt_operator", *self.args],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(lambda: self._started(log), timeout=60, interval=0.1, message="operator start")
+        return self
+
+    def healthz(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=5) as response:
+            status: int = response.status
+            return status
+
+
+def register_manager(gitlab: FakeGitLab, token: str, system_id: str) -> None:
+    """What a runner manager pod does when it starts: GitLab files a manager under its system_id."""
+    response = httpx.post(f"{gitlab.api_url}/runners/verify", json={"token": token, "system_id": system_id})
+    assert response.status_code == 200, response.text
+
+
+def test_operator_runs_a_runner_lifecycle_as_the_service_account(
+    request: pytest.FixtureRequest, kube: client.ApiClient, install: Install, gitlab: FakeGitLab, tmp_path: Path
+) -> None:
+    # Namespaced mode: a watched namespace. Cluster mode: any namespace at all.
+    namespace = install.watched[0] if install.watched else request.getfixturevalue("namespace")
+    runners = Runners(kube, namespace, gitlab.url)
+    runners.put_secret("gitlab-api", {"token": PAT})
+    operator = ChartOperator(install, tmp_path).start()
+    try:
+        assert operator.healthz() == 200
+
+        runners.create(runners.manifest(replicas=2))
+        status = runners.wait_ready()["status"]
+        runner_id = status["runnerId"]
+        token = runners.secret_data(status["tokenSecretName"])["token"]
+        assert gitlab.runners[runner_id].token == token
+        assert runners.apps.read_namespaced_stateful_set("builds", namespace).spec.replicas == 2
+        # Posted by the operator itself: proves the events rule (Kopf only logs a failed post).
+        wait_for(lambda: "RunnerCreated" in runners.event_reasons(), timeout=10, message="RunnerCreated event")
+
+        # Replica 1 has talked to GitLab; scaling it away makes the operator look for its pod, then remove it.
+        system_id = runners.secret_data(status["configSecretName"])["system-id-1"]
+        register_manager(gitlab, token, system_id)
+        runners.patch_spec(description="edited through the chart's RBAC", replicas=1)
+        wait_for(
+            lambda: gitlab.runners[runner_id].description == "edited through the chart's RBAC",
+            timeout=30,
+            message="description updated in GitLab",
+        )
+        runners.wait_ready()
+        wait_for(
+            lambda: system_id not in gitlab.runners[runner_id].managers,
+            timeout=30,
+            message="scaled-away manager removed",
+        )
+        assert runners.apps.read_namespaced_stateful_set("builds", namespace).spec.replicas == 1
+
+        runners.delete()
+        wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+        assert runner_id not in gitlab.runners
+    finally:
+        operator.stop()
+    output = operator.output()
+    # A denied call is retried (handlers) or only logged (events): either way it shows up here. Other tests'
+    # Runners may be seen in cluster mode; only this namespace's lines count.
+    ours = [line for line in output.splitlines() if f"[{namespace}/" in line]
+    denied = [line for line in ours if "forbidden" in line.lower() or "Failed to post an event" in line]
+    assert not denied, "\n".join(denied)
+    assert_no_secrets(output, runners, gitlab)
+
+
+# --- what the ServiceAccount must not be able to do ---------------------------------------------------------------
+
+
+def can_i(control_plane: ControlPlane, install: Install, *args: str) -> bool:
+    result = control_plane.kubectl("auth", "can-i", *args, kubeconfig=install.kubeconfig, check=False)
+    assert result.stdout.strip() in ("yes", "no"), result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def test_service_account_has_only_what_the_operator_uses(
+    control_plane: ControlPlane, kube: client.ApiClient, install: Install
+) -> None:
+    watched = install.watched[0] if install.watched else "default"
+    allowed = [
+        ("patch", "runners.glrt.dev"),
+        ("patch", "runners.glrt.dev", "--subresource=status"),
+        ("get", "secrets"),
+        ("create", "secrets"),
+        ("patch", "statefulsets.apps"),
+        ("create", "events"),
+    ]
+    for verb, *what in allowed:
+        assert can_i(control_plane, install, verb, *what, "-n", watched), (verb, what)
+
+    denied = [
+        ("list", "secrets", "-n", watched),  # reads Secrets by name only: no enumerating tokens
+        ("watch", "secrets", "-n", watched),
+        ("delete", "secrets", "-n", watched),
+        ("delete", "statefulsets.apps", "-n", watched),  # children go by garbage collection
+        ("delete", "runners.glrt.dev", "-n", watched),
+        ("create", "pods", "-n", watched),
+        ("create", "events.events.k8s.io", "-n", watched),
+        ("create", "clusterroles"),
+        ("create", "rolebindings", "-n", watched),
+        ("delete", "namespaces"),
+        ("list", "namespaces"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]
+    if install.watched:
+        unwatched = create_namespace(kube, "unwatched")
+        try:
+            denied += [
+                ("get", "secrets", "-n", install.namespace),  # not even in its own namespace
+                ("get", "secrets", "-n", unwatched),
+                ("patch", "runners.glrt.dev", "-n", unwatched),
+                ("list", "runners.glrt.dev", "--all-namespaces"),
+            ]
+            for check in denied:
+                assert not can_i(control_plane, install, *check), check
+        finally:
+            client.CoreV1Api(kube).delete_namespace(unwatched)
+    else:
+        assert can_i(control_plane, install, "watch", "runners.glrt.dev", "--all-namespaces")
+        for check in denied:
+            assert not can_i(control_plane, install, *check), check

@@ -1,0 +1,157 @@
+"""Token rotation, end to end: on request, before expiry, after an out-of-band revocation, across a crash."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Runners
+from tests.fake_gitlab import FakeGitLab, Fault
+from tests.harness.operator import OperatorProcess
+from tests.harness.runner_pod import EmulatedRunnerPod
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def resets(gitlab: FakeGitLab, runner_id: int) -> list[object]:
+    return [c for c in gitlab.calls if c.path.endswith(f"/runners/{runner_id}/reset_authentication_token")]
+
+
+def refused(gitlab: FakeGitLab, token: str) -> bool:
+    """GitLab's own answer for a runner token (verify: 403 = refused)."""
+    response = httpx.post(f"{gitlab.api_url}/runners/verify", json={"token": token})
+    return response.status_code == 403
+
+
+def stored_token(runners: Runners) -> str:
+    return runners.secret_data("builds-runner-token")["token"]
+
+
+def test_editing_requested_at_rotates_exactly_once(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest(tokenRotation={"requestedAt": "2026-11-22T10:00:00Z"}))
+    body = runners.wait_ready()
+    runner_id = body["status"]["runnerId"]
+    old = stored_token(runners)
+    assert not resets(gitlab, runner_id)  # a requestedAt present at creation is satisfied by the new token
+    checksum_before = runners.apps.read_namespaced_stateful_set("builds", runners.namespace).spec.template.metadata
+
+    runners.patch_spec(tokenRotation={"requestedAt": "2026-11-22T11:00:00Z"})
+    wait_for(lambda: stored_token(runners) != old, timeout=30, message="new token stored")
+    status = runners.wait_ready()["status"]
+
+    new = stored_token(runners)
+    assert refused(gitlab, old) and not refused(gitlab, new)
+    assert gitlab.runners[runner_id].token == new and status["runnerId"] == runner_id
+    config = tomllib.loads(runners.secret_data("builds-runner-config")["config.toml"])
+    assert config["runners"][0]["token"] == new
+    assert status["rotationRequestedAt"] == "2026-11-22T11:00:00Z" and status["tokenRotatedAt"]
+    assert "TokenRotated" in runners.event_reasons()
+    # Pods reload the new token from the Secret volume; the template (and so the pods) stay as they were.
+    template = runners.apps.read_namespaced_stateful_set("builds", runners.namespace).spec.template.metadata
+    assert template.annotations == checksum_before.annotations
+
+    # Further reconciles (the 3 s resync) do not rotate again.
+    reads = len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{runner_id}")])
+    wait_for(
+        lambda: (
+            len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{runner_id}")])
+            >= reads + 2
+        ),
+        timeout=20,
+        message="two more resyncs",
+    )
+    assert len(resets(gitlab, runner_id)) == 1
+    assert stored_token(runners) == new
+
+
+def test_token_is_renewed_before_it_expires(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
+    gitlab.settings.project_runner_token_expiration_interval = 20  # seconds: GitLab's floor is 2 h, not the fake's
+    runners.create(runners.manifest(tokenRotation={"renewBefore": "72h"}))
+    status = runners.wait_ready()["status"]
+    runner_id, first_expiry = status["runnerId"], status["tokenExpiresAt"]
+    assert first_expiry is not None
+
+    # renewBefore is capped at half the 20 s lifetime: renewed ~10 s before expiry, never in a loop.
+    wait_for(lambda: runners.get()["status"].get("tokenExpiresAt") != first_expiry, timeout=30, message="renewal")
+    renewed = runners.get()["status"]
+    assert renewed["runnerId"] == runner_id
+    assert datetime.fromisoformat(renewed["tokenExpiresAt"]) > datetime.fromisoformat(first_expiry)
+    assert stored_token(runners) == gitlab.runners[runner_id].token
+    rotated = [e for e in runners.events() if e.reason == "TokenRotated"]
+    assert rotated and "expires at" in rotated[0].message
+    assert len(resets(gitlab, runner_id)) <= 2  # about one renewal per 10 s of the test, not one per reconcile
+
+
+def test_revoked_token_is_detected_and_reissued(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest(replicas=1))
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    old = stored_token(runners)
+
+    gitlab.revoke_token(runner_id)  # someone reset it in GitLab's UI
+    assert refused(gitlab, old)
+    wait_for(lambda: stored_token(runners) == gitlab.runners[runner_id].token, timeout=30, message="reissue")
+    condition = wait_for(lambda: runners.condition(type_="TokenValid").get("reason") == "Reissued" and True, timeout=10)
+    assert condition
+    assert "revoked or expired outside the operator" in runners.condition(type_="TokenValid")["message"]
+    assert "TokenRefused" in runners.event_reasons()
+
+
+def test_rotation_interrupted_by_a_crash_converges(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    runners.create(runners.manifest())
+    runner_id = runners.wait_ready()["status"]["runnerId"]
+    old = stored_token(runners)
+
+    # GitLab resets the token, then holds the reply: the operator dies with the new token only in flight.
+    gitlab.faults.add(
+        Fault(method="POST", path=rf"/runners/{runner_id}/reset_authentication_token$", kind="hold_after_commit",
+              seconds=30, count=1)
+    )  # fmt: skip
+    runners.patch_spec(tokenRotation={"requestedAt": "now"})
+    wait_for(lambda: gitlab.runners[runner_id].token != old, timeout=30, message="GitLab reset the token")
+    operator.kill()
+    assert stored_token(runners) == old and refused(gitlab, old)  # the Secret holds a dead token now
+    assert runners.get()["status"].get("rotationStartedAt")
+
+    gitlab.faults.clear()
+    operator.start()
+    wait_for(lambda: stored_token(runners) == gitlab.runners[runner_id].token, timeout=60, message="converged")
+    status = runners.wait_ready()["status"]
+    assert not refused(gitlab, stored_token(runners))
+    assert status["runnerId"] == runner_id and not status.get("rotationStartedAt")
+    assert status["rotationRequestedAt"] == "now"
+
+
+def test_pods_poll_across_a_rotation(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, kube: object
+) -> None:
+    """Emulated pods read the token from the config Secret on every poll: the refusal window they see is the
+    operator's part of the blackout (reset -> Secret written). A real cluster adds the kubelet's Secret refresh."""
+    runners.create(runners.manifest(replicas=2))
+    runners.wait_ready()
+    pods = [
+        EmulatedRunnerPod(kube, runners.namespace, "builds-runner-config", i, interval=0.05).start() for i in (0, 1)
+    ]  # type: ignore[arg-type]
+    try:
+        wait_for(lambda: all(len(p.polls) > 5 for p in pods), timeout=10)
+        runners.patch_spec(tokenRotation={"requestedAt": "rotate-now"})
+        wait_for(lambda: runners.get()["status"].get("rotationRequestedAt") == "rotate-now", timeout=30)
+        mark = [len(p.polls) for p in pods]
+        wait_for(lambda: all(len(p.polls) > m + 5 for p, m in zip(pods, mark, strict=True)), timeout=10)
+    finally:
+        for pod in pods:
+            pod.stop()
+    for pod in pods:
+        assert pod.polls[-1].status == 204  # polling again with the new token
+    blackout = max(p.longest_refusal() for p in pods)
+    print(f"\nrotation blackout seen by emulated pods (operator's share): {blackout * 1000:.0f} ms")
+    assert blackout < 5.0
