@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit demo binaries install clean
+.PHONY: test lint unit demo bench binaries install clean
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
@@ -20,7 +20,11 @@ lint: install
 	$(BIN)/mypy
 
 demo: install binaries
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+# Prints figures (GitLab API calls per minute, time to Ready) for 1 and 50 Runners; not part of `make test`.
+bench: install binaries
+	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
 install: $(STAMP)
 

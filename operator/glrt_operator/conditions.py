@@ -9,6 +9,11 @@ from typing import Any, Literal
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
+def iso(value: datetime | None) -> str | None:
+    """Kubernetes' timestamp form (RFC 3339, UTC, seconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

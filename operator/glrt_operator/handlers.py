@@ -25,7 +25,11 @@ T = TypeVar("T")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Startup: Kopf's settings, then the adapters, created once and kept in memo."""
     apply_settings(settings)
-    memo["kube"] = Kube(load_api_client())
+    kube = Kube(load_api_client())
+    if not kube.runner_api_served():
+        # With scanning off, Kopf would otherwise wait silently forever; exiting lets the pod restart until it is.
+        raise kopf.PermanentError(f"{GROUP}/{VERSION} is not served: install the CRD (kubectl apply -f crds/)")
+    memo["kube"] = kube
     memo["gitlab"] = GitLabPool()
 
 

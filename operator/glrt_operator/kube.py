@@ -30,9 +30,15 @@ def load_api_client() -> kubernetes.client.ApiClient:
 
 class Kube:
     def __init__(self, api: kubernetes.client.ApiClient):
+        self._discovery = kubernetes.client.ApisApi(api)
         self._core = kubernetes.client.CoreV1Api(api)
         self._apps = kubernetes.client.AppsV1Api(api)
         self._custom = kubernetes.client.CustomObjectsApi(api)
+
+    def runner_api_served(self) -> bool:
+        """Is `glrt.dev/v1alpha1` served (the CRD installed)? Discovery needs no RBAC beyond being logged in."""
+        groups = self._discovery.get_api_versions().groups or []
+        return any(g.name == GROUP and any(v.version == VERSION for v in g.versions) for g in groups)
 
     # --- Secrets --------------------------------------------------------------------------------------------
 

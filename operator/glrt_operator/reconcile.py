@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from . import builders
-from .conditions import now_iso
+from .conditions import iso, now_iso
 from .gitlab import GitLabClient, GitLabError, GitLabPool, IssuedToken, RunnerManager, parse_time
 from .kube import GROUP, VERSION, Kube
 from .model import RunnerSpec, SpecError
@@ -39,12 +39,11 @@ class RunnerRef:
     namespace: str
     name: str
     uid: str
-    generation: int | None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RunnerRef:
         meta = body["metadata"]
-        return cls(meta["namespace"], meta["name"], meta["uid"], meta.get("generation"))
+        return cls(meta["namespace"], meta["name"], meta["uid"])
 
     def owner(self) -> dict[str, Any]:
         return builders.owner_reference(f"{GROUP}/{VERSION}", "Runner", self.name, self.uid)
@@ -66,10 +65,6 @@ class ReconcileError(Exception):
         self.message = message
         self.permanent = permanent
         self.delay = delay
-
-
-def _fmt_time(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def explain(exc: GitLabError, spec: RunnerSpec) -> ReconcileError:
@@ -107,7 +102,7 @@ class Reconciler:
             raise ReconcileError(
                 "CredentialsMissing",
                 f"Secret {creds.name!r} with key {creds.key!r} not found in namespace {ref.namespace!r}: create it "
-                "with a GitLab access token (scopes create_runner and manage_runner).",
+                "with a GitLab access token (scopes create_runner, manage_runner and read_api, or api).",
             )
         ca_pem = None
         if spec.gitlab.ca is not None:
@@ -149,7 +144,7 @@ class Reconciler:
             "runnerId": runner_id,
             "tokenSecretName": names.token_secret,
             "configSecretName": names.config_secret,
-            "tokenExpiresAt": _fmt_time(token.expires_at),
+            "tokenExpiresAt": iso(token.expires_at),
             "rotationRequestedAt": spec.token_rotation.requested_at,
             "readyReplicas": self.kube.ready_replicas(ref.namespace, names.statefulset),
             "replicas": replica_statuses(ref.name, ref.uid, spec.replicas, managers),
@@ -320,7 +315,7 @@ class Reconciler:
                 runner_name=ref.name,
                 runner_id=runner_id,
                 token=issued.token,
-                token_expires_at=_fmt_time(issued.expires_at),
+                token_expires_at=iso(issued.expires_at),
                 token_obtained_at=now_iso(),
             )
         )

@@ -344,7 +344,7 @@ def test_operator_runs_a_runner_lifecycle_as_the_service_account(
         wait_for(lambda: "RunnerCreated" in runners.event_reasons(), timeout=10, message="RunnerCreated event")
 
         # Replica 1 has talked to GitLab; scaling it away makes the operator look for its pod, then remove it.
-        system_id = runners.secret_data(status["configSecretName"])["system-id-1"]
+        system_id = runners.secret_data(status["configSecretName"])["system-id-1"].strip()
         register_manager(gitlab, token, system_id)
         runners.patch_spec(description="edited through the chart's RBAC", replicas=1)
         wait_for(

@@ -98,6 +98,10 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 - apiGroups: ["apps"]
   resources: ["statefulsets/status"]
   verbs: ["get"]
+# Before removing a scaled-away replica's runner manager in GitLab, it checks by name that the pod is gone.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
 # Kopf posts core v1 Events (never events.k8s.io, never patches them).
 - apiGroups: [""]
   resources: ["events"]

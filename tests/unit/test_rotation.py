@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from glrt_operator.model import TokenRotation
+from glrt_operator.rotation import TokenState, renewal_due_at, rotation_reason
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+UID = "0b7c1f7e-1111-4000-8000-000000000000"
+
+
+def token(lifetime: timedelta | None, age: timedelta = timedelta(0)) -> TokenState:
+    obtained = NOW - age
+    return TokenState("glrt-secret", obtained + lifetime if lifetime else None, obtained)
+
+
+def test_token_without_expiry_is_never_renewed() -> None:
+    assert renewal_due_at(token(None), timedelta(hours=72), UID) is None
+    assert rotation_reason(TokenRotation(), {}, token(None), NOW, UID) is None
+
+
+def test_renewal_happens_renew_before_ahead_with_at_most_ten_percent_jitter() -> None:
+    state = token(timedelta(days=30))
+    due = renewal_due_at(state, timedelta(hours=72), UID)
+    assert due is not None and state.expires_at is not None
+    assert state.expires_at - timedelta(hours=72 * 1.1) <= due <= state.expires_at - timedelta(hours=72)
+
+
+def test_renew_before_is_capped_at_half_the_lifetime() -> None:
+    state = token(timedelta(hours=2))  # GitLab's shortest interval
+    due = renewal_due_at(state, timedelta(hours=72), UID)
+    assert due is not None and NOW + timedelta(minutes=54) <= due <= NOW + timedelta(hours=1)
+    assert rotation_reason(TokenRotation(), {}, state, NOW, UID) is None
+    assert rotation_reason(TokenRotation(), {}, state, NOW + timedelta(hours=1), UID) is not None
+
+
+def test_jitter_spreads_a_fleet() -> None:
+    state = token(timedelta(days=30))
+    dues = {renewal_due_at(state, timedelta(hours=72), f"uid-{i}") for i in range(50)}
+    assert len(dues) == 50
+
+
+def test_reasons_in_order_of_precedence() -> None:
+    fresh = token(timedelta(days=30))
+    interrupted = rotation_reason(TokenRotation(), {"rotationStartedAt": "x"}, fresh, NOW, UID)
+    assert interrupted is not None and "interrupted" in interrupted
+    requested = TokenRotation(requested_at="2026-11-22T10:00:00Z")
+    reason = rotation_reason(requested, {"rotationRequestedAt": "2026-11-21T10:00:00Z"}, fresh, NOW, UID)
+    assert reason is not None and "requestedAt=2026-11-22T10:00:00Z" in reason
+    assert rotation_reason(requested, {"rotationRequestedAt": "2026-11-22T10:00:00Z"}, fresh, NOW, UID) is None
+    expiring = token(timedelta(days=30), age=timedelta(days=29))
+    reason = rotation_reason(TokenRotation(), {}, expiring, NOW, UID)
+    assert reason is not None and reason.startswith("the token expires at")
+
+
+def test_repr_hides_the_token() -> None:
+    assert "glrt-secret" not in repr(token(None))
