@@ -97,7 +97,8 @@ class Reconciler:
 
     def connect(self, ref: RunnerRef, spec: RunnerSpec) -> GitLabClient:
         creds = spec.gitlab.credentials
-        token = self.kube.read_secret_value(ref.namespace, creds.name, creds.key)
+        # Trailing whitespace is common (`--from-file` of an echoed file) and never part of a token.
+        token = (self.kube.read_secret_value(ref.namespace, creds.name, creds.key) or "").strip()
         if not token:
             raise ReconcileError(
                 "CredentialsMissing",
@@ -224,25 +225,18 @@ class Reconciler:
         """Delete the managers no replica backs: a scaled-away replica's once its pod is gone, unknown ones at
         once. Returns the managers that remain."""
         stray = stray_managers(ref.uid, spec.replicas, managers)
+        doomed: list[tuple[RunnerManager, EventType, str, str]] = [
+            (manager, "Normal", "ManagerRemoved", f"of scaled-away replica {ordinal}")
+            for ordinal, manager in sorted(stray.scaled_away.items())
+            # A pod still stopping may contact GitLab once more: wait until it is gone.
+            if not self.kube.pod_exists(ref.namespace, f"{ref.name}-{ordinal}")
+        ]
+        doomed += [(m, "Warning", "UnknownManagerRemoved", "that belongs to no replica") for m in stray.unknown]
         removed: set[str] = set()
-        for ordinal, manager in sorted(stray.scaled_away.items()):
-            if self.kube.pod_exists(ref.namespace, f"{ref.name}-{ordinal}"):
-                continue  # still stopping: it may contact GitLab once more
+        for manager, kind, reason, which in doomed:
             gl.delete_manager(token.token, manager.system_id)
             removed.add(manager.system_id)
-            emit(
-                "Normal",
-                "ManagerRemoved",
-                f"Removed runner manager {manager.system_id} of scaled-away replica {ordinal}",
-            )
-        for manager in stray.unknown:
-            gl.delete_manager(token.token, manager.system_id)
-            removed.add(manager.system_id)
-            emit(
-                "Warning",
-                "UnknownManagerRemoved",
-                f"Removed runner manager {manager.system_id}: it belongs to no replica of this Runner",
-            )
+            emit(kind, reason, f"Removed runner manager {manager.system_id} {which}")
         return [m for m in managers if m.system_id not in removed]
 
     def _create_or_adopt(
