@@ -4,8 +4,9 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY . .
-# A prefix install: the runtime stage copies only the installed package and its dependencies, not pip's caches.
-RUN pip install --no-cache-dir --no-compile --root-user-action=ignore --prefix=/install .
+# A prefix install (bytecode compiled here: the root filesystem is read-only at run time): the runtime stage
+# copies only the installed package and its dependencies, not pip or its caches.
+RUN pip install --no-cache-dir --root-user-action=ignore --prefix=/install .
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \

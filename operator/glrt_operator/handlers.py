@@ -9,10 +9,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from .conditions import set_condition
 from .gitlab import GitLabPool
-from .kube import GROUP, PLURAL, VERSION, Kube, load_api_client
+from .kube import GROUP, PLURAL, VERSION, Kube, describe_api_error, load_api_client
 from .reconcile import EventType, ReconcileError, Reconciler, ReconcileResult, RunnerRef
 from .settings import OperatorConfig
 
@@ -48,6 +49,8 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.error_backoffs = [1, 2, 5, 10, 30, 60]
     settings.execution.max_workers = 8
+    # A resync in flight when its Runner is deleted finishes within seconds; don't hold the finalizer for 60.
+    settings.background.cancellation_polling = 1
 
 
 @kopf.on.cleanup()
@@ -78,7 +81,10 @@ def _run(
     with lock:
         reconciler = Reconciler(memo["kube"], memo["gitlab"], logger)
         try:
-            result = action(reconciler, emit)
+            try:
+                result = action(reconciler, emit)
+            except ApiException as api_error:
+                raise ReconcileError("KubernetesAPIError", describe_api_error(api_error)) from None
         except ReconcileError as exc:
             previous: Mapping[str, Any] = next((c for c in conditions or () if c.get("type") == "Ready"), {})
             patch.status["conditions"] = set_condition(

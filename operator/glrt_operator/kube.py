@@ -7,6 +7,7 @@ is a no-op and repeated reconciles never fight over fields.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -26,6 +27,26 @@ def load_api_client() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     return kubernetes.client.ApiClient()
+
+
+def _owner_uids(meta: kubernetes.client.V1ObjectMeta | None) -> list[str]:
+    return [ref.uid for ref in (meta.owner_references or [])] if meta else []
+
+
+def describe_api_error(exc: ApiException) -> str:
+    """What Kubernetes refused, for a condition. The apiserver's own message is kept only for answers that
+    name the resource and verb (403 names the missing RBAC rule); other bodies could quote submitted data."""
+    text = f"Kubernetes answered {exc.status} {exc.reason}"
+    if exc.status in (403, 404, 409):
+        try:
+            detail = json.loads(exc.body or "{}").get("message", "")
+        except ValueError:
+            detail = ""
+        if detail:
+            text += f": {str(detail)[:300]}"
+    if exc.status == 403:
+        text += ". Grant the operator's ServiceAccount this permission (see the Helm chart's RBAC)."
+    return text
 
 
 class Kube:
@@ -51,8 +72,8 @@ class Kube:
                 return None
             raise
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-        annotations = (secret.metadata and secret.metadata.annotations) or {}
-        return {"annotations": dict(annotations), "data": data}
+        meta = secret.metadata
+        return {"annotations": dict((meta and meta.annotations) or {}), "data": data, "owners": _owner_uids(meta)}
 
     def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
         secret = self.read_secret(namespace, name)
@@ -84,6 +105,16 @@ class Kube:
             force=True,
             _content_type=_APPLY,
         )
+
+    def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
+        """The owner uids of the StatefulSet, or None when it does not exist."""
+        try:
+            sts = self._apps.read_namespaced_stateful_set(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _owner_uids(sts.metadata)
 
     def ready_replicas(self, namespace: str, name: str) -> int:
         try:

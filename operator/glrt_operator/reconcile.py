@@ -156,8 +156,7 @@ class Reconciler:
         self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, status: Mapping[str, Any], emit: EventSink
     ) -> tuple[int, TokenState, bool]:
         """The runner id, its token, and whether both are brand new; creates, adopts or updates the runner."""
-        names = builders.child_names(ref.name)
-        token_secret = self.kube.read_secret(ref.namespace, names.token_secret)
+        token_secret = self._own_token_secret(ref)
         runner_id = status.get("runnerId") or _runner_id_of(token_secret)
 
         if runner_id is not None:
@@ -239,9 +238,35 @@ class Reconciler:
             emit(kind, reason, f"Removed runner manager {manager.system_id} {which}")
         return [m for m in managers if m.system_id not in removed]
 
+    def _check_names_free(self, ref: RunnerRef) -> None:
+        """Before anything is created in GitLab: the objects this Runner will own must not exist, or be ours.
+        One still owned by an earlier Runner of the same name is about to be garbage-collected: wait for it."""
+        names = builders.child_names(ref.name)
+        secret_owners = {
+            f"Secret {name!r}": (self.kube.read_secret(ref.namespace, name) or {"owners": None})["owners"]
+            for name in (names.token_secret, names.config_secret)
+        }
+        existing = {
+            **secret_owners,
+            f"StatefulSet {names.statefulset!r}": self.kube.statefulset_owners(ref.namespace, names.statefulset),
+        }
+        for what, owners in existing.items():
+            if owners is None or ref.uid in owners:
+                continue
+            if owners:
+                raise ReconcileError(
+                    "WaitingForCleanup", f"{what} still belongs to an earlier object; waiting for its removal"
+                )
+            raise ReconcileError(
+                "NameConflict",
+                f"{what} already exists in namespace {ref.namespace!r} and is not managed by this Runner: "
+                "delete or rename it (the operator names its objects after the Runner).",
+            )
+
     def _create_or_adopt(
         self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, status: Mapping[str, Any], emit: EventSink
     ) -> tuple[int, IssuedToken]:
+        self._check_names_free(ref)
         started = parse_time(status.get("creationStartedAt"))
         if started is not None:
             orphan = self._find_orphan_or_warn(ref, spec, gl, started, emit)
@@ -299,6 +324,15 @@ class Reconciler:
                 return item.id
         return None
 
+    def _own_token_secret(self, ref: RunnerRef) -> dict[str, Any] | None:
+        """The token Secret, unless it still belongs to an earlier Runner of the same name (awaiting garbage
+        collection): its runner is not ours to adopt."""
+        secret = self.kube.read_secret(ref.namespace, builders.child_names(ref.name).token_secret)
+        if secret is not None and ref.uid not in secret["owners"]:
+            self.log.info("ignoring token Secret left by an earlier Runner of the same name")
+            return None
+        return secret
+
     def _store_token(self, ref: RunnerRef, runner_id: int, issued: IssuedToken) -> None:
         names = builders.child_names(ref.name)
         self.kube.apply_secret(
@@ -354,8 +388,7 @@ class Reconciler:
         """Delete the runner in GitLab (404 counts as done). The children go by garbage collection."""
         spec = self.parse(raw_spec)
         status = self.kube.read_runner_status(ref.namespace, ref.name)
-        names = builders.child_names(ref.name)
-        token_secret = self.kube.read_secret(ref.namespace, names.token_secret)
+        token_secret = self._own_token_secret(ref)
         runner_id = status.get("runnerId") or _runner_id_of(token_secret)
         started = parse_time(status.get("creationStartedAt"))
         if runner_id is None and started is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,17 @@ def operator(
     finally:
         process.stop()
         assert_no_secrets(process.output(), runners, gitlab)
+
+
+def fingerprint(secret: str | None) -> str:
+    return hashlib.sha256((secret or "").encode()).hexdigest()[:12]
+
+
+def assert_same_token(actual: str | None, expected: str | None, what: str) -> None:
+    """Token equality whose failure message shows fingerprints, never the tokens (pytest's assertion
+    rewriting would print both sides of an `==`)."""
+    if not actual or actual != expected:
+        raise AssertionError(f"{what}: token sha256 {fingerprint(actual)} != {fingerprint(expected)}")
 
 
 def issued_secrets(gitlab: FakeGitLab) -> set[str]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import PAT, PROJECT_ID, Runners
+from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_same_token
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
@@ -50,12 +50,13 @@ def test_create_registers_one_runner_and_its_children(
     assert runner.run_untagged is False and runner.locked is True and runner.maximum_timeout == 3600
 
     token = runners.secret_data(status["tokenSecretName"])["token"]
-    assert token == runner.token and token.startswith("glrt-")
+    assert_same_token(token, runner.token, "token Secret vs GitLab")
+    assert token.startswith("glrt-")
 
     config_data = runners.secret_data(status["configSecretName"])
     config = tomllib.loads(config_data["config.toml"])
     assert config["runners"][0]["url"] == gitlab.url
-    assert config["runners"][0]["token"] == token
+    assert_same_token(config["runners"][0]["token"], token, "config.toml vs token Secret")
     assert config["runners"][0]["id"] == runner.id
     assert {k for k in config_data if k.startswith("system-id-")} == {"system-id-0", "system-id-1"}
 
@@ -115,9 +116,10 @@ def test_runner_deleted_in_gitlab_is_recreated(runners: Runners, gitlab: FakeGit
     runners.wait_ready()
     assert set(gitlab.runners) == {new_id}
     token = runners.secret_data("builds-runner-token")["token"]
-    assert token == gitlab.runners[new_id].token
+    assert_same_token(token, gitlab.runners[new_id].token, "token Secret vs GitLab")
     config = tomllib.loads(runners.secret_data("builds-runner-config")["config.toml"])
-    assert config["runners"][0]["token"] == token and config["runners"][0]["id"] == new_id
+    assert_same_token(config["runners"][0]["token"], token, "config.toml vs token Secret")
+    assert config["runners"][0]["id"] == new_id
     assert "RunnerMissing" in runners.event_reasons()
 
 
@@ -287,7 +289,9 @@ def test_lost_reply_without_read_api_creates_anew_and_says_so(
     status = runners.wait_ready()["status"]
 
     assert len(calls(gitlab, "POST", "/user/runners")) == 2
-    assert runners.secret_data("builds-runner-token")["token"] == gitlab.runners[status["runnerId"]].token
+    assert_same_token(
+        runners.secret_data("builds-runner-token")["token"], gitlab.runners[status["runnerId"]].token, "adopted"
+    )
     warning = next(e for e in runners.events() if e.reason == "OrphanSearchForbidden")
     assert body["metadata"]["uid"] in warning.message and "read_api" in warning.message
 
@@ -309,7 +313,7 @@ def test_operator_killed_right_after_gitlab_created_the_runner(
     runner_id = body["status"]["runnerId"]
     assert gitlab.runner_ids() == [first_id] and runner_id == first_id  # adopted, not created again
     assert [c.status for c in calls(gitlab, "POST", "/user/runners")] in ([], [201])  # the held call, at most
-    assert runners.secret_data("builds-runner-token")["token"] == gitlab.runners[runner_id].token
+    assert_same_token(runners.secret_data("builds-runner-token")["token"], gitlab.runners[runner_id].token, "stored")
 
 
 def test_operator_restart_does_not_create_again(
@@ -323,6 +327,28 @@ def test_operator_restart_does_not_create_again(
     runners.wait_ready()
     assert len(gitlab.runners) == 1 and len(calls(gitlab, "POST", "/user/runners")) == 1
     assert not calls(gitlab, "POST", "/reset_authentication_token")
+
+
+def test_an_object_in_the_way_is_reported_before_anything_is_created(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    """A Secret with the operator's name for this Runner, not made by it (by hand, or pointing at some other
+    runner): nothing is created in GitLab and nothing adopted until it is gone."""
+    foreign = gitlab.create_runner("project_type", project_ids=[PROJECT_ID])
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="builds-runner-token", annotations={"glrt.dev/runner-id": str(foreign.id)}),
+        string_data={"token": foreign.token},
+    )
+    runners.core.create_namespaced_secret(runners.namespace, secret)
+    runners.create(runners.manifest())
+    condition = runners.wait_reason("NameConflict")
+    assert "Secret 'builds-runner-token' already exists" in condition["message"]
+    assert gitlab.runner_ids() == [foreign.id] and not calls(gitlab, "POST", "/user/runners")
+
+    runners.core.delete_namespaced_secret("builds-runner-token", runners.namespace)
+    runner_id = runners.wait_ready(timeout=60)["status"]["runnerId"]
+    assert runner_id != foreign.id and set(gitlab.runner_ids()) == {foreign.id, runner_id}
+    assert_same_token(runners.secret_data("builds-runner-token")["token"], gitlab.runners[runner_id].token, "stored")
 
 
 def test_steady_state_makes_no_gitlab_writes(

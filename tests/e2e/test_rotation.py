@@ -8,7 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import Runners
+from tests.e2e.conftest import Runners, assert_same_token
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.operator import OperatorProcess
 from tests.harness.runner_pod import EmulatedRunnerPod
@@ -46,10 +46,12 @@ def test_editing_requested_at_rotates_exactly_once(
     status = runners.wait_ready()["status"]
 
     new = stored_token(runners)
-    assert refused(gitlab, old) and not refused(gitlab, new)
-    assert gitlab.runners[runner_id].token == new and status["runnerId"] == runner_id
+    old_refused, new_refused = refused(gitlab, old), refused(gitlab, new)
+    assert old_refused and not new_refused
+    assert_same_token(new, gitlab.runners[runner_id].token, "token Secret vs GitLab")
+    assert status["runnerId"] == runner_id
     config = tomllib.loads(runners.secret_data("builds-runner-config")["config.toml"])
-    assert config["runners"][0]["token"] == new
+    assert_same_token(config["runners"][0]["token"], new, "config.toml vs token Secret")
     assert status["rotationRequestedAt"] == "2026-11-22T11:00:00Z" and status["tokenRotatedAt"]
     assert "TokenRotated" in runners.event_reasons()
     # Pods reload the new token from the Secret volume; the template (and so the pods) stay as they were.
@@ -67,7 +69,7 @@ def test_editing_requested_at_rotates_exactly_once(
         message="two more resyncs",
     )
     assert len(resets(gitlab, runner_id)) == 1
-    assert stored_token(runners) == new
+    assert_same_token(stored_token(runners), new, "token after further reconciles")
 
 
 def test_token_is_renewed_before_it_expires(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
@@ -82,7 +84,7 @@ def test_token_is_renewed_before_it_expires(runners: Runners, gitlab: FakeGitLab
     renewed = runners.get()["status"]
     assert renewed["runnerId"] == runner_id
     assert datetime.fromisoformat(renewed["tokenExpiresAt"]) > datetime.fromisoformat(first_expiry)
-    assert stored_token(runners) == gitlab.runners[runner_id].token
+    assert_same_token(stored_token(runners), gitlab.runners[runner_id].token, "renewed token")
     rotated = [e for e in runners.events() if e.reason == "TokenRotated"]
     assert rotated and "expires at" in rotated[0].message
     assert len(resets(gitlab, runner_id)) <= 2  # about one renewal per 10 s of the test, not one per reconcile
@@ -96,7 +98,8 @@ def test_revoked_token_is_detected_and_reissued(
     old = stored_token(runners)
 
     gitlab.revoke_token(runner_id)  # someone reset it in GitLab's UI
-    assert refused(gitlab, old)
+    old_refused = refused(gitlab, old)
+    assert old_refused
     wait_for(lambda: stored_token(runners) == gitlab.runners[runner_id].token, timeout=30, message="reissue")
     condition = wait_for(lambda: runners.condition(type_="TokenValid").get("reason") == "Reissued" and True, timeout=10)
     assert condition
@@ -119,14 +122,16 @@ def test_rotation_interrupted_by_a_crash_converges(
     runners.patch_spec(tokenRotation={"requestedAt": "now"})
     wait_for(lambda: gitlab.runners[runner_id].token != old, timeout=30, message="GitLab reset the token")
     operator.kill()
-    assert stored_token(runners) == old and refused(gitlab, old)  # the Secret holds a dead token now
+    still_old, old_refused = stored_token(runners) == old, refused(gitlab, old)
+    assert still_old and old_refused  # the Secret holds a dead token now
     assert runners.get()["status"].get("rotationStartedAt")
 
     gitlab.faults.clear()
     operator.start()
     wait_for(lambda: stored_token(runners) == gitlab.runners[runner_id].token, timeout=60, message="converged")
     status = runners.wait_ready()["status"]
-    assert not refused(gitlab, stored_token(runners))
+    stored_refused = refused(gitlab, stored_token(runners))
+    assert not stored_refused
     assert status["runnerId"] == runner_id and not status.get("rotationStartedAt")
     assert status["rotationRequestedAt"] == "now"
 

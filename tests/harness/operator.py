@@ -29,6 +29,8 @@ class OperatorProcess:
         self.namespace = namespace
         self.log_dir = log_dir
         self.env = {**TEST_ENV, **(env or {})}
+        # `--verbose`: start() waits for Kopf's debug line that the watch streams are open.
+        self.args = ["run", "--namespace", namespace, "--verbose"]
         self.process: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.logs: list[Path] = []  # one file per start, all kept for the secret scan
@@ -41,7 +43,7 @@ class OperatorProcess:
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "glrt_operator", "run", "--namespace", self.namespace, "--verbose"],
+                [sys.executable, "-m", "glrt_operator", *self.args],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=out,

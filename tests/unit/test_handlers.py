@@ -26,3 +26,9 @@ def test_every_lifecycle_handler_is_registered() -> None:
     assert {"reconcile", "unregister"} <= {i.split("/")[0] for i in changing}
     timers = [h for h in registry._spawning.get_all_handlers() if h.id.startswith("resync")]
     assert timers and timers[0].interval == handlers.CONFIG.resync_interval
+
+
+def test_timers_release_a_deleted_runner_quickly() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.apply_settings(settings)
+    assert settings.background.cancellation_polling == 1
