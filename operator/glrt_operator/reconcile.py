@@ -165,7 +165,8 @@ class Reconciler:
                 emit("Warning", "RunnerMissing", f"Runner {runner_id} no longer exists in GitLab; creating a new one")
                 self.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
                 runner_id, token_secret = None, None
-                forget = {"runnerId": None, "creationStartedAt": None}
+                # A rotation fence of the gone runner must not reset the token of the one that replaces it.
+                forget = {"runnerId": None, "creationStartedAt": None, "rotationStartedAt": None}
                 self.kube.patch_runner_status(ref.namespace, ref.name, forget)
                 status = {**status, **forget}
             else:
@@ -274,7 +275,9 @@ class Reconciler:
                 # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
                 issued = gl.reset_token(orphan)
                 self._store_token(ref, orphan, issued)
-                self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": orphan, "creationStartedAt": None})
+                self.kube.patch_runner_status(
+                    ref.namespace, ref.name, {"runnerId": orphan, "creationStartedAt": None, "rotationStartedAt": None}
+                )
                 emit("Normal", "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt")
                 self.log.info("adopted runner %s created by an interrupted attempt", orphan)
                 return orphan, issued
@@ -284,7 +287,9 @@ class Reconciler:
         created = gl.create_runner(create_attributes(spec, ref.uid))
         # Persist before anything else can fail: the token exists nowhere else.
         self._store_token(ref, created.id, created.token)
-        self.kube.patch_runner_status(ref.namespace, ref.name, {"runnerId": created.id, "creationStartedAt": None})
+        self.kube.patch_runner_status(
+            ref.namespace, ref.name, {"runnerId": created.id, "creationStartedAt": None, "rotationStartedAt": None}
+        )
         emit("Normal", "RunnerCreated", f"Created {spec.runner_type} runner {created.id} in GitLab")
         self.log.info("created %s runner %s in GitLab", spec.runner_type, created.id)
         return created.id, created.token

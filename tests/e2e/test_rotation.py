@@ -8,7 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import Runners, assert_same_token
+from tests.e2e.conftest import PAT, Runners, assert_same_token
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.operator import OperatorProcess
 from tests.harness.runner_pod import EmulatedRunnerPod
@@ -134,6 +134,35 @@ def test_rotation_interrupted_by_a_crash_converges(
     assert not stored_refused
     assert status["runnerId"] == runner_id and not status.get("rotationStartedAt")
     assert status["rotationRequestedAt"] == "now"
+
+
+def test_a_stale_rotation_fence_does_not_reset_a_replacement_runner(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    """A heal that failed because the runner was deleted in GitLab meanwhile leaves `rotationStartedAt`; the runner
+    created in its place has a fresh token and must keep it."""
+    runners.create(runners.manifest())
+    old_id = runners.wait_ready()["status"]["runnerId"]
+    operator.stop()
+    response = httpx.delete(f"{gitlab.api_url}/runners/{old_id}", headers={"PRIVATE-TOKEN": PAT})
+    assert response.status_code == 204
+    runners.custom.patch_namespaced_custom_object_status(
+        "glrt.dev", "v1alpha1", runners.namespace, "runners", "builds",
+        {"status": {"rotationStartedAt": "2026-11-22T10:00:00Z"}},
+    )  # fmt: skip
+    operator.start()
+    new_id = wait_for(lambda: (i := runners.get()["status"].get("runnerId")) != old_id and i, timeout=30)
+    reads = len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{new_id}")])
+    wait_for(
+        lambda: (
+            len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{new_id}")]) >= reads + 2
+        ),
+        timeout=20,
+        message="two resyncs of the new runner",
+    )
+    assert resets(gitlab, new_id) == []
+    assert not runners.get()["status"].get("rotationStartedAt")
+    assert_same_token(stored_token(runners), gitlab.runners[new_id].token, "replacement runner's token")
 
 
 def test_pods_poll_across_a_rotation(
