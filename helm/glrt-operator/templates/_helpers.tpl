@@ -91,10 +91,11 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
-# The runner manager StatefulSet is server-side applied; its ready replica count is read from the status.
+# The runner manager StatefulSet is server-side applied (read first, before a Runner's runner is created, to
+# refuse a StatefulSet of the same name it does not own); its ready replica count is read from the status.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets/status"]
   verbs: ["get"]
