@@ -115,17 +115,7 @@ def reconcile(
     retry: int,
     **_: Any,
 ) -> None:
-    ref = RunnerRef.from_body(body)
-    fields = _run(
-        lambda r, emit: r.reconcile(ref, spec, emit),
-        body=body,
-        status=status,
-        patch=patch,
-        memo=memo,
-        logger=logger,
-        retry=retry,
-    )
-    _write_ready(fields, body, status, patch)
+    _reconcile(body, spec, status, patch, memo, logger, retry=retry, raise_errors=True)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_interval, initial_delay=CONFIG.resync_interval)
@@ -138,22 +128,11 @@ def resync(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Level-based drift repair: one GitLab read per Runner per interval; writes only when something drifted
-    (a runner deleted in GitLab is created anew)."""
+    """Level-based drift repair and manager tracking: per Runner per interval, two GitLab reads (the runner, its
+    managers); writes only when something drifted (a runner deleted in GitLab is created anew)."""
     if status.get("observedGeneration") != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
-    ref = RunnerRef.from_body(body)
-    fields = _run(
-        lambda r, emit: r.reconcile(ref, spec, emit),
-        body=body,
-        status=status,
-        patch=patch,
-        memo=memo,
-        logger=logger,
-        retry=0,
-        raise_errors=False,
-    )
-    _write_ready(fields, body, status, patch)
+    _reconcile(body, spec, status, patch, memo, logger, retry=0, raise_errors=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -177,6 +156,31 @@ def unregister(
         logger=logger,
         retry=retry,
     )
+
+
+def _reconcile(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    *,
+    retry: int,
+    raise_errors: bool,
+) -> None:
+    ref = RunnerRef.from_body(body)
+    result = _run(
+        lambda r, emit: r.reconcile(ref, spec, emit),
+        body=body,
+        status=status,
+        patch=patch,
+        memo=memo,
+        logger=logger,
+        retry=retry,
+        raise_errors=raise_errors,
+    )
+    _write_ready(result, body, status, patch)
 
 
 def _write_ready(result: ReconcileResult | None, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch) -> None:
