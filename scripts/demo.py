@@ -46,7 +46,7 @@ def say(text: str) -> None:
 
 
 def mask(text: str) -> str:
-    return TOKEN.sub(lambda m: m.group(0)[:9] + "…(masked)", text)
+    return TOKEN.sub(lambda m: m.group(0)[:8] + "…(masked)", text)
 
 
 class Kubectl:

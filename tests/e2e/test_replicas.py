@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -62,12 +63,12 @@ def test_each_replica_has_its_own_stable_system_id(
 def test_pods_show_up_as_managers_in_the_status(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, kube: client.ApiClient, pods: dict
 ) -> None:
-    runners.create(runners.manifest(replicas=2))
+    runners.create(runners.manifest(replicas=3))
     status = runners.wait_ready()["status"]
     runner_id = status["runnerId"]
-    for ordinal in (0, 1):
+    for ordinal in (0, 1, 2):
         start_pod(pods, kube, runners, ordinal)
-    wait_for(lambda: len(managers(gitlab, runner_id)) == 2, timeout=10)
+    wait_for(lambda: len(managers(gitlab, runner_id)) == 3, timeout=10)
     assert managers(gitlab, runner_id) == {r["systemId"] for r in status["replicas"]}
 
     def all_online() -> list[dict] | None:
@@ -77,13 +78,13 @@ def test_pods_show_up_as_managers_in_the_status(
     replicas = wait_for(all_online, timeout=30, message="managers online in the status")
     for entry in replicas:
         assert entry["version"] == VERSION and entry["contactedAt"]
-    print("\nstatus.replicas:", replicas)
+    print("\nstatus.replicas:", json.dumps(replicas, indent=1))
 
     # A replica restarted (new pod, same ordinal) keeps its id: no new manager.
     pods.pop(0).stop()
     start_pod(pods, kube, runners, 0)
     wait_for(lambda: len(pods[0].polls) >= 3, timeout=10)
-    assert len(managers(gitlab, runner_id)) == 2
+    assert len(managers(gitlab, runner_id)) == 3
 
 
 def test_scale_down_removes_the_managers_of_gone_replicas(
