@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -18,6 +18,7 @@ FIELD_MANAGER = "glrt-operator"
 GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "runners"
 _APPLY = "application/apply-patch+yaml"
 _MERGE = "application/merge-patch+json"
+T = TypeVar("T")
 
 
 def load_api_client() -> kubernetes.client.ApiClient:
@@ -27,6 +28,16 @@ def load_api_client() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     return kubernetes.client.ApiClient()
+
+
+def _unless_missing(read: Callable[[str, str], T], name: str, namespace: str) -> T | None:
+    """A read by name; None when the object does not exist (404)."""
+    try:
+        return read(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def _owner_uids(meta: kubernetes.client.V1ObjectMeta | None) -> list[str]:
@@ -65,12 +76,9 @@ class Kube:
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret's metadata annotations and decoded data, or None when it does not exist."""
-        try:
-            secret = self._core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        secret = _unless_missing(self._core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         meta = secret.metadata
         return {"annotations": dict((meta and meta.annotations) or {}), "data": data, "owners": _owner_uids(meta)}
@@ -108,31 +116,15 @@ class Kube:
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         """The owner uids of the StatefulSet, or None when it does not exist."""
-        try:
-            sts = self._apps.read_namespaced_stateful_set(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _owner_uids(sts.metadata)
+        sts = _unless_missing(self._apps.read_namespaced_stateful_set, name, namespace)
+        return None if sts is None else _owner_uids(sts.metadata)
 
     def ready_replicas(self, namespace: str, name: str) -> int:
-        try:
-            sts = self._apps.read_namespaced_stateful_set_status(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return 0
-            raise
-        return int((sts.status and sts.status.ready_replicas) or 0)
+        sts = _unless_missing(self._apps.read_namespaced_stateful_set_status, name, namespace)
+        return int((sts and sts.status and sts.status.ready_replicas) or 0)
 
     def pod_exists(self, namespace: str, name: str) -> bool:
-        try:
-            self._core.read_namespaced_pod(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return _unless_missing(self._core.read_namespaced_pod, name, namespace) is not None
 
     # --- the Runner's own status ----------------------------------------------------------------------------
 
