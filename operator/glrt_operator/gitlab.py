@@ -307,19 +307,6 @@ class GitLabClient:
         _check(response, "check runner token")
         return True
 
-    def verify(self, runner_token: str) -> bool:
-        """`POST /runners/verify` without a system_id (section 2.2): is this runner token still accepted?
-
-        Only used when the operator suspects its token (no manager is created for a request without system_id
-        other than `<legacy>`, so this is called at most once per suspicion, never on a timer)."""
-        response = self._request(
-            "POST", "/runners/verify", "verify runner token", json={"token": runner_token}, user_auth=False
-        )
-        if response.status_code == 403:
-            return False
-        _check(response, "verify runner token")
-        return True
-
 
 class GitLabPool:
     """One pooled httpx.Client per CA bundle, shared by every Runner; created at startup, closed at cleanup."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from glrt_operator.gitlab import GitLabError, GitLabPool
+from glrt_operator.gitlab import TOKEN_PROBE_SYSTEM_ID, GitLabError, GitLabPool
 
 PAT = "glpat-secret-access-token"
 RUNNER_TOKEN = "glrt-t3_secret-runner-token"
@@ -108,13 +109,25 @@ def test_list_walks_every_page() -> None:
     assert ids == [10, 11, 20, 21, 30, 31]
 
 
-def test_reset_token_and_verify() -> None:
+def test_reset_token() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/reset_authentication_token"):
-            return httpx.Response(201, json={"token": RUNNER_TOKEN, "token_expires_at": None})
-        return httpx.Response(403, json={"message": "403 Forbidden"})
+        return httpx.Response(201, json={"token": RUNNER_TOKEN, "token_expires_at": None})
 
-    gl = client(handler)
-    issued = gl.reset_token(4)
+    issued = client(handler).reset_token(4)
     assert issued.token == RUNNER_TOKEN and issued.expires_at is None
-    assert gl.verify(RUNNER_TOKEN) is False
+
+
+@pytest.mark.parametrize(("status", "valid"), [(403, False), (404, True)])
+def test_token_check_deletes_nothing_it_could_find(status: int, valid: bool) -> None:
+    """403: GitLab refuses the token; 404: the token passed and no manager has the probe's system_id."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json={"message": f"{status}"})
+
+    assert client(handler).token_is_valid(RUNNER_TOKEN) is valid
+    body = json.loads(seen[0].content)
+    assert seen[0].method == "DELETE" and seen[0].url.path == "/api/v4/runners/managers"
+    assert body["system_id"] == TOKEN_PROBE_SYSTEM_ID and not re.match(r"^[sr]_[0-9a-zA-Z]{12}$", body["system_id"])
+    assert "PRIVATE-TOKEN" not in seen[0].headers
