@@ -9,13 +9,15 @@ from typing import Any, Literal
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' timestamp form (RFC 3339, UTC, seconds)
+
+
 def iso(value: datetime | None) -> str | None:
-    """Kubernetes' timestamp form (RFC 3339, UTC, seconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+    return value.astimezone(UTC).strftime(TIME_FORMAT) if value else None
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def set_condition(

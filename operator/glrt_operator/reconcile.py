@@ -165,10 +165,7 @@ class Reconciler:
                 emit("Warning", "RunnerMissing", f"Runner {runner_id} no longer exists in GitLab; creating a new one")
                 self.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
                 runner_id, token_secret = None, None
-                # A rotation fence of the gone runner must not reset the token of the one that replaces it.
-                forget = {"runnerId": None, "creationStartedAt": None, "rotationStartedAt": None}
-                self.kube.patch_runner_status(ref.namespace, ref.name, forget)
-                status = {**status, **forget}
+                status = {**status, **self._record_runner(ref, None)}
             else:
                 changes = drifted(desired_attributes(spec, ref.uid), actual)
                 if changes:
@@ -275,9 +272,7 @@ class Reconciler:
                 # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
                 issued = gl.reset_token(orphan)
                 self._store_token(ref, orphan, issued)
-                self.kube.patch_runner_status(
-                    ref.namespace, ref.name, {"runnerId": orphan, "creationStartedAt": None, "rotationStartedAt": None}
-                )
+                self._record_runner(ref, orphan)
                 emit("Normal", "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt")
                 self.log.info("adopted runner %s created by an interrupted attempt", orphan)
                 return orphan, issued
@@ -287,12 +282,18 @@ class Reconciler:
         created = gl.create_runner(create_attributes(spec, ref.uid))
         # Persist before anything else can fail: the token exists nowhere else.
         self._store_token(ref, created.id, created.token)
-        self.kube.patch_runner_status(
-            ref.namespace, ref.name, {"runnerId": created.id, "creationStartedAt": None, "rotationStartedAt": None}
-        )
+        self._record_runner(ref, created.id)
         emit("Normal", "RunnerCreated", f"Created {spec.runner_type} runner {created.id} in GitLab")
         self.log.info("created %s runner %s in GitLab", spec.runner_type, created.id)
         return created.id, created.token
+
+    def _record_runner(self, ref: RunnerRef, runner_id: int | None) -> dict[str, Any]:
+        """Record the runner just created or adopted (its token already stored), or None for one gone from GitLab;
+        returns the status written. Both fences go: a creation is done or moot, and a rotation fence of an earlier
+        runner must not reset the token of the one that replaces it."""
+        recorded = {"runnerId": runner_id, "creationStartedAt": None, "rotationStartedAt": None}
+        self.kube.patch_runner_status(ref.namespace, ref.name, recorded)
+        return recorded
 
     def _find_orphan_or_warn(
         self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, since: datetime, emit: EventSink
