@@ -267,7 +267,7 @@ class Reconciler:
         self._check_names_free(ref)
         started = parse_time(status.get("creationStartedAt"))
         if started is not None:
-            orphan = self._find_orphan_or_warn(ref, spec, gl, started, emit)
+            orphan = self._find_orphan_or_warn(ref, spec, gl, started, emit, then="creating a new runner")
             if orphan is not None:
                 # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
                 issued = gl.reset_token(orphan)
@@ -296,8 +296,9 @@ class Reconciler:
         return recorded
 
     def _find_orphan_or_warn(
-        self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, since: datetime, emit: EventSink
+        self, ref: RunnerRef, spec: RunnerSpec, gl: GitLabClient, since: datetime, emit: EventSink, then: str
     ) -> int | None:
+        """`find_orphan`, or None with a warning saying what happens `then` when the token may not list runners."""
         try:
             return self.find_orphan(ref, spec, gl, since)
         except GitLabError as exc:
@@ -306,7 +307,7 @@ class Reconciler:
         # Listing runners needs read_api (or api); create_runner + manage_runner alone cannot search.
         message = (
             "An earlier creation attempt was interrupted and the access token cannot list runners (it needs the "
-            "read_api or api scope) to find what it may have created; creating a new runner. Check GitLab for a "
+            f"read_api or api scope) to find what it may have created; {then}. Check GitLab for a "
             f"runner whose maintenance note names Runner uid {ref.uid}."
         )
         emit("Warning", "OrphanSearchForbidden", message)
@@ -410,7 +411,9 @@ class Reconciler:
             return
         try:
             if runner_id is None and started is not None:
-                runner_id = self._find_orphan_or_warn(ref, spec, gl, started, emit)
+                runner_id = self._find_orphan_or_warn(
+                    ref, spec, gl, started, emit, then="it stays in GitLab if it exists"
+                )
             if runner_id is None:
                 return
             if gl.delete_runner(int(runner_id)):
