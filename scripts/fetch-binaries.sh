@@ -59,7 +59,8 @@ build_kubernetes() {
   ver+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
   ver+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
   (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w $ver" -o "$out/bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet)
 }
 
 build_etcd() {

@@ -50,7 +50,7 @@ def cache_root() -> Path:
 _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] = {
     "kubernetes": (
         lambda v: f"kubernetes-{v['KUBERNETES_VERSION']}",
-        ("kube-apiserver", "kube-controller-manager"),
+        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"),
     ),
     "etcd": (lambda v: f"etcd-{v['ETCD_VERSION']}", ("etcd",)),
     "kubectl": (lambda v: f"kubectl-layer-{v['KUBECTL_LAYER_VERSION']}", ("kubectl", "helm")),
