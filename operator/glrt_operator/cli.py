@@ -28,11 +28,33 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz (never calls GitLab)",
     )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    imp = commands.add_parser("import-config", help="print a Runner manifest per [[runners]] entry of a config.toml")
+    imp.add_argument("path", help="an existing gitlab-runner config.toml")
+    imp.add_argument("--namespace", "-n", default="default", help="namespace of the printed Runners")
     return parser
+
+
+def _import_config(path: str, namespace: str) -> int:
+    import json
+    import tomllib
+
+    from .runner_config.importer import import_config
+
+    with open(path, "rb") as f:
+        document = tomllib.load(f)
+    # JSON is YAML: kubectl apply -f reads this stream as it is; the warnings are YAML comments.
+    for imported in import_config(document, namespace):
+        print("---")
+        for warning in imported.warnings:
+            print(f"# WARNING: {warning}")
+        print(json.dumps(imported.manifest, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "import-config":
+        return _import_config(args.path, args.namespace)
     try:
         OperatorConfig.from_env()  # fail fast on bad GLRT_* settings, before connecting anywhere
     except ConfigError as exc:
