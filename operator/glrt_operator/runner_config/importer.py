@@ -71,6 +71,8 @@ def spec_config_from_toml(document: Mapping[str, Any], entry: Mapping[str, Any],
     """spec.config for one [[runners]] entry plus the global settings."""
     config: dict[str, Any] = {}
     glob = {k: v for k, v in document.items() if k not in OWNED_GLOBAL}
+    if glob.get("check_interval") == 0:
+        glob.pop("check_interval")  # gitlab-runner reads 0 as its default (3 s); the CRD asks for at least 1
     runner = {k: v for k, v in entry.items() if k not in OWNED_RUNNER}
     if runner.get("executor") == "kubernetes":
         runner.pop("executor")  # the operator's default
