@@ -67,7 +67,10 @@ def credential_plan(config: Mapping[str, Any]) -> CredentialPlan:
         volume = f"credential-{i}"
         mount = f"{CREDENTIALS_MOUNT}/{'-'.join(path).lower()}"
         plan.volumes.append(
-            {"name": volume, "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "value"}], "defaultMode": 0o400}}
+            {
+                "name": volume,
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "value"}], "defaultMode": 0o400},
+            }
         )
         plan.volume_mounts.append({"name": volume, "mountPath": mount, "readOnly": True})
         plan.files[path] = f"{mount}/value"

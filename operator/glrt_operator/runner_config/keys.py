@@ -24,7 +24,9 @@ OWNED_RUNNER: dict[str, str] = {
     "id": "the operator sets it from the runner it created in GitLab",
     "token": "the operator writes the runner token from the Secret it manages",
     "token_obtained_at": "the operator owns token rotation",
-    "token_expires_at": "the operator owns token rotation (a runner rotating alone would revoke the other replicas' token)",
+    "token_expires_at": (
+        "the operator owns token rotation (a runner rotating alone would revoke the other replicas' token)"
+    ),
     "tls-ca-file": "the operator mounts spec.gitlab.caSecretRef and sets the path",
 }
 # Credentials: never plain text in a Runner; each comes from `<key>SecretRef: {name, key}` instead.
@@ -44,7 +46,7 @@ GLOBAL_SECTION = "global"
 
 
 def camel(toml_key: str) -> str:
-    """`pod_security_context` -> `podSecurityContext`, `tls-ca-file` -> `tlsCaFile`, `ServerAddress` -> `serverAddress`."""
+    """`pod_security_context` -> `podSecurityContext`, `tls-ca-file` -> `tlsCaFile`, `BucketName` -> `bucketName`."""
     parts = [p for p in re.split(r"[_-]", toml_key) if p]
     head = parts[0][0].lower() + parts[0][1:]
     return head + "".join(p[0].upper() + p[1:] for p in parts[1:])

@@ -41,11 +41,10 @@ def _table(
     out: dict[str, Any] = {}
     for name, value in obj.items():
         if name.endswith(SECRET_REF_SUFFIX) and name[: -len(SECRET_REF_SUFFIX)] in key.fields:
-            child = key.fields[name[: -len(SECRET_REF_SUFFIX)]]
-            secret_path = (*toml_path, child.toml)
+            secret_path = (*toml_path, key.fields[name[: -len(SECRET_REF_SUFFIX)]].toml)
             if secret_path not in credentials:
                 raise RenderError(f"{path}.{name}: the Secret value was not resolved")
-            out[child.toml] = credentials[secret_path]
+            out[secret_path[-1]] = credentials[secret_path]
             continue
         child = key.fields.get(name)
         if child is None:

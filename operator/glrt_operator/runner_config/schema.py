@@ -110,7 +110,9 @@ def _object(key: Key, path: tuple[str, ...], toml_path: tuple[str, ...]) -> dict
             )
     if not path:
         for toml_key, why in {**OWNED_GLOBAL, **OWNED_RUNNER}.items():
-            rules.append({"rule": f"!has(self.{camel(toml_key)})", "message": f"{camel(toml_key)} is set by the operator: {why}"})
+            rules.append(
+                {"rule": f"!has(self.{camel(toml_key)})", "message": f"{camel(toml_key)} is set by the operator: {why}"}
+            )
     out: dict[str, Any] = {"type": "object", "properties": props}
     if rules:
         out["x-kubernetes-validations"] = rules
