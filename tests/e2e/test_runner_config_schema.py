@@ -77,4 +77,4 @@ def test_kubectl_apply_refuses_with_the_path(config_crd: ControlPlane, config: d
     elif " is set by the operator" in message or " is a credential" in message:
         assert message in result.stderr and "spec.config" in result.stderr, result.stderr
     else:
-        assert message.split(": ")[0] in result.stderr, result.stderr
+        assert message.split(": ", maxsplit=1)[0] in result.stderr, result.stderr
