@@ -35,19 +35,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _import_config(path: str, namespace: str) -> int:
-    import json
     import tomllib
+
+    import yaml
 
     from .runner_config.importer import import_config
 
     with open(path, "rb") as f:
         document = tomllib.load(f)
-    # JSON is YAML: kubectl apply -f reads this stream as it is; the warnings are YAML comments.
+    # One YAML stream for `kubectl apply -f -`; the warnings are YAML comments above each manifest.
     for imported in import_config(document, namespace):
         print("---")
         for warning in imported.warnings:
             print(f"# WARNING: {warning}")
-        print(json.dumps(imported.manifest, indent=2))
+        print(yaml.safe_dump(imported.manifest, sort_keys=False), end="")
     return 0
 
 

@@ -442,3 +442,18 @@ def test_import_replaces_plain_credentials_with_secret_refs() -> None:
     assert "accessKey" not in s3 and s3["accessKeySecretRef"]["name"] == "CHANGE-ME"
     assert "AKIAEXAMPLE" not in json.dumps(imported[0].manifest)
     assert any("AccessKey: a credential" in w for w in imported[0].warnings)
+
+
+def test_import_config_cli_prints_applicable_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from glrt_operator.cli import main
+
+    assert main(["import-config", str(DATA / "repeated-register.toml"), "--namespace", "ci"]) == 0
+    out = capsys.readouterr().out
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert [d["metadata"] for d in docs] == [
+        {"name": n, "namespace": "ci"} for n in ("builder", "builder-2", "builder-3")
+    ]
+    assert out.count("# WARNING: entry") == 3
+    assert "glrt-REDACTED" not in out
