@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from glrt_operator.runner_config.schema import spec_config_schema
+from glrt_operator.runner_config.schema import with_config_schema
 from tests.harness.controlplane import ControlPlane
 from tests.harness.waiting import wait_for
 from tests.unit.test_runner_config import KITCHEN_SINK, REFUSALS
@@ -26,12 +26,10 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "runners.glrt.dev.yaml"
 
 @pytest.fixture(scope="module")
 def config_crd(control_plane: ControlPlane) -> ControlPlane:
-    crd = yaml.safe_load(CRD.read_text())
+    crd = with_config_schema(yaml.safe_load(CRD.read_text()))
     crd["metadata"]["name"] = f"runners.{GROUP}"
     crd["spec"]["group"] = GROUP
     crd["spec"]["names"].pop("shortNames", None)
-    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    spec["properties"]["config"] = spec_config_schema()
     control_plane.kubectl("apply", "--server-side", "--field-manager=glrt-tests", "-f", "-", input=json.dumps(crd))
     # Poll instead of `kubectl wait`: the new resource reaches discovery a little after the CRD is Established.
     wait_for(

@@ -392,6 +392,9 @@ def test_schema_is_structural() -> None:
 
     walk(SCHEMA, "spec.config")
     assert len(json.dumps(SCHEMA)) < 250_000  # the CRD must stay well under etcd's and kubectl's size limits
+    lean = spec_config_schema(descriptions=False)
+    assert len(json.dumps(lean)) < len(json.dumps(SCHEMA)) / 1.5
+    assert validate(lean, KITCHEN_SINK) == []
 
 
 # --- import-config ------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ kept as properties so that a CEL rule can refuse them with the reason.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from glrt_operator.runner_config.keys import (
@@ -119,11 +120,40 @@ def _object(key: Key, path: tuple[str, ...], toml_path: tuple[str, ...]) -> dict
     return out
 
 
-def spec_config_schema() -> dict[str, Any]:
-    """The openAPIV3Schema of spec.config: put it at spec.versions[].schema...properties.spec.properties.config."""
+def _strip_descriptions(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("description", None)
+        for key, value in node.items():
+            if key != "properties":
+                _strip_descriptions(value)
+            else:
+                for child in value.values():
+                    _strip_descriptions(child)
+    elif isinstance(node, list):
+        for item in node:
+            _strip_descriptions(item)
+
+
+def spec_config_schema(*, descriptions: bool = True) -> dict[str, Any]:
+    """The openAPIV3Schema of spec.config: put it at spec.versions[].schema...properties.spec.properties.config.
+
+    descriptions=False drops gitlab-runner's help texts (about half the size) should the CRD grow too big for
+    client-side `kubectl apply` (its last-applied annotation is limited to 256 KiB).
+    """
     schema = _node(spec_config_key(), (), ())
+    if not descriptions:
+        _strip_descriptions(schema)
     schema["description"] = (
         "gitlab-runner's config.toml: the global settings and this runner's [[runners]] entry, in camelCase "
         f"(global keys whose names [[runners]] also uses go under {GLOBAL_SECTION})."
     )
     return schema
+
+
+def with_config_schema(crd: dict[str, Any], *, descriptions: bool = True) -> dict[str, Any]:
+    """A copy of the Runner CRD document whose spec.config is the generated schema (every served version)."""
+    out = copy.deepcopy(crd)
+    for version in out["spec"]["versions"]:
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec["properties"]["config"] = spec_config_schema(descriptions=descriptions)
+    return out
