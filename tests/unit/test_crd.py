@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from glrt_operator import model
+from glrt_operator.runners import model
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((REPO / "crds" / "runners.glrt.dev.yaml").read_text())

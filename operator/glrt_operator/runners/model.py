@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, cast
 
+from ..core import durations
+
 RunnerType = Literal["instance_type", "group_type", "project_type"]
 AccessLevel = Literal["not_protected", "ref_protected"]
 LogLevel = Literal["debug", "info", "warn", "error", "fatal", "panic"]
@@ -33,7 +35,6 @@ MAX_REPLICAS = 100
 DEFAULT_RUNNER_IMAGE = "registry.gitlab.com/gitlab-org/gitlab-runner:v19.4.0"
 DEFAULT_RENEW_BEFORE = timedelta(hours=72)
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -43,12 +44,11 @@ class SpecError(ValueError):
 
 
 def parse_duration(value: str, field_name: str) -> timedelta:
-    """Parse `72h`, `90m`, `1h30m`, `45s` (Go-style units, as Kubernetes users write them)."""
-    match = _DURATION.match(value)
-    if not value or match is None:
-        raise SpecError(f"{field_name}: {value!r} is not a duration; write it like 72h, 90m or 1h30m")
-    hours, minutes, seconds = (int(match.group(g) or 0) for g in ("h", "m", "s"))
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    """Parse `72h`, `90m`, `1h30m`, `45s`; SpecError naming `field_name` otherwise."""
+    try:
+        return durations.parse_duration(value)
+    except ValueError as exc:
+        raise SpecError(f"{field_name}: {exc}") from None
 
 
 @dataclass(frozen=True)

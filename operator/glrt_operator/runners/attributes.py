@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gitlab import RunnerDetails
+from ..adapters.gitlab import RunnerDetails
 from .model import RunnerSpec
 
 MARKER_PREFIX = "Managed by glrt-operator (Runner uid "
