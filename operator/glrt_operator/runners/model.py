@@ -23,8 +23,9 @@ RUNNER_TYPES: tuple[RunnerType, ...] = ("instance_type", "group_type", "project_
 ACCESS_LEVELS: tuple[AccessLevel, ...] = ("not_protected", "ref_protected")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warn", "error", "fatal", "panic")
 
-# GitLab's own limits (https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user). The operator appends an ownership marker of at most
-# MARKER_RESERVE characters to the maintenance note, so the user's part is shorter than GitLab's 1024.
+# GitLab's own limits (https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user). The operator appends
+# an ownership marker of at most MARKER_RESERVE characters to the maintenance note, so the user's part is shorter
+# than GitLab's 1024.
 MAX_TAGS = 50
 MAX_DESCRIPTION = 1024
 MARKER_RESERVE = 124
