@@ -94,8 +94,10 @@ def _config_document(
         "id": runner_id,
         "token": token,
         # No token_obtained_at / token_expires_at: absent means the zero time, and gitlab-runner never rotates a
-        # token whose token_expires_at is zero (reference 4.2). The operator owns rotation; a runner rotating on
-        # its own would write the new token only to its local copy and revoke the one every other replica holds.
+        # token whose token_expires_at is zero (see `[[runners]]` in
+        # https://docs.gitlab.com/runner/configuration/advanced-configuration/). The operator owns rotation; a
+        # runner rotating on its own would write the new token only to its local copy and revoke the one every
+        # other replica holds.
         "executor": "kubernetes",
         "request_concurrency": cfg.request_concurrency,
         "limit": cfg.limit,
