@@ -100,9 +100,8 @@ def _run(
             return use_case(emit)
         except ReconcileError as exc:
             previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
-            patch.status["conditions"] = set_condition(
-                conditions, "Ready", "False", exc.reason, exc.message, generation
-            )
+            failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
+            patch.status.update(RunnerStatus.patch(conditions=tuple(failed)))
             if previous.get("message") != exc.message:  # one Event per distinct problem, not one per retry
                 emit("Warning", exc.reason, exc.message)
             logger.warning("%s: %s", exc.reason, exc.message)
@@ -212,4 +211,5 @@ def write_ready(
     conditions = set_condition(
         RunnerStatus.from_dict(status).conditions, "TokenValid", token.status, token.reason, token.message, generation
     )
-    patch.status["conditions"] = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)
+    ready = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)
+    patch.status.update(RunnerStatus.patch(conditions=tuple(ready)))
