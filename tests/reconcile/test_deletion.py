@@ -103,3 +103,15 @@ def test_ignores_a_token_secret_of_an_earlier_runner(env: Env) -> None:
     env.kube.status.clear()
     env.delete()
     assert env.gitlab.runner(runner_id) is not None and env.reasons() == ["RunnerCreated"]
+
+
+def test_the_runners_own_token_needs_the_ca_too(env: Env) -> None:
+    env.spec["gitlab"]["caSecretRef"] = {"name": "gitlab-ca"}
+    env.kube.put_secret("gitlab-ca", {"ca.crt": CA_PEM})
+    runner_id = env.reconcile().runner_id
+    del env.kube.secrets["gitlab-api"]
+    del env.kube.secrets["gitlab-ca"]
+    with pytest.raises(ReconcileError) as caught:
+        env.delete()
+    assert caught.value.reason == "CASecretMissing"  # never sent to GitLab unverified
+    assert env.gitlab.runner(runner_id) is not None
