@@ -70,6 +70,11 @@ class NodeOptions:
     sync_frequency: str = "1m"
 
 
+def node_gateway(options: NodeOptions) -> str:
+    """The host's address on the pod network (the first address of the subnet)."""
+    return str(next(ipaddress.ip_network(options.subnet).hosts()))
+
+
 def unavailable_reason() -> str | None:
     """One line saying why this machine cannot run a node, or None if it can (installing what is missing)."""
     if os.geteuid() != 0:
@@ -157,8 +162,7 @@ class Node:
     def __init__(self, controlplane: ControlPlane, options: NodeOptions | None = None) -> None:
         self.cp = controlplane
         self.options = options or NodeOptions()
-        net = ipaddress.ip_network(self.options.subnet)
-        self.gateway = str(next(net.hosts()))
+        self.gateway = node_gateway(self.options)
         self.name = "127.0.0.1"  # --hostname-override: the kubelet refuses a loopback --node-ip, not this
         self._lock: IO[str] | None = None
         self._base: Path | None = None
