@@ -270,9 +270,7 @@ class ControlPlane:
         self._openssl("req", "-new", *ec, "-keyout", "serving.key", "-out", "serving.csr", "-subj", "/CN=127.0.0.1")
         self._pki("serving.ext").write_text(
             "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-            "DNS:kubernetes.default.svc,IP:10.0.0.1"
-            + "".join(f",IP:{ip}" for ip in self._extra_ips)
-            + "\n"
+            "DNS:kubernetes.default.svc,IP:10.0.0.1" + "".join(f",IP:{ip}" for ip in self._extra_ips) + "\n"
             "basicConstraints=critical,CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
             "extendedKeyUsage=serverAuth\n"

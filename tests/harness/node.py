@@ -479,7 +479,7 @@ state = "{d / "state"}"
             for pod in pods:
                 with contextlib.suppress(client.ApiException):
                     core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
-        except Exception:  # noqa: BLE001 -- the control plane may be gone already; the fallbacks below remain
+        except Exception:
             return
 
     def _stop_sandboxes(self, problems: list[str]) -> None:
