@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit reconcile coverage demo bench binaries install clean
+.PHONY: test lint unit reconcile coverage demo bench binaries install clean crds
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
@@ -27,6 +27,10 @@ lint: install
 	$(BIN)/ruff check operator tests scripts
 	$(BIN)/ruff format --check operator tests scripts
 	$(BIN)/mypy
+
+# Regenerate spec.config of the Runner CRD (crds/ and the chart's copy) from runner_config/keys.json.
+crds: install
+	$(BIN)/python scripts/gen-runner-crd.py
 
 demo: install binaries
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,6 @@ BASE: dict[str, Any] = {
 OPERATOR_SIDE_DEFAULTS = {
     "manager.image": "the runner image moves with the operator release",
     "manager.image_pull_policy": "follows the image",
-    "config.kubernetes.image": "the job image default moves with the operator release",
     "token_rotation.renew_before": "documented in the field's description; a duration, the model holds a timedelta",
 }
 # Fields tied to another by a CEL rule of the CRD: each is compared between two valid whole specs.
@@ -84,12 +84,20 @@ def _sample(schema: dict[str, Any], other: bool = False) -> Any:
         return not default if default is not None else True
     if kind == "integer":
         return (schema.get("minimum") or 1) + (9 if other else 7)
+    if kind == "number":
+        return 2.5 if other else 1.5
+    if kind is None and schema.get("x-kubernetes-int-or-string"):
+        return 9 if other else 7
+    if kind is None and schema.get("x-kubernetes-preserve-unknown-fields"):
+        return {"sample": "b" if other else "a"}
     if kind == "string":
         pattern = schema.get("pattern", "")
         if pattern.startswith("^https?"):
             return "https://other.example.com" if other else "https://gitlab.example.org"
         if "h)?" in pattern:
             return "5h"
+        if "|ms|s|m|h" in pattern:  # a Go duration (spec.config)
+            return "9m" if other else "7m"
         if "=" in pattern:
             return "NAME=value"
         return "sample-b" if other else "sample-a"
@@ -98,9 +106,26 @@ def _sample(schema: dict[str, Any], other: bool = False) -> Any:
     if kind == "object" and "additionalProperties" in schema:
         value = schema["additionalProperties"]
         return {"key": "1" if value.get("x-kubernetes-int-or-string") else _sample(value, other)}
+    if kind == "object" and schema.get("properties"):  # e.g. an item of a list of tables in spec.config
+        props = schema["properties"]
+        names = [*schema.get("required", []), *(n for n in props if not _refused_by(schema, n))][:2]
+        return {n: _sample(props[n], other) for n in dict.fromkeys(names)}
     if kind == "object":  # a free-form object (x-kubernetes-preserve-unknown-fields)
         return {"name": "sample-b" if other else "sample-a", "value": "x"}
     raise AssertionError(f"no sample for {schema}")
+
+
+def _refused_by(parent: dict[str, Any], name: str) -> str | None:
+    """The message of the parent's CEL rule refusing the field `name` (operator-owned keys, plain credentials)."""
+    rules = parent.get("x-kubernetes-validations", [])
+    return next((r["message"] for r in rules if r["rule"] == f"!has(self.{name})"), None)
+
+
+def _refused(path: tuple[str, ...]) -> str | None:
+    schema = SPEC_SCHEMA
+    for key in path[:-1]:
+        schema = schema["properties"][key]
+    return _refused_by(schema, path[-1])
 
 
 def _spec_with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -165,12 +190,18 @@ LEAVES = dict(_leaves(SPEC_SCHEMA))
 
 @pytest.mark.parametrize("path", sorted(LEAVES), ids=".".join)
 def test_every_crd_field_reaches_the_model(path: tuple[str, ...]) -> None:
-    """A field the CRD accepts but the parser drops would be silently ignored."""
+    """A field the CRD accepts but the parser drops would be silently ignored; a field the CRD refuses with a rule
+    (an operator-owned key of spec.config, a plain-text credential) the parser refuses with the same message."""
+    refused = _refused(path)
+    if refused is not None:
+        with pytest.raises(model.SpecError, match=re.escape(refused)):
+            model.RunnerSpec.parse(_spec_with(path, _sample(LEAVES[path])))
+        return
     assert _changed_by(path, LEAVES[path]), f"spec.{'.'.join(path)} is in the CRD but does not change the model"
 
 
 def test_every_model_field_is_in_the_crd() -> None:
-    reached = set().union(*(_changed_by(path, schema) for path, schema in LEAVES.items()))
+    reached = set().union(*(_changed_by(path, schema) for path, schema in LEAVES.items() if not _refused(path)))
     missing = _model_fields(model.RunnerSpec) - reached
     assert not missing, f"model fields no CRD field sets: {sorted(missing)}"
 
@@ -197,6 +228,14 @@ def test_model_defaults_the_crd_does_not_show_are_deliberate() -> None:
         if value not in (None, "", (), {}, False, 0) and name not in shown and not name.startswith("gitlab.")
     } - {"runner_type", "settings.tags", "settings.run_untagged"}
     assert hidden == set(OPERATOR_SIDE_DEFAULTS), "model defaults the CRD does not declare"
+
+
+def test_spec_config_has_no_crd_defaults() -> None:
+    """spec.config's defaults are the operator's (model.CONFIG_DEFAULTS, filled in at render time): a CRD default
+    would be written into every stored Runner, and the operator could no longer tell "unset" from "set"."""
+    defaults = [path for path, schema in LEAVES.items() if path[0] == "config" and "default" in schema]
+    assert defaults == []
+    assert model.RunnerSpec.parse(BASE).config.effective() == dict(model.CONFIG_DEFAULTS)
 
 
 def test_printer_columns() -> None:

@@ -29,7 +29,8 @@ def test_minimal_spec_gets_gitlab_defaults() -> None:
     assert parsed.settings.access_level == "not_protected"
     assert parsed.replicas == 1
     assert parsed.token_rotation.renew_before == DEFAULT_RENEW_BEFORE
-    assert parsed.config.concurrent == 10
+    assert parsed.config.values == {}
+    assert parsed.config.effective()["concurrent"] == 10
 
 
 def test_full_spec_is_parsed() -> None:
@@ -55,8 +56,10 @@ def test_full_spec_is_parsed() -> None:
     assert parsed.token_rotation.requested_at == "2026-11-22T10:00:00Z"
     assert parsed.token_rotation.renew_before == timedelta(hours=1, minutes=30)
     assert parsed.manager.node_selector == {"pool": "ci"}
-    assert parsed.config.kubernetes.namespace == "jobs"
-    assert parsed.config.kubernetes.privileged is True
+    assert parsed.config.values["kubernetes"] == {"namespace": "jobs", "privileged": True}
+    # The user's keys win over the operator's defaults; the tables merge.
+    assert parsed.config.effective()["kubernetes"] == {"namespace": "jobs", "privileged": True, "image": "alpine:3.20"}
+    assert parsed.config.effective()["concurrent"] == 4
 
 
 @pytest.mark.parametrize(
@@ -80,9 +83,13 @@ def test_full_spec_is_parsed() -> None:
         ({"gitlab": {"url": "gitlab.example.com", "credentialsSecretRef": {"name": "a"}}}, "not an http(s) URL"),
         ({"gitlab": {"url": "https://gitlab.example.com"}}, "credentialsSecretRef is required"),
         ({"tokenRotation": {"renewBefore": "3 days"}}, "not a duration"),
-        ({"config": {"concurrent": 0}}, "gitlab-runner refuses 0"),
-        ({"config": {"environment": ["NOVALUE"]}}, "NAME=value"),
-        ({"config": {"cache": {"type": "ftp"}}}, "s3, gcs, azure"),
+        # spec.config: the same generated schema as the CRD, worded as the API server words it.
+        ({"config": {"concurrent": 0}}, "spec.config.concurrent: Invalid value: should be greater than or equal to 1"),
+        ({"config": {"environment": ["NOVALUE"]}}, "spec.config.environment[0]: Invalid value: should match"),
+        ({"config": {"cache": {"type": "ftp"}}}, 'supported values: "s3", "gcs", "azure"'),
+        ({"config": {"kuberentes": {}}}, 'unknown field "spec.config.kuberentes"'),
+        ({"config": {"token": "glrt-x"}}, "token is set by the operator"),
+        ({"config": {"cache": {"type": "s3", "s3": {"secretKey": "x"}}}}, "secretKey is a credential"),
     ],
 )
 def test_bad_input_names_the_field_to_fix(overrides: dict[str, Any], message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 import subprocess
 import tomllib
@@ -19,6 +18,7 @@ from glrt_operator.runner_config.credentials import SecretRef, credential_plan, 
 from glrt_operator.runner_config.importer import import_config
 from glrt_operator.runner_config.render import RenderError, render_document
 from glrt_operator.runner_config.schema import spec_config_schema
+from glrt_operator.runner_config.validate import schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "config-toml"
@@ -26,49 +26,9 @@ OWNED_RUNNER = {"name": "r", "url": "https://gitlab.example.com", "id": 7, "toke
 OWNED_GLOBAL = {"listen_address": ":9252"}
 
 
-# --- a structural validator with the API server's strict-field-validation semantics --------------------------
-
-
 def validate(schema: dict[str, Any], value: Any, path: str = "spec.config") -> list[str]:
-    """Errors the API server would report: unknown field, wrong type, enum, pattern, minimum, CEL !has(self.x)."""
-    if schema.get("x-kubernetes-preserve-unknown-fields") or schema.get("x-kubernetes-int-or-string"):
-        return []
-    kind = schema.get("type")
-    types = {"object": dict, "array": list, "string": str, "boolean": bool, "number": (int, float)}
-    if kind == "integer":
-        if not isinstance(value, int) or isinstance(value, bool):
-            return [f"{path}: Invalid value: must be of type integer"]
-    elif kind in types and (not isinstance(value, types[kind]) or (kind == "number" and isinstance(value, bool))):
-        return [f"{path}: Invalid value: must be of type {kind}"]
-    errors: list[str] = []
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: Unsupported value: {value!r}")
-    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
-        errors.append(f"{path}: Invalid value: should match {schema['pattern']}")
-    if "minimum" in schema and value < schema["minimum"]:
-        errors.append(f"{path}: Invalid value: should be greater than or equal to {schema['minimum']}")
-    if kind == "array":
-        for i, item in enumerate(value):
-            errors += validate(schema["items"], item, f"{path}[{i}]")
-    if kind == "object":
-        props = schema.get("properties")
-        for k, v in value.items():
-            if props is not None:
-                if k not in props:
-                    errors.append(f'unknown field "{path}.{k}"')
-                else:
-                    errors += validate(props[k], v, f"{path}.{k}")
-            elif "additionalProperties" in schema:
-                errors += validate(schema["additionalProperties"], v, f"{path}.{k}")
-        for req in schema.get("required", []):
-            if req not in value:
-                errors.append(f"{path}.{req}: Required value")
-        for rule in schema.get("x-kubernetes-validations", []):
-            match = re.fullmatch(r"!has\(self\.(\w+)\)", rule["rule"])
-            assert match, rule
-            if match.group(1) in value:
-                errors.append(f"{path}: Invalid value: {rule['message']}")
-    return errors
+    """Errors the API server would report (the operator's own check, runner_config.validate)."""
+    return schema_errors(schema, value, path)
 
 
 SCHEMA = spec_config_schema()
@@ -327,7 +287,7 @@ def test_gcs_credentials_file_is_a_mounted_secret() -> None:
     assert plan.volumes == [
         {
             "name": "credential-0",
-            "secret": {"secretName": "gcs", "items": [{"key": "sa.json", "path": "value"}], "defaultMode": 0o400},
+            "secret": {"secretName": "gcs", "items": [{"key": "sa.json", "path": "value"}], "defaultMode": 0o440},
         }
     ]
     path = plan.files[("cache", "gcs", "CredentialsFile")]
@@ -392,9 +352,11 @@ def test_schema_is_structural() -> None:
 
     walk(SCHEMA, "spec.config")
     assert len(json.dumps(SCHEMA)) < 250_000  # the CRD must stay well under etcd's and kubectl's size limits
-    lean = spec_config_schema(descriptions=False)
+    short = spec_config_schema(descriptions="short")
+    lean = spec_config_schema(descriptions="none")
+    assert len(json.dumps(lean)) < len(json.dumps(short)) < len(json.dumps(SCHEMA))
     assert len(json.dumps(lean)) < len(json.dumps(SCHEMA)) / 1.5
-    assert validate(lean, KITCHEN_SINK) == []
+    assert validate(lean, KITCHEN_SINK) == [] and validate(short, KITCHEN_SINK) == []
 
 
 # --- import-config ------------------------------------------------------------------------------------------------
@@ -460,3 +422,89 @@ def test_import_config_cli_prints_applicable_yaml(capsys: pytest.CaptureFixture[
     ]
     assert out.count("# WARNING: entry") == 3
     assert "glrt-REDACTED" not in out
+
+
+# --- the operator: its builder, its CRD -----------------------------------------------------------------------
+
+
+def test_kitchen_sink_renders_through_the_operators_builder() -> None:
+    from glrt_operator.runners.builders import render_config_toml
+    from glrt_operator.runners.model import RunnerSpec
+
+    spec = RunnerSpec.parse(
+        {
+            "gitlab": {"url": OWNED_RUNNER["url"], "credentialsSecretRef": {"name": "api"}},
+            "runnerType": "instance_type",
+            "config": copy.deepcopy(KITCHEN_SINK),
+        }
+    )
+    plan = credential_plan(spec.config.values)
+    secrets = {SecretRef("s3-creds", "access"): "access-value", SecretRef("s3-creds", "secret"): "secret-value"}
+    rendered = render_config_toml(
+        spec,
+        runner_name=str(OWNED_RUNNER["name"]),
+        runner_id=int(OWNED_RUNNER["id"]),
+        token=str(OWNED_RUNNER["token"]),
+        default_namespace="not-used",  # spec.config.kubernetes.namespace wins
+        credentials=resolved_credentials(plan, secrets),
+    )
+    assert tomllib.loads(rendered.text) == EXPECTED
+    # The value read from the Secret is written into config.toml (which lives in a Secret).
+    assert "secret-value" in rendered.text
+
+
+def test_operator_defaults_are_valid_settings_the_user_can_override() -> None:
+    from glrt_operator.runners.builders import render_config_toml
+    from glrt_operator.runners.model import CONFIG_DEFAULTS, RunnerSpec
+
+    assert validate(SCHEMA, dict(CONFIG_DEFAULTS)) == []
+    base: dict[str, Any] = {"gitlab": {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "a"}}}
+    base["runnerType"] = "instance_type"
+
+    def rendered(config: dict[str, Any]) -> dict[str, Any]:
+        text = render_config_toml(RunnerSpec.parse({**base, "config": config}), runner_name="r", runner_id=1, token="t")
+        return tomllib.loads(text.text)
+
+    default = rendered({})
+    assert default["runners"][0]["request_concurrency"] == CONFIG_DEFAULTS["requestConcurrency"]
+    assert default["concurrent"] == CONFIG_DEFAULTS["concurrent"]
+    assert rendered({"requestConcurrency": 7})["runners"][0]["request_concurrency"] == 7
+    assert rendered({"kubernetes": {"cpuLimit": "1"}})["runners"][0]["kubernetes"] == {
+        "image": CONFIG_DEFAULTS["kubernetes"]["image"],
+        "privileged": False,
+        "cpu_limit": "1",
+    }
+
+
+def test_image_pull_secrets_for_job_pods() -> None:
+    """DeployToken Secrets reach job pods: spec.config.kubernetes.imagePullSecrets -> image_pull_secrets."""
+    config = {"kubernetes": {"imagePullSecrets": ["registry-pull"]}}
+    assert validate(SCHEMA, config) == []
+    assert _render(config)["runners"][0]["kubernetes"]["image_pull_secrets"] == ["registry-pull"]
+
+
+CRD_FILES = [ROOT / "crds" / "runners.glrt.dev.yaml", ROOT / "helm/glrt-operator/crds/runners.glrt.dev.yaml"]
+
+
+@pytest.mark.parametrize("path", CRD_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_committed_crd_holds_the_generated_config_schema(path: Path) -> None:
+    import yaml
+
+    from glrt_operator.runner_config.crd import with_generated_config
+
+    text = path.read_text()
+    assert with_generated_config(text) == text, f"{path.relative_to(ROOT)} is stale: run make crds"
+    crd = yaml.safe_load(text)
+    for version in crd["spec"]["versions"]:
+        config = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"]
+        assert config == spec_config_schema(descriptions="short")
+
+
+def test_crd_fits_client_side_kubectl_apply() -> None:
+    """`kubectl apply` (client-side) stores the whole object as JSON in an annotation, and the API server refuses
+    more than 256 KiB of annotations: keep a wide margin for other fields and newer gitlab-runner versions."""
+    import yaml
+
+    crd = yaml.safe_load(CRD_FILES[0].read_text())
+    size = len(json.dumps(crd, separators=(",", ":")).encode())
+    assert size < 200_000, f"the Runner CRD is {size} bytes as JSON; the limit is 262144"

@@ -25,6 +25,8 @@ CREDENTIALS_MOUNT = "/etc/gitlab-runner-credentials"
 class SecretRef:
     name: str
     key: str
+    # Where the reference sits in the Runner (for messages), e.g. spec.config.cache.s3.accessKeySecretRef.
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -33,26 +35,28 @@ class CredentialPlan:
 
     inline: dict[TomlPath, SecretRef] = field(default_factory=dict)
     files: dict[TomlPath, str] = field(default_factory=dict)  # TOML path -> path of the mounted file
+    file_refs: dict[TomlPath, SecretRef] = field(default_factory=dict)  # TOML path -> the Secret key mounted there
     volumes: list[dict[str, Any]] = field(default_factory=list)
     volume_mounts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _refs(obj: Mapping[str, Any], toml_path: TomlPath, out: dict[TomlPath, SecretRef]) -> None:
+def _refs(obj: Mapping[str, Any], toml_path: TomlPath, path: str, out: dict[TomlPath, SecretRef]) -> None:
     key = runner_key()
     for part in toml_path:
         key = next(k for k in key.fields.values() if k.toml == part)
     for name, value in obj.items():
         if name.endswith(SECRET_REF_SUFFIX) and name[: -len(SECRET_REF_SUFFIX)] in key.fields:
             child = key.fields[name[: -len(SECRET_REF_SUFFIX)]]
-            out[(*toml_path, child.toml)] = SecretRef(name=str(value["name"]), key=str(value["key"]))
+            ref = SecretRef(name=str(value["name"]), key=str(value["key"]), source=f"{path}.{name}")
+            out[(*toml_path, child.toml)] = ref
         elif name in key.fields and isinstance(value, Mapping) and key.fields[name].kind == "object":
-            _refs(value, (*toml_path, key.fields[name].toml), out)
+            _refs(value, (*toml_path, key.fields[name].toml), f"{path}.{name}", out)
 
 
 def secret_refs(config: Mapping[str, Any]) -> dict[TomlPath, SecretRef]:
     """Every `<key>SecretRef` in spec.config, by the [[runners]]-relative TOML path of the credential it fills."""
     out: dict[TomlPath, SecretRef] = {}
-    _refs(config, (), out)
+    _refs(config, (), "spec.config", out)
     unknown = set(out) - SECRET_KEYS
     assert not unknown, unknown
     return out
@@ -66,14 +70,16 @@ def credential_plan(config: Mapping[str, Any]) -> CredentialPlan:
             continue
         volume = f"credential-{i}"
         mount = f"{CREDENTIALS_MOUNT}/{'-'.join(path).lower()}"
+        # 0440 like the operator's other Secret volumes: the runner (uid 100) reads it through fsGroup.
         plan.volumes.append(
             {
                 "name": volume,
-                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "value"}], "defaultMode": 0o400},
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "value"}], "defaultMode": 0o440},
             }
         )
         plan.volume_mounts.append({"name": volume, "mountPath": mount, "readOnly": True})
         plan.files[path] = f"{mount}/value"
+        plan.file_refs[path] = ref
     return plan
 
 

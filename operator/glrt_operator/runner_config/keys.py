@@ -40,6 +40,8 @@ SECRET_KEYS: frozenset[tuple[str, ...]] = frozenset(
         ("cache", "azure", "AccountKey"),
         ("kubernetes", "bearer_token"),
         ("ssh", "password"),
+        ("autoscaler", "connector_config", "password"),
+        ("autoscaler", "vm_isolation", "connector_config", "password"),
     }
 )
 GLOBAL_SECTION = "global"

@@ -29,7 +29,7 @@ def _value(key: Key, value: Any, path: str, toml_path: TomlPath, credentials: Ma
         assert key.values is not None
         if not isinstance(value, Mapping):
             raise RenderError(f"{path}: expected a map")
-        return {str(k): _value(key.values, v, f"{path}.{k}", toml_path, credentials) for k, v in value.items()}
+        return {str(k): _value(key.values, v, f"{path}.{k}", toml_path, credentials) for k, v in sorted(value.items())}
     if key.kind == "string-or-array" and isinstance(value, str):
         return [value]
     return value
@@ -39,7 +39,7 @@ def _table(
     key: Key, obj: Mapping[str, Any], path: str, toml_path: TomlPath, credentials: Mapping[TomlPath, str]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, value in obj.items():
+    for name, value in sorted(obj.items()):  # sorted: the same spec always gives the same bytes
         if name.endswith(SECRET_REF_SUFFIX) and name[: -len(SECRET_REF_SUFFIX)] in key.fields:
             secret_path = (*toml_path, key.fields[name[: -len(SECRET_REF_SUFFIX)]].toml)
             if secret_path not in credentials:
@@ -70,15 +70,18 @@ def render_document(
     creds = credentials or {}
     spec_key = spec_config_key()
     glob: dict[str, Any] = {}
-    runner: dict[str, Any] = {"executor": "kubernetes"}
-    for name, value in config.items():
+    runner: dict[str, Any] = {}
+    for name, value in sorted(config.items()):
         if name == GLOBAL_SECTION:
             glob.update(_table(spec_key.fields[GLOBAL_SECTION], value, "spec.config.global", (), {}))
         elif is_global(name):
             glob.update(_table(global_key(), {name: value}, "spec.config", (), {}))
         else:
             runner.update(_table(runner_key(), {name: value}, "spec.config", (), creds))
-    glob.update(owned_global)
-    runner.update(owned_runner)
-    glob["runners"] = [runner]
-    return glob
+    # The operator's keys first (and winning), then the executor, then the rest in key order.
+    entry = {**owned_runner, "executor": runner.pop("executor", "kubernetes")}
+    entry.update({k: v for k, v in sorted(runner.items()) if k not in owned_runner})
+    document = {k: v for k, v in sorted(glob.items()) if k not in owned_global}
+    document.update(owned_global)
+    document["runners"] = [entry]
+    return document

@@ -8,7 +8,8 @@ kept as properties so that a CEL rule can refuse them with the reason.
 from __future__ import annotations
 
 import copy
-from typing import Any
+import re
+from typing import Any, Literal
 
 from glrt_operator.runner_config.keys import (
     GLOBAL_SECTION,
@@ -23,14 +24,16 @@ from glrt_operator.runner_config.keys import (
 GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 SECRET_REF_SUFFIX = "SecretRef"
 
-# The curated fields' constraints and defaults from before the full key set, kept so existing manifests mean the same.
+# The curated fields' constraints from before the full key set, kept so existing manifests mean the same. No
+# `default`s: the operator's defaults (runners.model.CONFIG_DEFAULTS) fill in at render time, so they follow the
+# operator release instead of being written into every stored Runner, and the operator can tell "unset" from "set".
 CURATED: dict[tuple[str, ...], dict[str, Any]] = {
-    ("concurrent",): {"minimum": 1, "default": 10},
-    ("checkInterval",): {"minimum": 1, "default": 3},
-    ("logLevel",): {"enum": ["debug", "info", "warn", "error", "fatal", "panic"], "default": "info"},
-    ("shutdownTimeout",): {"minimum": 0, "default": 30},
-    ("requestConcurrency",): {"minimum": 1, "default": 1},
-    ("limit",): {"minimum": 0, "default": 0},
+    ("concurrent",): {"minimum": 1},
+    ("checkInterval",): {"minimum": 1},
+    ("logLevel",): {"enum": ["debug", "info", "warn", "error", "fatal", "panic"]},
+    ("shutdownTimeout",): {"minimum": 0},
+    ("requestConcurrency",): {"minimum": 1},
+    ("limit",): {"minimum": 0},
     ("outputLimit",): {"minimum": 1},
     ("kubernetes", "pollTimeout"): {"minimum": 1},
     ("cache",): {"required": ["type"]},
@@ -120,29 +123,46 @@ def _object(key: Key, path: tuple[str, ...], toml_path: tuple[str, ...]) -> dict
     return out
 
 
-def _strip_descriptions(node: Any) -> None:
+Descriptions = Literal["full", "short", "none"]
+SHORT_DESCRIPTION = 160
+
+
+def _shorten(text: str) -> str:
+    """The first sentence, at most SHORT_DESCRIPTION characters (cut at a word)."""
+    first = re.split(r"(?<=[.;:])\s", text, maxsplit=1)[0].rstrip(".;:")
+    if len(first) > SHORT_DESCRIPTION:
+        first = first[:SHORT_DESCRIPTION].rsplit(" ", 1)[0] + " ..."
+    return first
+
+
+def _descriptions(node: Any, mode: Descriptions) -> None:
     if isinstance(node, dict):
-        node.pop("description", None)
+        if isinstance(node.get("description"), str):
+            if mode == "none":
+                del node["description"]
+            else:
+                node["description"] = _shorten(node["description"])
         for key, value in node.items():
             if key != "properties":
-                _strip_descriptions(value)
+                _descriptions(value, mode)
             else:
                 for child in value.values():
-                    _strip_descriptions(child)
+                    _descriptions(child, mode)
     elif isinstance(node, list):
         for item in node:
-            _strip_descriptions(item)
+            _descriptions(item, mode)
 
 
-def spec_config_schema(*, descriptions: bool = True) -> dict[str, Any]:
+def spec_config_schema(*, descriptions: Descriptions = "full") -> dict[str, Any]:
     """The openAPIV3Schema of spec.config: put it at spec.versions[].schema...properties.spec.properties.config.
 
-    descriptions=False drops gitlab-runner's help texts (about half the size) should the CRD grow too big for
-    client-side `kubectl apply` (its last-applied annotation is limited to 256 KiB).
+    gitlab-runner's help texts are most of the size: "short" keeps their first sentence (what the Runner CRD
+    ships, so that client-side `kubectl apply`, whose last-applied annotation is limited to 256 KiB, keeps a wide
+    margin), "none" drops them.
     """
     schema = _node(spec_config_key(), (), ())
-    if not descriptions:
-        _strip_descriptions(schema)
+    if descriptions != "full":
+        _descriptions(schema, descriptions)
     schema["description"] = (
         "gitlab-runner's config.toml: the global settings and this runner's [[runners]] entry, in camelCase "
         f"(global keys whose names [[runners]] also uses go under {GLOBAL_SECTION})."
@@ -150,7 +170,7 @@ def spec_config_schema(*, descriptions: bool = True) -> dict[str, Any]:
     return schema
 
 
-def with_config_schema(crd: dict[str, Any], *, descriptions: bool = True) -> dict[str, Any]:
+def with_config_schema(crd: dict[str, Any], *, descriptions: Descriptions = "short") -> dict[str, Any]:
     """A copy of the Runner CRD document whose spec.config is the generated schema (every served version)."""
     out = copy.deepcopy(crd)
     for version in out["spec"]["versions"]:

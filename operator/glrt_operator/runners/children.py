@@ -3,11 +3,17 @@ replicas' system_ids) and the StatefulSet of manager pods, built by the pure bui
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from ..runner_config.credentials import TomlPath
 from . import builders
 from .context import RunnerContext
 
 
-def apply_children(ctx: RunnerContext, runner_id: int, token: str) -> None:
+def apply_children(
+    ctx: RunnerContext, runner_id: int, token: str, credentials: Mapping[TomlPath, str] | None = None
+) -> None:
+    """`credentials`: what `credentials.config_credentials` read for spec.config's Secret references."""
     ref, spec = ctx.ref, ctx.spec
     names = ref.children
     ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
@@ -18,6 +24,7 @@ def apply_children(ctx: RunnerContext, runner_id: int, token: str) -> None:
         token=token,
         ca_path=builders.CA_FILE if ca_key else None,
         default_namespace=ref.namespace,
+        credentials=credentials,
     )
     ctx.kube.apply_secret(
         builders.build_config_secret(

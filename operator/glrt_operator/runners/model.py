@@ -7,6 +7,7 @@ written before a schema change still get a clear message.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from datetime import timedelta
 from typing import Any, Literal, cast
 
 from ..core import durations
+from ..runner_config.validate import config_errors
 
 RunnerType = Literal["instance_type", "group_type", "project_type"]
 AccessLevel = Literal["not_protected", "ref_protected"]
@@ -82,53 +84,44 @@ class TokenRotation:
 
 
 @dataclass(frozen=True)
-class KubernetesExecutor:
-    """`[runners.kubernetes]`: where and how CI jobs run."""
-
-    namespace: str | None = None
-    image: str = "alpine:3.20"
-    privileged: bool = False
-    service_account: str | None = None
-    cpu_request: str | None = None
-    cpu_limit: str | None = None
-    memory_request: str | None = None
-    memory_limit: str | None = None
-    helper_image: str | None = None
-    pull_policy: tuple[str, ...] = ()
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    poll_timeout: int | None = None
-
-
-@dataclass(frozen=True)
-class CacheSpec:
-    """`[runners.cache]`; credentials stay out of config.toml (they come from the pod's environment)."""
-
-    type: Literal["s3", "gcs", "azure"]
-    path: str | None = None
-    shared: bool = False
-    s3_server_address: str | None = None
-    s3_bucket_name: str | None = None
-    s3_bucket_location: str | None = None
-    s3_insecure: bool = False
-    gcs_bucket_name: str | None = None
-    azure_container_name: str | None = None
-
-
-@dataclass(frozen=True)
 class RunnerConfig:
-    """gitlab-runner's config.toml settings (https://docs.gitlab.com/runner/configuration/advanced-configuration/)."""
+    """spec.config as the user wrote it: gitlab-runner's config.toml keys in camelCase (the global settings and the
+    one `[[runners]]` entry), checked against the full key set of the pinned gitlab-runner (runner_config).
 
-    concurrent: int = 10
-    check_interval: int = 3
-    log_level: LogLevel = "info"
-    shutdown_timeout: int = 30
-    request_concurrency: int = 1
-    limit: int = 0
-    output_limit: int | None = None
-    environment: tuple[str, ...] = ()
-    feature_flags: Mapping[str, bool] = field(default_factory=dict)
-    kubernetes: KubernetesExecutor = field(default_factory=KubernetesExecutor)
-    cache: CacheSpec | None = None
+    Kept as a mapping, not fields: the builder renders every key it holds. `CONFIG_DEFAULTS` fill what is unset.
+    """
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def effective(self) -> dict[str, Any]:
+        """The values with the operator's defaults under them (the user's keys win, tables merge)."""
+        return _merged(CONFIG_DEFAULTS, self.values)
+
+    @property
+    def shutdown_timeout(self) -> int:
+        value: int = self.effective()["shutdownTimeout"]
+        return value
+
+
+# The operator's defaults for spec.config, rendered unless the user sets the key (camelCase, as in spec.config).
+# Not CRD defaults: they follow the operator release, and "unset" stays distinguishable from "set to the default".
+CONFIG_DEFAULTS: Mapping[str, Any] = {
+    "concurrent": 10,
+    "checkInterval": 3,
+    "logLevel": "info",
+    "shutdownTimeout": 30,
+    "requestConcurrency": 1,
+    "limit": 0,
+    "kubernetes": {"image": "alpine:3.20", "privileged": False},
+}
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        out[key] = _merged(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -187,8 +180,6 @@ class RunnerSpec:
 _SETTINGS = GitLabRunnerSettings()
 _ROTATION = TokenRotation()
 _MANAGER = ManagerPod()
-_EXECUTOR = KubernetesExecutor()
-_CONFIG = RunnerConfig()
 
 
 def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str, default: Any = None) -> Any:
@@ -302,78 +293,13 @@ def _parse_manager(spec: Mapping[str, Any]) -> ManagerPod:
     )
 
 
-def _parse_executor(config: Mapping[str, Any]) -> KubernetesExecutor:
-    path = "spec.config.kubernetes"
-    k = _get(config, "kubernetes", Mapping, "spec.config", {})
-    pull_policy = _get(k, "pullPolicy", (str, list), path, [])
-    return KubernetesExecutor(
-        namespace=_get(k, "namespace", str, path),
-        image=_get(k, "image", str, path, _EXECUTOR.image),
-        privileged=_get(k, "privileged", bool, path, _EXECUTOR.privileged),
-        service_account=_get(k, "serviceAccount", str, path),
-        cpu_request=_get(k, "cpuRequest", str, path),
-        cpu_limit=_get(k, "cpuLimit", str, path),
-        memory_request=_get(k, "memoryRequest", str, path),
-        memory_limit=_get(k, "memoryLimit", str, path),
-        helper_image=_get(k, "helperImage", str, path),
-        pull_policy=(pull_policy,) if isinstance(pull_policy, str) else tuple(pull_policy),
-        node_selector=_str_map(k.get("nodeSelector"), f"{path}.nodeSelector"),
-        poll_timeout=_get(k, "pollTimeout", int, path),
-    )
-
-
-def _parse_cache(config: Mapping[str, Any]) -> CacheSpec | None:
-    path = "spec.config.cache"
-    c = _get(config, "cache", Mapping, "spec.config")
-    if c is None:
-        return None
-    cache_type = _get(c, "type", str, path, "")
-    if cache_type not in ("s3", "gcs", "azure"):
-        raise SpecError(f"{path}.type: must be one of s3, gcs, azure")
-    s3 = _get(c, "s3", Mapping, path, {})
-    gcs = _get(c, "gcs", Mapping, path, {})
-    azure = _get(c, "azure", Mapping, path, {})
-    return CacheSpec(
-        type=cast(Literal["s3", "gcs", "azure"], cache_type),
-        path=_get(c, "path", str, path),
-        shared=_get(c, "shared", bool, path, CacheSpec.shared),
-        s3_server_address=_get(s3, "serverAddress", str, f"{path}.s3"),
-        s3_bucket_name=_get(s3, "bucketName", str, f"{path}.s3"),
-        s3_bucket_location=_get(s3, "bucketLocation", str, f"{path}.s3"),
-        s3_insecure=_get(s3, "insecure", bool, f"{path}.s3", CacheSpec.s3_insecure),
-        gcs_bucket_name=_get(gcs, "bucketName", str, f"{path}.gcs"),
-        azure_container_name=_get(azure, "containerName", str, f"{path}.azure"),
-    )
-
-
 def _parse_config(spec: Mapping[str, Any]) -> RunnerConfig:
-    path = "spec.config"
     c = _get(spec, "config", Mapping, "spec", {})
-    concurrent = _get(c, "concurrent", int, path, _CONFIG.concurrent)
-    if concurrent < 1:
-        raise SpecError(f"{path}.concurrent: at least 1 (gitlab-runner refuses 0)")
-    log_level = _get(c, "logLevel", str, path, _CONFIG.log_level)
-    if log_level not in LOG_LEVELS:
-        raise SpecError(f"{path}.logLevel: must be one of {', '.join(LOG_LEVELS)}")
-    environment = _get(c, "environment", list, path, [])
-    if not all(isinstance(e, str) and "=" in e for e in environment):
-        raise SpecError(f"{path}.environment: every entry must look like NAME=value")
-    flags = _get(c, "featureFlags", Mapping, path, {})
-    if not all(isinstance(v, bool) for v in flags.values()):
-        raise SpecError(f"{path}.featureFlags: every value must be true or false")
-    return RunnerConfig(
-        concurrent=concurrent,
-        check_interval=_get(c, "checkInterval", int, path, _CONFIG.check_interval),
-        log_level=cast(LogLevel, log_level),
-        shutdown_timeout=_get(c, "shutdownTimeout", int, path, _CONFIG.shutdown_timeout),
-        request_concurrency=_get(c, "requestConcurrency", int, path, _CONFIG.request_concurrency),
-        limit=_get(c, "limit", int, path, _CONFIG.limit),
-        output_limit=_get(c, "outputLimit", int, path),
-        environment=tuple(environment),
-        feature_flags={str(k): v for k, v in flags.items()},
-        kubernetes=_parse_executor(c),
-        cache=_parse_cache(c),
-    )
+    errors = config_errors(dict(c))
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise SpecError(f"{errors[0]}{more}")
+    return RunnerConfig(values=copy.deepcopy(dict(c)))
 
 
 def _parse_spec(spec: Mapping[str, Any]) -> RunnerSpec:

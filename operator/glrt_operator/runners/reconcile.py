@@ -18,6 +18,7 @@ from ..core.events import EventSink
 from . import managers, registration, token
 from .children import apply_children
 from .context import Logger, RunnerContext, RunnerRef, connect, failures_explained, parse_spec
+from .credentials import config_credentials
 from .replicas import replica_statuses
 from .status import ReplicaStatus, RunnerStatus
 from .token import TokenCondition
@@ -67,6 +68,8 @@ def open_context(
 def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
     """Make GitLab and the children match the spec."""
     with failures_explained(ctx.spec):
+        # First: a missing credential Secret must stop the reconcile before GitLab or the cluster is touched.
+        credentials = config_credentials(ctx)
         ensured = registration.ensure_runner(ctx)
         runner_id, current = ensured.runner_id, ensured.token
         if not ensured.fresh:
@@ -78,7 +81,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
             else token.ensure_accepted(ctx, runner_id, current, found)
         )
         remaining = managers.remove_stray_managers(ctx, checked.token, found)
-        apply_children(ctx, runner_id, checked.token.token)
+        apply_children(ctx, runner_id, checked.token.token, credentials)
         ready = ctx.kube.ready_replicas(ctx.ref.namespace, ctx.ref.children.statefulset)
     return ReconcileOutcome(
         runner_id=runner_id,

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from ...runner_config.credentials import credential_plan
 from ..model import RunnerSpec
 from .common import (
     ANNOTATION_CONFIG_CHECKSUM,
@@ -93,6 +94,10 @@ def build_statefulset(
             }
         )
         mounts.append({"name": "ca", "mountPath": CA_MOUNT, "readOnly": True})
+    # Credential files of spec.config (`<key>SecretRef` of a file setting), where config.toml points at them.
+    plan = credential_plan(spec.config.values)
+    volumes.extend(copy.deepcopy(plan.volumes))
+    mounts.extend(copy.deepcopy(plan.volume_mounts))
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
