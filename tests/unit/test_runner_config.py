@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import tomllib
@@ -508,3 +509,28 @@ def test_crd_fits_client_side_kubectl_apply() -> None:
     crd = yaml.safe_load(CRD_FILES[0].read_text())
     size = len(json.dumps(crd, separators=(",", ":")).encode())
     assert size < 200_000, f"the Runner CRD is {size} bytes as JSON; the limit is 262144"
+
+
+def _readme_yaml_blocks() -> list[Any]:
+    import yaml
+
+    text = (ROOT / "README.md").read_text()
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
+
+
+def test_documented_manifests_are_valid() -> None:
+    """examples/ and the README's Runners (written for the curated fields) and its spec.config example."""
+    import yaml
+
+    from glrt_operator.runners.model import RunnerSpec
+
+    runners = [yaml.safe_load((ROOT / "examples" / "runner.yaml").read_text())]
+    blocks = _readme_yaml_blocks()
+    runners += [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Runner"]
+    configs = [b["config"] for b in blocks if isinstance(b, dict) and set(b) == {"config"}]
+    assert len(runners) >= 2 and len(configs) == 1
+    for runner in runners:
+        assert validate(SCHEMA, runner["spec"].get("config", {})) == []
+        RunnerSpec.parse(runner["spec"])
+    assert validate(SCHEMA, configs[0]) == []
+    assert _leaves(configs[0]) >= 20
