@@ -59,7 +59,7 @@ def test_missing_key_names_the_key(env: Env) -> None:
         env.reconcile()
     assert caught.value.reason == "ConfigSecretMissing"
     assert "no key 'secret'" in caught.value.message and "secretKeySecretRef" in caught.value.message
-    assert ACCESS not in caught.value.message and env.posts() == 0
+    assert not any(v in caught.value.message for v in (ACCESS, SECRET)) and env.posts() == 0
 
 
 def test_values_reach_config_toml_and_nothing_else(env: Env) -> None:
@@ -112,5 +112,5 @@ def test_handler_reports_one_condition_and_retries_with_backoff(
     call(handlers.on_runner_created_or_changed, env, retry=2)
     ready = next(c for c in env.kube.status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and env.posts() == 1
-    assert not leaked(env, ACCESS, SECRET) and ACCESS not in caplog.text and SECRET not in caplog.text
+    assert not leaked(env, ACCESS, SECRET) and not any(v in caplog.text for v in (ACCESS, SECRET))
     assert not any(ACCESS in p[2] or SECRET in p[2] for p in posted)
