@@ -920,6 +920,25 @@ def test_ca_volume() -> None:
     assert CA_FILE.startswith(mounts["ca"]["mountPath"] + "/")
 
 
+def test_credential_file_volume_matches_config_toml() -> None:
+    gcs = {"type": "gcs", "gcs": {"bucketName": "c", "credentialsFileSecretRef": {"name": "gcs-sa", "key": "sa.json"}}}
+    spec = spec_of({"config": {"cache": gcs}})
+    mounts, volumes = _mounts_and_volumes(statefulset(spec))
+    (name,) = set(volumes) - {"config", "etc", "home", "tmp"}
+    # Readable by the runner (uid 100) through fsGroup, like the other Secret volumes.
+    assert volumes[name]["secret"] == {
+        "secretName": "gcs-sa",
+        "items": [{"key": "sa.json", "path": "value"}],
+        "defaultMode": 0o440,
+    }
+    assert mounts[name]["readOnly"] is True
+    path = "/etc/gitlab-runner-credentials/cache-gcs-credentialsfile/value"
+    assert mounts[name]["mountPath"] + "/value" == path
+    credentials = {("cache", "gcs", "CredentialsFile"): path}
+    gcs_table = parse(render(spec, credentials=credentials))["runners"][0]["cache"]["gcs"]
+    assert gcs_table == {"BucketName": "c", "CredentialsFile": path}
+
+
 def test_script_paths_are_mounted() -> None:
     mounts, _ = _mounts_and_volumes(statefulset())
     mount_paths = {m["mountPath"] for m in mounts.values()}
