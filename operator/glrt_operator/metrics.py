@@ -17,9 +17,10 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
+import httpx
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -273,24 +274,17 @@ def endpoint_template(path: str) -> str:
     return "/".join(s if s in STATIC_SEGMENTS or s == "" else ":id" for s in segments) or "/"
 
 
-class _Response(Protocol):
-    @property
-    def status_code(self) -> int: ...
-
-    @property
-    def headers(self) -> object: ...
-
-
-def retry_after(response: _Response) -> float | None:
-    headers = response.headers
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
     try:
         return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 
-def observe_gitlab_call(method: str, path: str, response: _Response | None, started: float, user_auth: bool) -> None:
+def observe_gitlab_call(
+    method: str, path: str, response: httpx.Response | None, started: float, user_auth: bool
+) -> None:
     """The adapter's hook, once per HTTP call: `response` is None when no answer came (network error);
     `started` is the `time.monotonic()` before the call; `user_auth`: made with the access token."""
     endpoint, method = endpoint_template(path), method.upper()
