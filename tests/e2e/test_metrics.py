@@ -1,5 +1,5 @@
 """The operator's Prometheus endpoint, scraped from the real process: after a create, a rotation, a GitLab 503
-burst and a delete, every counter and gauge holds the exact value the fake GitLab's call log and the Runner's
+burst, a 429 and a delete, every counter and gauge holds the exact value the fake GitLab's call log and the Runner's
 status say it must, and no token is anywhere in the exposition.
 
 The resync timer is set to an hour so that only the steps of the test call GitLab: the counts are then exact."""
@@ -113,7 +113,7 @@ def printed_columns(control_plane: ControlPlane, namespace: str, name: str = "bu
     return dict(zip(names, re.split(r"\s{2,}", row.strip()), strict=True))
 
 
-def test_metrics_follow_create_rotation_503_burst_and_delete(
+def test_metrics_follow_create_rotation_503_burst_429_and_delete(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, control_plane: ControlPlane
 ) -> None:
     ns, key = runners.namespace, {"namespace": runners.namespace, "name": "builds"}
@@ -184,6 +184,20 @@ def test_metrics_follow_create_rotation_503_burst_and_delete(
     assert s.get("glrt_gitlab_api_rate_limit_waits_total", source="gitlab") == 0  # 503 is no rate limit
     assert not s.series("glrt_gitlab_api_access_denied_total")
 
+    # --- one 429 with Retry-After: 2 on the manager list --------------------------------------------------------
+    limited = gitlab.faults.add(
+        Fault(method="GET", path=r"^/api/v4/runners/\d+/managers$", kind="rate_limit_app", retry_after=2, count=1)
+    )
+    runners.patch_spec(description="builds for team C")
+    wait_for(lambda: limited.hits == 1, timeout=30, message="one 429 answer")
+    runners.wait_ready(timeout=60)
+    s = assert_calls_match(operator, gitlab)
+    assert s.get("glrt_gitlab_api_rate_limit_waits_total", source="gitlab") == 1
+    assert s.get("glrt_gitlab_api_rate_limit_wait_seconds_total", source="gitlab") == 2
+    assert s.get("glrt_gitlab_api_retries_total", endpoint="/runners/:id/managers", reason="rate_limited") == 1
+    assert s.get("controller_runtime_reconcile_errors_total", controller="runner") == 4
+    assert s.get("controller_runtime_reconcile_total", controller="runner", result="success") == 4
+
     # --- delete ----------------------------------------------------------------------------------------------
     runner_id = status["runnerId"]
     runners.delete()
@@ -191,7 +205,7 @@ def test_metrics_follow_create_rotation_503_burst_and_delete(
     assert runner_id not in gitlab.runner_ids()
     s = assert_calls_match(operator, gitlab)
     assert s.get("glrt_gitlab_api_requests_total", endpoint="/runners/:id", method="DELETE", status_class="2xx") == 1
-    assert s.get("controller_runtime_reconcile_total", controller="runner", result="success") == 4
+    assert s.get("controller_runtime_reconcile_total", controller="runner", result="success") == 5
     for family, samples in s.samples.items():
         left = [dict(k) for k in samples if dict(k).get("namespace") == ns]
         assert not left, f"{family} still has series of the deleted Runner: {left}"
