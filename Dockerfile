@@ -17,6 +17,7 @@ RUN groupadd --system --gid 10001 glrt \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin glrt
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8080
+# 8080: liveness (/healthz), 8081: Prometheus metrics (/metrics, GLRT_METRICS_PORT).
+EXPOSE 8080 8081
 ENTRYPOINT ["glrt-operator"]
 CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]

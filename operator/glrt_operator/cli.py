@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import-config":
         return _import_config(args.path, args.namespace)
     try:
-        OperatorConfig.from_env()  # fail fast on bad GLRT_* settings, before connecting anywhere
+        config = OperatorConfig.from_env()  # fail fast on bad GLRT_* settings, before connecting anywhere
     except ConfigError as exc:
         print(f"glrt-operator: {exc}", file=sys.stderr)
         return 2
@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     # Quiet the HTTP client libraries: their debug lines would include request headers.
     for noisy in ("httpx", "httpcore", "urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import (
+        handlers,  # noqa: F401  (registers the handlers)
+        metrics,
+    )
+
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
 
     kopf.run(
         standalone=True,

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 import kopf
 
-from .adapters.gitlab import GitLabPool
+from . import metrics
+from .adapters.gitlab import GitLabPool, parse_time
 from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 from .core.conditions import set_condition
 from .core.errors import ReconcileError
@@ -97,11 +98,13 @@ def _run(
     lock: threading.Lock = memo.setdefault("lock", threading.Lock())
     with lock:
         try:
-            return use_case(emit)
+            with metrics.observe_reconcile("runner"):
+                return use_case(emit)
         except ReconcileError as exc:
             previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
             failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
             patch.status.update(RunnerStatus.patch(conditions=tuple(failed)))
+            metrics.RUNNER.observe_ready(body["metadata"]["namespace"], body["metadata"]["name"], "False")
             if previous.get("message") != exc.message:  # one Event per distinct problem, not one per retry
                 emit("Warning", exc.reason, exc.message)
             logger.warning("%s: %s", exc.reason, exc.message)
@@ -169,6 +172,7 @@ def on_runner_deleted(
         logger=logger,
         retry=retry,
     )
+    metrics.forget_runner(ref.namespace, ref.name)  # reached only once GitLab no longer has the runner
 
 
 def _reconcile_and_report(
@@ -195,6 +199,13 @@ def _reconcile_and_report(
     )
     if outcome is not None:
         write_ready(outcome, body["metadata"].get("generation"), status, patch)
+        metrics.observe_runner(
+            ref.namespace,
+            ref.name,
+            expires_at=parse_time(outcome.token_expires_at),
+            renewal_at=parse_time(outcome.renewal_time),
+            manager_statuses=[r["managerStatus"] for r in outcome.replicas],
+        )
 
 
 def write_ready(

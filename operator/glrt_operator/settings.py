@@ -26,6 +26,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) 
     return value
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a port number (0 to 65535, 0 turns it off)")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often each Runner is compared with GitLab (one GET per Runner per interval; writes only on drift).
@@ -35,6 +44,8 @@ class OperatorConfig:
     error_backoff_max: float = 600.0
     # Kubernetes watch timeouts (seconds), so a silently dead watch connection is replaced.
     watch_server_timeout: float = 300.0
+    # Port of the Prometheus endpoint `/metrics` (0: not served).
+    metrics_port: int = 8081
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -44,6 +55,7 @@ class OperatorConfig:
             error_backoff=_seconds(env, "ERROR_BACKOFF", cls.error_backoff, 0.1),
             error_backoff_max=_seconds(env, "ERROR_BACKOFF_MAX", cls.error_backoff_max, 1.0),
             watch_server_timeout=_seconds(env, "WATCH_SERVER_TIMEOUT", cls.watch_server_timeout, 10.0),
+            metrics_port=_port(env, "METRICS_PORT", cls.metrics_port),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

@@ -140,7 +140,10 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
     assert container["image"] == f"glrt-operator:{chart['appVersion']}"
     assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
     # Both probes ask Kopf's own endpoint, on the port the --liveness argument serves.
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -149,6 +152,7 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_ERROR_BACKOFF": "15",
         "GLRT_ERROR_BACKOFF_MAX": "600",
         "GLRT_WATCH_SERVER_TIMEOUT": "300",
+        "GLRT_METRICS_PORT": "8081",
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
@@ -305,13 +309,14 @@ def free_port() -> int:
 
 
 class ChartOperator(OperatorProcess):
-    """The operator with the args and env of the chart's Deployment (the liveness endpoint moved to a free
-    loopback port, plus --verbose: the harness waits for a debug line)."""
+    """The operator with the args and env of the chart's Deployment (the liveness and metrics endpoints moved to
+    free ports, plus --verbose: the harness waits for a debug line)."""
 
     def __init__(self, install: Install, log_dir: Path):
         container = install.container
         env = {e["name"]: e["value"] for e in container["env"]}
         super().__init__(install.kubeconfig, install.mode, log_dir, env)
+        self.env["GLRT_METRICS_PORT"] = str(self.metrics_port)  # a free port, as for the liveness endpoint
         self.health_port = free_port()
         liveness = f"--liveness=http://127.0.0.1:{self.health_port}/healthz"
         self.args = [liveness if a.startswith("--liveness=") else a for a in container["args"]]

@@ -19,7 +19,8 @@ def test_exits_with_a_clear_message_when_the_crd_is_missing(tmp_path: Path) -> N
     with ControlPlane(tmp_path / "cp") as bare:  # no CRD installed here
         result = subprocess.run(
             [sys.executable, "-m", "glrt_operator", "run", "--namespace", "default"],
-            env={**os.environ, "KUBECONFIG": str(bare.kubeconfig)},
+            # No metrics endpoint: a fixed port could be taken by another test run on this machine.
+            env={**os.environ, "KUBECONFIG": str(bare.kubeconfig), "GLRT_METRICS_PORT": "0"},
             cwd=REPO,
             check=False,
             capture_output=True,

@@ -54,6 +54,7 @@ _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] 
     ),
     "etcd": (lambda v: f"etcd-{v['ETCD_VERSION']}", ("etcd",)),
     "kubectl": (lambda v: f"kubectl-layer-{v['KUBECTL_LAYER_VERSION']}", ("kubectl", "helm")),
+    "promtool": (lambda v: f"promtool-{v['PROMETHEUS_MODULE_VERSION']}", ("promtool",)),
     "gitlab-runner": (
         lambda v: f"gitlab-runner-{v['GITLAB_RUNNER_MODULE_VERSION']}",
         ("gitlab-runner",),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 
@@ -28,7 +30,9 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_dir = log_dir
-        self.env = {**TEST_ENV, **(env or {})}
+        # Its own metrics port: operators of parallel test runs on this machine must not collide on a fixed one.
+        self.metrics_port = free_port()
+        self.env = {**TEST_ENV, "GLRT_METRICS_PORT": str(self.metrics_port), **(env or {})}
         # `--verbose`: start() waits for Kopf's debug line that the watch streams are open.
         self.args = ["run", "--namespace", namespace, "--verbose"]
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,6 +77,13 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def scrape(self) -> str:
+        """The operator's Prometheus exposition (GET /metrics)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text: str = response.read().decode()
+        return text
+
     def output(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
@@ -81,3 +92,10 @@ class OperatorProcess:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from glrt_operator import metrics
 from glrt_operator.runners.model import TokenRotation
-from glrt_operator.runners.rotation import TokenState, renewal_due_at, rotation_reason
+from glrt_operator.runners.rotation import TokenState, renewal_due_at, rotation_cause, rotation_reason
 from glrt_operator.runners.status import RunnerStatus
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -54,6 +55,19 @@ def test_reasons_in_order_of_precedence() -> None:
     expiring = token(timedelta(days=30), age=timedelta(days=29))
     reason = rotation_reason(TokenRotation(), S({}), expiring, NOW, UID)
     assert reason is not None and reason.startswith("the token expires at")
+
+
+def test_causes_carry_a_metric_reason_from_the_fixed_set() -> None:
+    fresh, expiring = token(timedelta(days=30)), token(timedelta(days=30), age=timedelta(days=29))
+    requested = TokenRotation(requested_at="2026-11-22T10:00:00Z")
+    causes = [
+        rotation_cause(TokenRotation(), S({"rotationStartedAt": "x"}), fresh, NOW, UID),
+        rotation_cause(requested, S({}), fresh, NOW, UID),
+        rotation_cause(TokenRotation(), S({}), expiring, NOW, UID),
+    ]
+    assert [c.kind if c else None for c in causes] == ["interrupted", "requested", "expiring"]
+    assert {c.kind for c in causes if c} <= set(metrics.ROTATION_REASONS)
+    assert rotation_cause(TokenRotation(), S({}), fresh, NOW, UID) is None
 
 
 def test_repr_hides_the_token() -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
+
+from .. import metrics
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
 TOKEN_PROBE_SYSTEM_ID = "glrt-operator-token-check"
@@ -176,6 +179,7 @@ class GitLabClient:
         params: Any = None,
         user_auth: bool = True,
     ) -> httpx.Response:
+        started = time.monotonic()
         try:
             response = self._http.request(
                 method,
@@ -185,10 +189,12 @@ class GitLabClient:
                 headers=self._headers if user_auth else None,
             )
         except httpx.TransportError as exc:
+            metrics.observe_gitlab_call(method, path, None, started, user_auth)
             # The type name only: some transport errors carry the request, never worth the risk of leaking it.
             raise GitLabError(
                 f"{action}: GitLab at {self._api} is unreachable ({type(exc).__name__})", retryable=True
             ) from None
+        metrics.observe_gitlab_call(method, path, response, started, user_auth)
         return response
 
     # --- runners (user token) ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .children import apply_children
 from .context import Logger, RunnerContext, RunnerRef, connect, failures_explained, parse_spec
 from .credentials import config_credentials
 from .replicas import replica_statuses
+from .rotation import renewal_due_at
 from .status import ReplicaStatus, RunnerStatus
 from .token import TokenCondition
 
@@ -30,6 +31,8 @@ class ReconcileOutcome:
 
     runner_id: int
     token_expires_at: str | None
+    # When the next automatic rotation is due (status.renewalTime); None when the token never expires.
+    renewal_time: str | None
     rotation_requested_at: str | None
     ready_replicas: int
     replicas: tuple[ReplicaStatus, ...]
@@ -43,6 +46,7 @@ class ReconcileOutcome:
             token_secret_name=names.token_secret,
             config_secret_name=names.config_secret,
             token_expires_at=self.token_expires_at,
+            renewal_time=self.renewal_time,
             rotation_requested_at=self.rotation_requested_at,
             ready_replicas=self.ready_replicas,
             replicas=self.replicas,
@@ -86,6 +90,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
     return ReconcileOutcome(
         runner_id=runner_id,
         token_expires_at=iso(checked.token.expires_at),
+        renewal_time=iso(renewal_due_at(checked.token, ctx.spec.token_rotation.renew_before, ctx.ref.uid)),
         rotation_requested_at=ctx.spec.token_rotation.requested_at,
         ready_replicas=ready,
         replicas=tuple(replica_statuses(ctx.ref.name, ctx.ref.uid, ctx.spec.replicas, remaining)),

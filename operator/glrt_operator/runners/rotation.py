@@ -44,15 +44,32 @@ def renewal_due_at(state: TokenState, renew_before: timedelta, runner_uid: str) 
     return state.expires_at - window - window * JITTER_FRACTION * fraction
 
 
+@dataclass(frozen=True)
+class RotationCause:
+    """Why the token must be rotated: `kind` for the rotations metric (a fixed set), `text` for an Event."""
+
+    kind: str
+    text: str
+
+
+def rotation_cause(
+    rotation: TokenRotation, status: RunnerStatus, state: TokenState, now: datetime, runner_uid: str
+) -> RotationCause | None:
+    """Why the token must be rotated now; None when it need not be."""
+    if status.rotation_started_at:
+        return RotationCause("interrupted", "finishing a rotation that was interrupted before the new token was stored")
+    if rotation.requested_at and rotation.requested_at != status.rotation_requested_at:
+        text = f"rotation requested (spec.tokenRotation.requestedAt={rotation.requested_at})"
+        return RotationCause("requested", text)
+    due = renewal_due_at(state, rotation.renew_before, runner_uid)
+    if due is not None and now >= due:
+        return RotationCause("expiring", f"the token expires at {state.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+    return None
+
+
 def rotation_reason(
     rotation: TokenRotation, status: RunnerStatus, state: TokenState, now: datetime, runner_uid: str
 ) -> str | None:
     """Why the token must be rotated now, in words for an Event; None when it need not be."""
-    if status.rotation_started_at:
-        return "finishing a rotation that was interrupted before the new token was stored"
-    if rotation.requested_at and rotation.requested_at != status.rotation_requested_at:
-        return f"rotation requested (spec.tokenRotation.requestedAt={rotation.requested_at})"
-    due = renewal_due_at(state, rotation.renew_before, runner_uid)
-    if due is not None and now >= due:
-        return f"the token expires at {state.expires_at:%Y-%m-%dT%H:%M:%SZ}"
-    return None
+    cause = rotation_cause(rotation, status, state, now, runner_uid)
+    return None if cause is None else cause.text

@@ -44,6 +44,8 @@ class RunnerStatus:
     token_secret_name: str | None = None
     config_secret_name: str | None = None
     token_expires_at: str | None = None
+    # When the operator next rotates the token by itself (renewBefore ahead of its expiry, jittered).
+    renewal_time: str | None = None
     ready_replicas: int | None = None
     replicas: tuple[ReplicaStatus, ...] = ()
     conditions: tuple[Condition, ...] = ()

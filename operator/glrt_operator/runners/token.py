@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from .. import metrics
 from ..adapters.gitlab import IssuedToken, RunnerManager, parse_time
 from ..adapters.kube import Kube
 from ..core.conditions import iso, now_iso
 from . import builders
 from .context import Logger, RunnerContext, RunnerRef
-from .rotation import TokenState, rotation_reason
+from .rotation import TokenState, rotation_cause
 
 # A manager that contacted GitLab this recently proves the token works: no need to ask GitLab about it.
 HEALTHY_CONTACT = timedelta(minutes=10)
@@ -92,12 +93,13 @@ def restore(ctx: RunnerContext, runner_id: int) -> TokenState:
     """The runner exists but its token was lost (Secret deleted by hand): the only way back is a reset."""
     issued = ctx.gitlab.reset_token(runner_id)
     store(ctx, runner_id, issued)
+    metrics.RUNNER.count_rotation(ctx.ref.namespace, ctx.ref.name, "secret_lost")
     ctx.emit("Warning", "TokenRestored", f"The token Secret was missing; reset the token of runner {runner_id}")
     return issued_state(issued)
 
 
-def rotate(ctx: RunnerContext, runner_id: int, reason: str) -> TokenState:
-    """Reset the token and store the new one, inside the rotation fence."""
+def rotate(ctx: RunnerContext, runner_id: int, reason: str, kind: str) -> TokenState:
+    """Reset the token and store the new one, inside the rotation fence. `kind`: one of metrics.ROTATION_REASONS."""
     ctx.record(rotation_started_at=now_iso())
     issued = ctx.gitlab.reset_token(runner_id)
     store(ctx, runner_id, issued)
@@ -106,6 +108,7 @@ def rotate(ctx: RunnerContext, runner_id: int, reason: str) -> TokenState:
         token_rotated_at=now_iso(),
         rotation_requested_at=ctx.spec.token_rotation.requested_at,
     )
+    metrics.RUNNER.count_rotation(ctx.ref.namespace, ctx.ref.name, kind)
     ctx.emit("Normal", "TokenRotated", f"Rotated the token of runner {runner_id}: {reason}")
     ctx.log.info("rotated the token of runner %s: %s", runner_id, reason)
     return issued_state(issued)
@@ -114,8 +117,8 @@ def rotate(ctx: RunnerContext, runner_id: int, reason: str) -> TokenState:
 def rotate_if_due(ctx: RunnerContext, runner_id: int, token: TokenState) -> TokenState:
     """Rotate when asked to (spec.tokenRotation.requestedAt), when the token nears its expiry, or when a
     rotation was interrupted."""
-    reason = rotation_reason(ctx.spec.token_rotation, ctx.status, token, datetime.now(UTC), ctx.ref.uid)
-    return token if reason is None else rotate(ctx, runner_id, reason)
+    cause = rotation_cause(ctx.spec.token_rotation, ctx.status, token, datetime.now(UTC), ctx.ref.uid)
+    return token if cause is None else rotate(ctx, runner_id, cause.text, cause.kind)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def ensure_accepted(
         return CheckedToken(token, ACCEPTED)
     ctx.emit("Warning", "TokenRefused", TOKEN_REFUSED)
     ctx.log.warning("%s", TOKEN_REFUSED)
-    token = rotate(ctx, runner_id, "GitLab refused the token")
+    token = rotate(ctx, runner_id, "GitLab refused the token", "refused")
     return CheckedToken(token, TokenCondition("True", "Reissued", f"{TOKEN_REFUSED} Reissued at {now_iso()}."))
 
 

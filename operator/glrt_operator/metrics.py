@@ -1,0 +1,318 @@
+"""The operator's Prometheus metrics, in the names and conventions platform teams already alert on.
+
+- Reconciles as controller-runtime names them (`controller_runtime_reconcile_*`), `controller` = runner or
+  deploytoken: https://book.kubebuilder.io/reference/metrics-reference
+- Token expiry and renewal as cert-manager names them for certificates (`*_expiration_timestamp_seconds`,
+  `*_renewal_timestamp_seconds`, `*_ready_status{condition}`): https://cert-manager.io/docs/devops-tips/prometheus-metrics/
+- GitLab API calls under `glrt_gitlab_api_*`, labelled by endpoint template (`/runners/:id`), never by a concrete
+  path.
+
+No label value ever comes from a token, a URL or free text: endpoint templates keep only path segments from a
+fixed vocabulary, and every other label is a Kubernetes object name or a value from a fixed set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Literal
+from wsgiref.simple_server import WSGIServer
+
+import httpx
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+# Our own registry: the exposition holds exactly what is declared here (plus process and Python runtime figures).
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+Controller = Literal["runner", "deploytoken"]
+CONTROLLERS: tuple[Controller, ...] = ("runner", "deploytoken")
+
+# --- reconciles (controller-runtime names) --------------------------------------------------------------------
+
+RECONCILE_TOTAL = Counter(
+    "controller_runtime_reconcile_total",
+    "Total number of reconciliations per controller, by result (success or error).",
+    ["controller", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "controller_runtime_reconcile_errors_total",
+    "Total number of reconciliation errors per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
+RECONCILE_TIME = Histogram(
+    "controller_runtime_reconcile_time_seconds",
+    "Length of time per reconciliation per controller.",
+    ["controller"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+
+for _controller in CONTROLLERS:  # present from the start at 0, as controller-runtime does, so rate() works at once
+    RECONCILE_TOTAL.labels(_controller, "success")
+    RECONCILE_TOTAL.labels(_controller, "error")
+    RECONCILE_ERRORS.labels(_controller)
+
+# --- GitLab API ------------------------------------------------------------------------------------------------
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "network")
+GITLAB_REQUESTS = Counter(
+    "glrt_gitlab_api_requests_total",
+    "GitLab API calls, by endpoint template, method and status class (network: no HTTP answer).",
+    ["endpoint", "method", "status_class"],
+    registry=REGISTRY,
+)
+GITLAB_DURATION = Histogram(
+    "glrt_gitlab_api_request_duration_seconds",
+    "Duration of GitLab API calls (until the whole answer is read), by endpoint template and method.",
+    ["endpoint", "method"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
+    registry=REGISTRY,
+)
+GITLAB_RETRIES = Counter(
+    "glrt_gitlab_api_retries_total",
+    "GitLab API calls that failed in a way the operator retries later (429, 408, 5xx, network), by reason.",
+    ["endpoint", "reason"],
+    registry=REGISTRY,
+)
+GITLAB_ACCESS_DENIED = Counter(
+    "glrt_gitlab_api_access_denied_total",
+    "Calls made with the access token that GitLab answered 401 (token unknown, expired, revoked) or 403 "
+    "(scope or role missing), by code.",
+    ["endpoint", "code"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAITS = Counter(
+    "glrt_gitlab_api_rate_limit_waits_total",
+    "Times the operator had to wait before calling GitLab again: source=gitlab for a 429 answer, "
+    "source=budget when the operator's own request budget held a call back.",
+    ["source"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "glrt_gitlab_api_rate_limit_wait_seconds_total",
+    "Seconds of those waits (GitLab's Retry-After, or the budget's delay).",
+    ["source"],
+    registry=REGISTRY,
+)
+for _source in ("gitlab", "budget"):
+    RATE_LIMIT_WAITS.labels(_source)
+    RATE_LIMIT_WAIT_SECONDS.labels(_source)
+
+# --- per resource (cert-manager style) -------------------------------------------------------------------------
+
+CONDITION_STATUSES = ("True", "False", "Unknown")
+MANAGER_STATUSES = ("online", "offline", "stale", "never_contacted", "not_registered")
+ROTATION_REASONS = ("requested", "expiring", "interrupted", "refused", "secret_lost")
+
+
+class ResourceMetrics:
+    """The per-object series of one resource kind: `glrt_<kind>_token_expiration_timestamp_seconds`,
+    `..._token_renewal_timestamp_seconds`, `..._ready_status{condition}`, `..._token_rotations_total{reason}`."""
+
+    def __init__(self, kind: str, what: str):
+        labels = ["namespace", "name"]
+        self.expiration = Gauge(
+            f"glrt_{kind}_token_expiration_timestamp_seconds",
+            f"The date after which the {what} token expires, as a Unix timestamp (absent: it never expires).",
+            labels,
+            registry=REGISTRY,
+        )
+        self.renewal = Gauge(
+            f"glrt_{kind}_token_renewal_timestamp_seconds",
+            f"The date at which the operator renews the {what} token, as a Unix timestamp (absent: never).",
+            labels,
+            registry=REGISTRY,
+        )
+        self.ready = Gauge(
+            f"glrt_{kind}_ready_status",
+            f"The Ready condition of the {what}: 1 for the condition status it has, 0 for the others.",
+            [*labels, "condition"],
+            registry=REGISTRY,
+        )
+        self.rotations = Counter(
+            f"glrt_{kind}_token_rotations_total",
+            f"Tokens issued to replace the {what} token, by reason ({', '.join(ROTATION_REASONS)}).",
+            [*labels, "reason"],
+            registry=REGISTRY,
+        )
+        self._families: tuple[Gauge | Counter, ...] = (self.expiration, self.renewal, self.ready, self.rotations)
+
+    def observe_token(
+        self, namespace: str, name: str, expires_at: datetime | None, renewal_at: datetime | None
+    ) -> None:
+        _set_or_remove(self.expiration, (namespace, name), expires_at)
+        _set_or_remove(self.renewal, (namespace, name), renewal_at)
+
+    def observe_ready(self, namespace: str, name: str, status: str) -> None:
+        status = status if status in CONDITION_STATUSES else "Unknown"
+        for value in CONDITION_STATUSES:
+            self.ready.labels(namespace, name, value).set(1.0 if value == status else 0.0)
+
+    def count_rotation(self, namespace: str, name: str, reason: str) -> None:
+        if reason not in ROTATION_REASONS:
+            raise ValueError(f"unknown rotation reason {reason!r}")  # a label never takes free text
+        self.rotations.labels(namespace, name, reason).inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop every series of a deleted object."""
+        for family in self._families:
+            family.remove_by_labels({"namespace": namespace, "name": name})
+
+
+def _set_or_remove(gauge: Gauge, labels: tuple[str, str], at: datetime | None) -> None:
+    if at is None:
+        with suppress(KeyError):
+            gauge.remove(*labels)
+    else:
+        gauge.labels(*labels).set(at.timestamp())
+
+
+RUNNER = ResourceMetrics("runner", "Runner's runner")
+DEPLOY_TOKEN = ResourceMetrics("deploytoken", "DeployToken's deploy")
+RUNNER_MANAGERS = Gauge(
+    "glrt_runner_managers",
+    "Replicas of a Runner by the status of their GitLab runner manager (not_registered: GitLab has none yet).",
+    ["namespace", "name", "status"],
+    registry=REGISTRY,
+)
+
+
+def observe_runner(
+    namespace: str,
+    name: str,
+    *,
+    expires_at: datetime | None,
+    renewal_at: datetime | None,
+    manager_statuses: Iterable[str | None],
+) -> None:
+    """After a successful reconcile: token dates, Ready=True and the managers by status."""
+    RUNNER.observe_token(namespace, name, expires_at, renewal_at)
+    RUNNER.observe_ready(namespace, name, "True")
+    counts = dict.fromkeys(MANAGER_STATUSES, 0)
+    for status in manager_statuses:
+        # GitLab's statuses are a fixed set; anything new counts as offline rather than becoming a label.
+        counts[status if status in counts else "offline"] += 1
+    for status, count in counts.items():
+        RUNNER_MANAGERS.labels(namespace, name, status).set(count)
+
+
+def forget_runner(namespace: str, name: str) -> None:
+    RUNNER.forget(namespace, name)
+    RUNNER_MANAGERS.remove_by_labels({"namespace": namespace, "name": name})
+
+
+def observe_deploy_token(
+    namespace: str, name: str, *, expires_at: datetime | None, renewal_at: datetime | None, ready: str
+) -> None:
+    """For the DeployToken controller, after each reconcile: its token dates and Ready condition status."""
+    DEPLOY_TOKEN.observe_token(namespace, name, expires_at, renewal_at)
+    DEPLOY_TOKEN.observe_ready(namespace, name, ready)
+
+
+def forget_deploy_token(namespace: str, name: str) -> None:
+    DEPLOY_TOKEN.forget(namespace, name)
+
+
+@contextmanager
+def observe_reconcile(controller: Controller) -> Iterator[None]:
+    """Time one reconcile; an exception leaving the block counts it as an error."""
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        RECONCILE_TOTAL.labels(controller, "error").inc()
+        RECONCILE_ERRORS.labels(controller).inc()
+        raise
+    else:
+        RECONCILE_TOTAL.labels(controller, "success").inc()
+    finally:
+        RECONCILE_TIME.labels(controller).observe(time.monotonic() - started)
+
+
+# --- GitLab call hook ------------------------------------------------------------------------------------------
+
+# Path segments kept in an endpoint template; any other segment (an id, a URL-encoded project path, a name)
+# becomes ":id", so a template can never carry a user string.
+STATIC_SEGMENTS = frozenset(
+    {
+        "all",
+        "deploy_tokens",
+        "groups",
+        "jobs",
+        "managers",
+        "personal_access_tokens",
+        "projects",
+        "request",
+        "reset_authentication_token",
+        "runners",
+        "self",
+        "user",
+        "users",
+        "verify",
+        "version",
+    }
+)
+
+
+def endpoint_template(path: str) -> str:
+    """`/runners/42/managers?x=1` -> `/runners/:id/managers`."""
+    segments = path.split("?", 1)[0].split("/")
+    return "/".join(s if s in STATIC_SEGMENTS or s == "" else ":id" for s in segments) or "/"
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def observe_gitlab_call(
+    method: str, path: str, response: httpx.Response | None, started: float, user_auth: bool
+) -> None:
+    """The adapter's hook, once per HTTP call: `response` is None when no answer came (network error);
+    `started` is the `time.monotonic()` before the call; `user_auth`: made with the access token."""
+    endpoint, method = endpoint_template(path), method.upper()
+    GITLAB_DURATION.labels(endpoint, method).observe(time.monotonic() - started)
+    if response is None:
+        GITLAB_REQUESTS.labels(endpoint, method, "network").inc()
+        GITLAB_RETRIES.labels(endpoint, "network").inc()
+        return
+    code = response.status_code
+    GITLAB_REQUESTS.labels(endpoint, method, f"{min(max(code // 100, 2), 5)}xx").inc()
+    if code == 429:
+        GITLAB_RETRIES.labels(endpoint, "rate_limited").inc()
+        record_rate_limit_wait("gitlab", retry_after(response) or 0.0)
+    elif code >= 500:
+        GITLAB_RETRIES.labels(endpoint, "server_error").inc()
+    elif code == 408:
+        GITLAB_RETRIES.labels(endpoint, "timeout").inc()
+    elif code in (401, 403) and user_auth:
+        GITLAB_ACCESS_DENIED.labels(endpoint, str(code)).inc()
+
+
+def record_rate_limit_wait(source: Literal["gitlab", "budget"], seconds: float) -> None:
+    """A wait imposed before the next GitLab call: GitLab's 429 (counted by the hook) or the request budget."""
+    RATE_LIMIT_WAITS.labels(source).inc()
+    RATE_LIMIT_WAIT_SECONDS.labels(source).inc(max(0.0, seconds))
+
+
+def serve(port: int, address: str = "0.0.0.0") -> WSGIServer:
+    """Serve `/metrics` on a daemon thread (prometheus_client's own HTTP server); returns the server."""
+    server, _ = start_http_server(port, addr=address, registry=REGISTRY)
+    return server
