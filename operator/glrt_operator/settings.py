@@ -26,6 +26,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) 
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(PREFIX + name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected true or false")
+    return raw in ("true", "1")
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often each Runner is compared with GitLab (one GET per Runner per interval; writes only on drift).
@@ -35,6 +44,9 @@ class OperatorConfig:
     error_backoff_max: float = 600.0
     # Kubernetes watch timeouts (seconds), so a silently dead watch connection is replaced.
     watch_server_timeout: float = 300.0
+    # Annotate manager pods after a config Secret change (a token rotation) so the kubelet refreshes their Secret
+    # volume at once; needs `patch` on pods. GLRT_REFRESH_PODS=false leaves it to the kubelet's periodic sync.
+    refresh_pods: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -44,6 +56,7 @@ class OperatorConfig:
             error_backoff=_seconds(env, "ERROR_BACKOFF", cls.error_backoff, 0.1),
             error_backoff_max=_seconds(env, "ERROR_BACKOFF_MAX", cls.error_backoff_max, 1.0),
             watch_server_timeout=_seconds(env, "WATCH_SERVER_TIMEOUT", cls.watch_server_timeout, 10.0),
+            refresh_pods=_flag(env, "REFRESH_PODS", cls.refresh_pods),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

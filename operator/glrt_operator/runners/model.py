@@ -41,6 +41,12 @@ DEFAULT_RENEW_BEFORE = timedelta(hours=72)
 DEFAULT_REPLICAS = 1
 DEFAULT_CREDENTIALS_KEY = "token"
 DEFAULT_CA_KEY = "ca.crt"
+# gitlab-runner 19 logs "Long polling issues detected" on every load when request_concurrency is 1; rendered when
+# the user sets none (https://docs.gitlab.com/runner/configuration/advanced-configuration/#the-runners-section).
+DEFAULT_REQUEST_CONCURRENCY = 2
+# How long a stopping manager pod may wait for its running jobs (the official gitlab-runner chart's
+# terminationGracePeriodSeconds: https://docs.gitlab.com/runner/install/kubernetes/).
+DEFAULT_DRAIN_TIMEOUT = 3600
 
 _URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -122,7 +128,8 @@ class RunnerConfig:
     check_interval: int = 3
     log_level: LogLevel = "info"
     shutdown_timeout: int = 30
-    request_concurrency: int = 1
+    # None: render DEFAULT_REQUEST_CONCURRENCY.
+    request_concurrency: int | None = None
     limit: int = 0
     output_limit: int | None = None
     environment: tuple[str, ...] = ()
@@ -147,6 +154,8 @@ class ManagerPod:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     env: tuple[Mapping[str, Any], ...] = ()
+    # Seconds a stopping pod waits for its running jobs (graceful shutdown) before the forceful path.
+    drain_timeout: int = DEFAULT_DRAIN_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,7 @@ def _parse_manager(spec: Mapping[str, Any]) -> ManagerPod:
         pod_labels=_str_map(m.get("podLabels"), f"{path}.podLabels"),
         pod_annotations=_str_map(m.get("podAnnotations"), f"{path}.podAnnotations"),
         env=tuple(_get(m, "env", list, path, [])),
+        drain_timeout=_get(m, "drainTimeout", int, path, _MANAGER.drain_timeout),
     )
 
 
@@ -366,7 +376,7 @@ def _parse_config(spec: Mapping[str, Any]) -> RunnerConfig:
         check_interval=_get(c, "checkInterval", int, path, _CONFIG.check_interval),
         log_level=cast(LogLevel, log_level),
         shutdown_timeout=_get(c, "shutdownTimeout", int, path, _CONFIG.shutdown_timeout),
-        request_concurrency=_get(c, "requestConcurrency", int, path, _CONFIG.request_concurrency),
+        request_concurrency=_get(c, "requestConcurrency", int, path),
         limit=_get(c, "limit", int, path, _CONFIG.limit),
         output_limit=_get(c, "outputLimit", int, path),
         environment=tuple(environment),

@@ -13,7 +13,7 @@ from typing import Any
 
 import tomli_w
 
-from ..model import CacheSpec, KubernetesExecutor, RunnerSpec
+from ..model import DEFAULT_REQUEST_CONCURRENCY, CacheSpec, KubernetesExecutor, RunnerSpec
 from .common import LISTEN_ADDRESS, TOKEN_PLACEHOLDER, _set_if
 
 
@@ -99,7 +99,7 @@ def _config_document(
         # runner rotating on its own would write the new token only to its local copy and revoke the one every
         # other replica holds.
         "executor": "kubernetes",
-        "request_concurrency": cfg.request_concurrency,
+        "request_concurrency": cfg.request_concurrency or DEFAULT_REQUEST_CONCURRENCY,
         "limit": cfg.limit,
     }
     _set_if(runner, "output_limit", cfg.output_limit)
