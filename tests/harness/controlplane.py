@@ -34,11 +34,13 @@ from tests.harness import binaries
 COMPONENTS = ("etcd", "apiserver", "controller-manager")
 
 # What the operator's tests rely on: cascading deletion (ownerReferences), StatefulSet pods, namespace
-# deletion, the "default" ServiceAccount (pods are rejected without it) and kube-root-ca.crt. Fewer
-# controllers means less CPU and a faster start on small machines.
+# deletion, the "default" ServiceAccount (pods are rejected without it) and kube-root-ca.crt; the chart's
+# operator Deployment (on a node). Fewer controllers means less CPU and a faster start on small machines.
 DEFAULT_CONTROLLERS = (
     "garbage-collector-controller",
     "statefulset-controller",
+    "deployment-controller",
+    "replicaset-controller",
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",

@@ -1,0 +1,53 @@
+"""How long each runner manager is blind after a token reset, read from the fake GitLab's call log.
+
+After a reset GitLab refuses the old token at once (403 on ``POST /jobs/request``); a replica sees again once it
+polls with the new one (201/204). Its blackout is the time from its first refused poll to its first accepted poll
+after that; a replica that picked up the new token before its next poll was never refused: 0 s."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tests.fake_gitlab import FakeGitLab
+
+ACCEPTED = (201, 204)
+
+
+def good_polls_after(gitlab: FakeGitLab, since: datetime, system_ids: set[str]) -> dict[str, float]:
+    """``{system_id: seconds after since}`` of the first accepted ``POST /jobs/request`` per manager.
+
+    After a reset the old token is refused (403), so an accepted poll proves the manager uses the new token."""
+    first: dict[str, float] = {}
+    for call in gitlab.calls:
+        sid = call.params.get("system_id")
+        if (
+            call.path.endswith("/jobs/request")
+            and call.status in ACCEPTED
+            and call.time >= since
+            and sid in system_ids
+            and sid not in first
+        ):
+            first[sid] = (call.time - since).total_seconds()
+    return first
+
+
+def blackouts(gitlab: FakeGitLab, since: datetime, system_ids: set[str]) -> dict[str, float]:
+    """``{system_id: seconds}`` from the first refused poll after ``since`` to the first accepted one after it
+    (0 when none was refused); only managers that have polled successfully since are listed."""
+    refused: dict[str, datetime] = {}
+    result: dict[str, float] = {}
+    for call in gitlab.calls:
+        sid = call.params.get("system_id")
+        if not call.path.endswith("/jobs/request") or call.time < since or sid not in system_ids or sid in result:
+            continue
+        if call.status == 403:
+            refused.setdefault(sid, call.time)
+        elif call.status in ACCEPTED:
+            result[sid] = (call.time - refused[sid]).total_seconds() if sid in refused else 0.0
+    return result
+
+
+def reset_times(gitlab: FakeGitLab) -> list[datetime]:
+    """When GitLab answered each token reset (``POST /runners/:id/reset_authentication_token``), oldest first:
+    from that instant the old token is refused."""
+    return [c.time for c in gitlab.calls if c.path.endswith("/reset_authentication_token") and c.status == 201]
