@@ -68,9 +68,9 @@ def draining(runners: Runners) -> set[int]:
 @pytest.mark.timeout(300 + 6 * JOB_SECONDS)
 def test_deletion_scale_down_and_rollout_drain_the_running_job_and_a_longer_job_is_aborted(
     runners: Runners,
-    gitlab: FakeGitLab,
+    gitlab: FakeGitLab,  # noqa: F811 -- the fixture on the node's gateway
     operator: OperatorProcess,
-    node: Node,  # noqa: F811
+    node: Node,
 ) -> None:
     ns = runners.namespace
     spec = stand_in(2)
