@@ -34,7 +34,7 @@ from tests.harness import node as node_harness  # noqa: E402
 from tests.harness.controlplane import ControlPlane  # noqa: E402
 from tests.harness.node import Node, NodeOptions, image_names, node_gateway  # noqa: E402
 from tests.harness.operator import OperatorProcess  # noqa: E402
-from tests.harness.rotation import blackouts, good_polls_after, reset_times  # noqa: E402
+from tests.harness.rotation import blackouts, good_polls_after, pods_settled, reset_times  # noqa: E402
 from tests.harness.runner_pod import EmulatedRunnerPod  # noqa: E402
 from tests.harness.waiting import wait_for  # noqa: E402
 
@@ -126,6 +126,9 @@ def rotation_blackouts(cp: ControlPlane, node: Node, rotations: int, refresh: bo
             runner_id = next(iter(gitlab.runners))
             polling = lambda: {s for s, m in gitlab.runners[runner_id].managers.items() if m.contacted_at}  # noqa: E731
             wait_for(lambda: polling() == ids, timeout=120, message="2 managers poll")
+            # A new pod is synced by the kubelet several times while its probes settle, each time refreshing its
+            # Secret volume: rotate only once both pods have been Ready for a while, as in a running fleet.
+            wait_for(lambda: pods_settled(core, namespace, 30.0), timeout=180, message="pods Ready for 30 s")
             before = restarts(core, namespace)
             for i in range(rotations):
                 gaps, polls = rotate_once(runners, gitlab, ids, f"bench-{i}-{time.time()}")

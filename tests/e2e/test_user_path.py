@@ -20,7 +20,7 @@ from tests.e2e.test_pods import gitlab, polling_managers, ready_replicas, stand_
 from tests.fake_gitlab import FakeGitLab
 from tests.harness.controlplane import ControlPlane
 from tests.harness.node import Node
-from tests.harness.rotation import blackouts, reset_times
+from tests.harness.rotation import blackouts, pods_settled, reset_times
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -94,6 +94,7 @@ def test_install_register_rotate_delete_uninstall(
 
         # Rotation: GitLab refuses the old token at once; the operator stores the new one and touches each pod,
         # so the kubelet rewrites the Secret volume now, not at its next sync (1m here, the default).
+        wait_for(lambda: pods_settled(core, ci_ns, 30.0), timeout=120, message="pods Ready for 30 s")
         restarts = restart_counts(core, ci_ns)
         resets = len(reset_times(gitlab))
         runners.patch_spec(tokenRotation={"requestedAt": datetime.now(UTC).isoformat()})
@@ -107,6 +108,9 @@ def test_install_register_rotate_delete_uninstall(
         )
         assert max(gaps.values()) <= 5.0, f"blackout per replica: {gaps}"
         assert restart_counts(core, ci_ns) == restarts, "no pod restarted"
+        version = core.read_namespaced_secret("builds-runner-config", ci_ns).metadata.resource_version
+        annotations = [p.metadata.annotations for p in core.list_namespaced_pod(ci_ns).items]
+        assert [a.get("glrt.dev/config-secret-version") for a in annotations] == [version, version]
 
         runners.delete()
         wait_for(lambda: not runners.exists(), timeout=60, message="the Runner deleted")

@@ -6,7 +6,9 @@ after that; a replica that picked up the new token before its next poll was neve
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+
+from kubernetes import client
 
 from tests.fake_gitlab import FakeGitLab
 
@@ -51,3 +53,13 @@ def reset_times(gitlab: FakeGitLab) -> list[datetime]:
     """When GitLab answered each token reset (``POST /runners/:id/reset_authentication_token``), oldest first:
     from that instant the old token is refused."""
     return [c.time for c in gitlab.calls if c.path.endswith("/reset_authentication_token") and c.status == 201]
+
+
+def pods_settled(core: client.CoreV1Api, namespace: str, seconds: float) -> bool:
+    """Every pod of ``namespace`` Ready for at least ``seconds``. The kubelet syncs a new pod several times while
+    its probes settle, refreshing its Secret volumes each time: a rotation measured before that would look fast
+    whatever the operator does."""
+    now = datetime.now(UTC)
+    pods = core.list_namespaced_pod(namespace).items
+    ready = [c for p in pods for c in p.status.conditions or [] if c.type == "Ready" and c.status == "True"]
+    return len(ready) == len(pods) > 0 and all((now - c.last_transition_time).total_seconds() >= seconds for c in ready)
