@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit reconcile coverage demo bench binaries install clean crds
+.PHONY: test lint unit reconcile coverage demo bench binaries images install clean crds
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
@@ -35,7 +35,8 @@ crds: install
 demo: install binaries
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
-# Prints figures (GitLab API calls per minute, time to Ready) for 1 and 50 Runners; not part of `make test`.
+# Prints figures (GitLab API calls per minute, time to Ready) for 1 and 50 Runners, and each replica's blackout
+# after a token rotation on a real node (BENCH_ARGS=--rotation-only for just that); not part of `make test`.
 bench: install binaries
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
@@ -50,6 +51,12 @@ $(STAMP): pyproject.toml
 
 binaries:
 	scripts/fetch-binaries.sh
+
+# The node's Debian packages and its images (cached by their inputs; root only). `make test` does this itself
+# before the first test that runs pods.
+images: binaries
+	scripts/setup-node.sh
+	scripts/build-images.sh >/dev/null
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

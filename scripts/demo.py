@@ -3,6 +3,9 @@
 Local mode (default): starts the local control plane (real etcd + kube-apiserver + controller-manager, see
 tests/harness) and the project's fake GitLab, runs the operator, applies the example, prints the Runner's status,
 the runner as GitLab sees it and the rendered config.toml (token masked), deletes the Runner, and cleans up.
+Where the machine allows it (root; containerd and friends installable by scripts/setup-node.sh) a real node
+(containerd + kubelet) joins, so the manager pods run (the runner stand-in image, see README) and show 2/2 with
+both runner managers online in GitLab; elsewhere one line says why and the pods stay Pending.
 
 Existing cluster: `make demo DEMO_ARGS="--existing-cluster --gitlab-url https://gitlab.example.com --project-id 7"`
 with GITLAB_TOKEN set to an access token (scopes create_runner, manage_runner) uses the current kubeconfig instead:
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.harness import binaries  # noqa: E402
+from tests.harness import node as node_harness  # noqa: E402
 from tests.harness.controlplane import ControlPlane  # noqa: E402
 from tests.harness.operator import OperatorProcess  # noqa: E402
 
@@ -64,10 +68,10 @@ class Kubectl:
 
 
 @contextmanager
-def fake_gitlab(project_id: int) -> Iterator[str]:
-    """The fake GitLab as its own process, as a real GitLab would be."""
+def fake_gitlab(project_id: int, host: str = "127.0.0.1") -> Iterator[str]:
+    """The fake GitLab as its own process, as a real GitLab would be (on the node's gateway: pods reach it)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_gitlab", "--port", "0", "--access-token",
+        [sys.executable, "-m", "tests.fake_gitlab", "--host", host, "--port", "0", "--access-token",
          f"{DEMO_PAT}:create_runner,manage_runner", "--project", f"{project_id}:team-a/builds"],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -84,15 +88,47 @@ def fake_gitlab(project_id: int) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def runner_manifest(url: str, project_id: int) -> dict[str, Any]:
+def runner_manifest(url: str, project_id: int, standin: bool = False) -> dict[str, Any]:
     manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / "runner.yaml").read_text())
     manifest["metadata"]["namespace"] = NAMESPACE
     manifest["spec"]["gitlab"]["url"] = url
     manifest["spec"]["projectId"] = project_id
+    if standin:
+        # No registry here: the pods run the locally built stand-in for gitlab-runner (see README).
+        manager = manifest["spec"].setdefault("manager", {})
+        manager.update({"image": node_harness.image_names()["runner"], "imagePullPolicy": "Never"})
     return manifest
 
 
-def run_demo(kubectl: Kubectl, kubeconfig: Path | None, gitlab_url: str, access_token: str, project_id: int) -> None:
+def show_pods(kubectl: Kubectl, gitlab_url: str, access_token: str, runner_id: int, replicas: int) -> None:
+    """Wait until the manager pods are Ready and every replica's runner manager is online in GitLab."""
+    say(f"Waiting for {replicas}/{replicas} manager pods Ready and {replicas} runner managers online")
+    api = f"{gitlab_url.rstrip('/')}/api/v4"
+    deadline = time.monotonic() + 180
+    online: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        ready = kubectl("get", "statefulset", "builds", "-n", NAMESPACE, "-o", "jsonpath={.status.readyReplicas}")
+        managers = httpx.get(f"{api}/runners/{runner_id}/managers", headers={"PRIVATE-TOKEN": access_token}, timeout=10)
+        online = [m for m in managers.json() if m.get("status") == "online"] if managers.status_code == 200 else []
+        if ready == str(replicas) and len(online) == replicas:
+            break
+        time.sleep(1)
+    print(kubectl("get", "statefulset,pods", "-n", NAMESPACE, "-o", "wide"), end="")
+    say(f"Runner managers in GitLab (GET /api/v4/runners/{runner_id}/managers)")
+    for m in online:
+        print(f"  {m['system_id']}  {m['status']}  contacted_at={m.get('contacted_at')}")
+    print(f"{len(online)}/{replicas} online")
+
+
+def run_demo(
+    kubectl: Kubectl,
+    kubeconfig: Path | None,
+    gitlab_url: str,
+    access_token: str,
+    project_id: int,
+    *,
+    standin: bool = False,
+) -> None:
     say("Installing the Runner CRD and the access-token Secret")
     print(kubectl("apply", "--server-side", "-f", str(REPO / "crds")), end="")
     kubectl("create", "namespace", NAMESPACE, check=False)
@@ -107,7 +143,7 @@ def run_demo(kubectl: Kubectl, kubeconfig: Path | None, gitlab_url: str, access_
         operator = OperatorProcess(config, NAMESPACE, Path(logs), env={"GLRT_RESYNC_INTERVAL": "60"})
         say(f"Running the operator (glrt-operator run --namespace {NAMESPACE})")
         with operator:
-            manifest = runner_manifest(gitlab_url, project_id)
+            manifest = runner_manifest(gitlab_url, project_id, standin)
             say("kubectl apply -f examples/runner.yaml")
             print(kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest)), end="")
             started = time.monotonic()
@@ -121,6 +157,8 @@ def run_demo(kubectl: Kubectl, kubeconfig: Path | None, gitlab_url: str, access_
             print(mask(yaml.safe_dump(body["status"], sort_keys=False)), end="")
 
             runner_id = body["status"]["runnerId"]
+            if standin:
+                show_pods(kubectl, gitlab_url, access_token, runner_id, manifest["spec"]["replicas"])
             say(f"The runner as GitLab sees it (GET /api/v4/runners/{runner_id})")
             api = f"{gitlab_url.rstrip('/')}/api/v4"
             seen = httpx.get(f"{api}/runners/{runner_id}", headers={"PRIVATE-TOKEN": access_token}, timeout=10)
@@ -167,13 +205,31 @@ def main() -> int:
         run_demo(Kubectl(kubectl_path, None), None, args.gitlab_url, token, args.project_id)
         return 0
 
+    options = node_harness.NodeOptions()
+    reason = node_harness.unavailable_reason()
     say("Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-    with ControlPlane() as cp:
+    with ControlPlane(extra_ips=[node_harness.node_gateway(options)]) as cp:
         print(f"kube-apiserver at {cp.server}, ready in {cp.startup_seconds:.1f}s")
-        with fake_gitlab(args.project_id) as url:
+        with ExitStack() as stack:
+            host = "127.0.0.1"
+            if reason is None:
+                say("Starting a node (containerd, kubelet, kube-scheduler; images built once and cached)")
+                node = stack.enter_context(node_harness.running(cp, options))
+                print(f"node {node.name} Ready in {node.startup_seconds:.1f}s")
+                host = node.gateway
+            else:
+                print(f"No node on this machine ({reason}): the manager pods will stay Pending.")
+            url = stack.enter_context(fake_gitlab(args.project_id, host))
             print(f"fake GitLab at {url}")
-            run_demo(Kubectl(kubectl_path, cp.kubeconfig), cp.kubeconfig, url, DEMO_PAT, args.project_id)
-    say("Cleaned up: control plane stopped, fake GitLab stopped")
+            run_demo(
+                Kubectl(kubectl_path, cp.kubeconfig),
+                cp.kubeconfig,
+                url,
+                DEMO_PAT,
+                args.project_id,
+                standin=reason is None,
+            )
+    say("Cleaned up: control plane stopped, node and fake GitLab stopped")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +15,15 @@ from kubernetes import client
 
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
-from tests.harness.node import Node, NodeOptions, node_gateway
+from tests.harness.node import Node, NodeError, NodeOptions, build_images, node_gateway, unavailable_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "crds"
 
 _binaries_error: binaries.BinaryError | None = None
 _startup_seconds: list[float] = []
+_node_images: dict[str, Path] | None = None
+_node_seconds: dict[str, float] = {}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -32,6 +36,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         binaries.ensure("etcd", "kubernetes", "kubectl")
     except binaries.BinaryError as exc:
         _binaries_error = exc  # reported by the control_plane fixture, on the tests that need it
+    # The node's packages (scripts/setup-node.sh) and images (scripts/build-images.sh, cached by their inputs under
+    # ~/.cache/glrt-operator/images) likewise, once, before any test that runs pods; the node fixture reports
+    # a machine that cannot run a node.
+    global _node_images  # noqa: PLW0603
+    if any("node" in getattr(i, "fixturenames", ()) for i in session.items) and unavailable_reason() is None:
+        started = time.monotonic()
+        with contextlib.suppress(NodeError):  # build_images() fails again, with its message, in the node fixture
+            _node_images = build_images()
+        _node_seconds["images built or found cached"] = time.monotonic() - started
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -39,6 +52,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"control plane (etcd + kube-apiserver + controller-manager) started in {seconds:.1f}s"
         )
+    for what, seconds in _node_seconds.items():
+        terminalreporter.write_line(f"node: {what} in {seconds:.1f}s")
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +74,13 @@ def control_plane() -> Iterator[ControlPlane]:
 def node(control_plane: ControlPlane) -> Iterator[Node]:
     """A real node (containerd + kubelet + scheduler) for tests whose subject is a pod; started on first use."""
     n = Node(control_plane)
-    n.start()
+    n.start(_node_images)
+    _node_seconds["started (containerd, images imported, kubelet Ready)"] = n.startup_seconds or 0.0
     try:
         yield n
     finally:
         n.stop()
+        _node_seconds["torn down"] = n.teardown_seconds or 0.0
 
 
 @pytest.fixture(scope="session")

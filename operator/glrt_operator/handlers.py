@@ -188,7 +188,9 @@ def _reconcile_and_report(
 ) -> None:
     ref = RunnerRef.from_body(body)
     outcome = _run(
-        lambda emit: reconcile(open_context(memo["kube"], memo["gitlab"], ref, spec, emit, logger)),
+        lambda emit: reconcile(
+            open_context(memo["kube"], memo["gitlab"], ref, spec, emit, logger, refresh_pods=CONFIG.refresh_pods)
+        ),
         body=body,
         status=status,
         patch=patch,
@@ -215,7 +217,7 @@ def write_ready(
     patch.status.update(outcome.status_patch())
     patch.status.update(RunnerStatus.patch(observed_generation=generation))
     message = (
-        f"Runner {outcome.runner_id} is registered in GitLab; {outcome.ready_replicas}/{len(outcome.replicas)} "
+        f"Runner {outcome.runner_id} is registered in GitLab; {outcome.ready_replicas}/{outcome.spec_replicas} "
         f"pod(s) ready, {outcome.online_replicas} online in GitLab"
     )
     token = outcome.token_condition

@@ -35,6 +35,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(PREFIX + name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected true or false")
+    return raw in ("true", "1")
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often each Runner is compared with GitLab (one GET per Runner per interval; writes only on drift).
@@ -46,6 +55,9 @@ class OperatorConfig:
     watch_server_timeout: float = 300.0
     # Port of the Prometheus endpoint `/metrics` (0: not served).
     metrics_port: int = 8081
+    # Annotate manager pods after a config Secret change (a token rotation) so the kubelet refreshes their Secret
+    # volume at once; needs `patch` on pods. GLRT_REFRESH_PODS=false leaves it to the kubelet's periodic sync.
+    refresh_pods: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -56,6 +68,7 @@ class OperatorConfig:
             error_backoff_max=_seconds(env, "ERROR_BACKOFF_MAX", cls.error_backoff_max, 1.0),
             watch_server_timeout=_seconds(env, "WATCH_SERVER_TIMEOUT", cls.watch_server_timeout, 10.0),
             metrics_port=_port(env, "METRICS_PORT", cls.metrics_port),
+            refresh_pods=_flag(env, "REFRESH_PODS", cls.refresh_pods),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

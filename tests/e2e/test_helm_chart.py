@@ -405,6 +405,8 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("create", "secrets"),
         ("patch", "statefulsets.apps"),
         ("get", "pods"),
+        ("list", "pods"),  # a Runner's pods by label: which replicas drain
+        ("patch", "pods"),  # an annotation after a token rotation: the kubelet refreshes the Secret at once
         ("create", "events"),
     ]
     for verb, *what in allowed:
@@ -416,8 +418,9 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("delete", "secrets", "-n", watched),
         ("delete", "statefulsets.apps", "-n", watched),  # children go by garbage collection
         ("delete", "runners.glrt.dev", "-n", watched),
-        ("list", "pods", "-n", watched),
         ("create", "pods", "-n", watched),
+        ("delete", "pods", "-n", watched),  # pods stop only through the StatefulSet, always drained
+        ("update", "pods", "-n", watched),
         ("create", "events.events.k8s.io", "-n", watched),
         ("create", "rolebindings", "-n", watched),
         ("create", "clusterroles"),

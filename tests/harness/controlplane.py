@@ -34,11 +34,13 @@ from tests.harness import binaries
 COMPONENTS = ("etcd", "apiserver", "controller-manager")
 
 # What the operator's tests rely on: cascading deletion (ownerReferences), StatefulSet pods, namespace
-# deletion, the "default" ServiceAccount (pods are rejected without it) and kube-root-ca.crt. Fewer
-# controllers means less CPU and a faster start on small machines.
+# deletion, the "default" ServiceAccount (pods are rejected without it) and kube-root-ca.crt; the chart's
+# operator Deployment (on a node). Fewer controllers means less CPU and a faster start on small machines.
 DEFAULT_CONTROLLERS = (
     "garbage-collector-controller",
     "statefulset-controller",
+    "deployment-controller",
+    "replicaset-controller",
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
@@ -48,6 +50,9 @@ DEFAULT_CONTROLLERS = (
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 
+# Beta in 1.35 but off by default: lets a StatefulSet roll every replica at once, so one replica draining a long
+# job does not hold back the others' rollout (the operator sets maxUnavailable; without the gate it is ignored).
+FEATURE_GATES = "--feature-gates=MaxUnavailableStatefulSet=true"
 START_DEADLINES = {"etcd": 30.0, "apiserver": 120.0, "controller-manager": 60.0}
 STOP_DEADLINE = 10.0
 LOG_TAIL_LINES = 50
@@ -361,6 +366,7 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                FEATURE_GATES,
             ],
         )
         self._wait_ready("apiserver", self.server, ("/readyz", "/livez"))
@@ -381,6 +387,7 @@ class ControlPlane:
                 f"--tls-cert-file={pki / 'serving.crt'}",
                 f"--tls-private-key-file={pki / 'serving.key'}",
                 "--profiling=false",
+                FEATURE_GATES,
             ],
         )
         # kube-controller-manager serves no /readyz or /livez; its /healthz includes one check per controller.

@@ -288,6 +288,16 @@ class Node:
             raise NodeError(f"ctr {' '.join(args[:2])} failed: {result.stderr.strip()[-2000:]}")
         return result.stdout
 
+    def describe(self, namespace: str) -> str:
+        """The pods of ``namespace``, their Events and the last log lines of each: for a failing test's message."""
+        kubectl = self.cp.kubectl
+        parts = [kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout]
+        parts.append(kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout[-3000:])
+        for name in kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split():
+            logs = kubectl("logs", "-n", namespace, name, "--all-containers", "--tail=30", check=False)
+            parts.append(f"--- {name}\n{logs.stdout}{logs.stderr}")
+        return "\n".join(parts)
+
     def logs(self, component: str) -> str:
         path = self.log_path(component)
         return path.read_text(errors="replace") if path.exists() else ""

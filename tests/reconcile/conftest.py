@@ -16,6 +16,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
+from glrt_operator.adapters.kube import PodInfo
 from glrt_operator.core.events import EventType
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.deletion import delete_runner
@@ -38,6 +39,10 @@ class InMemoryKube:
         self.statefulsets: dict[str, dict[str, Any]] = {}
         self.sts_owners: dict[str, list[str]] = {}
         self.pods: set[str] = set()
+        self.terminating: set[str] = set()  # of `pods`: stopping (a deletionTimestamp)
+        self.pod_annotations: dict[str, dict[str, str]] = {}
+        self.pod_patches: list[tuple[str, dict[str, str]]] = []
+        self.resource_versions: dict[str, int] = {}
         self.status: dict[str, Any] = {}
         self.ready = 0
         self.fail: dict[str, ApiException] = {}
@@ -60,15 +65,20 @@ class InMemoryKube:
         secret = self.read_secret(namespace, name)
         return None if secret is None else secret["data"].get(key)
 
-    def apply_secret(self, secret: Mapping[str, Any]) -> None:
+    def apply_secret(self, secret: Mapping[str, Any]) -> str:
+        """Like server-side apply: the resourceVersion moves only when the Secret changed."""
         self._check("apply_secret")
         meta = secret["metadata"]
-        self.secrets[meta["name"]] = {
+        applied = {
             "annotations": dict(meta.get("annotations") or {}),
             "data": {k: base64.b64decode(v).decode() for k, v in secret["data"].items()},
             "owners": [o["uid"] for o in meta.get("ownerReferences", [])],
             "type": secret.get("type"),
         }
+        if self.secrets.get(meta["name"]) != applied:
+            self.secrets[meta["name"]] = applied
+            self.resource_versions[meta["name"]] = self.resource_versions.get(meta["name"], 0) + 1
+        return str(self.resource_versions[meta["name"]])
 
     def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
         self._check("apply_statefulset")
@@ -85,6 +95,20 @@ class InMemoryKube:
 
     def pod_exists(self, namespace: str, name: str) -> bool:
         return name in self.pods
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[PodInfo]:
+        self._check("list_pods")
+        runner = label_selector.split("=", 1)[1]
+        return [
+            PodInfo(name=n, terminating=n in self.terminating, annotations=dict(self.pod_annotations.get(n, {})))
+            for n in sorted(self.pods)
+            if n.rsplit("-", 1)[0] == runner
+        ]
+
+    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        self._check("annotate_pod")
+        self.pod_patches.append((name, dict(annotations)))
+        self.pod_annotations.setdefault(name, {}).update(annotations)
 
     def read_runner_status(self, namespace: str, name: str) -> dict[str, Any]:
         self._check("read_runner_status")

@@ -13,8 +13,9 @@ from kubernetes.client.exceptions import ApiException
 from glrt_operator.core.errors import ReconcileError
 from glrt_operator.runners import builders
 from glrt_operator.runners.attributes import maintenance_note
+from glrt_operator.runners.reconcile import open_context, reconcile
 
-from .conftest import CA_PEM, UID, Env
+from .conftest import CA_PEM, LOG, UID, Env
 
 
 def fingerprint(token: str) -> str:
@@ -221,6 +222,30 @@ def test_rotation_on_request_once(env: Env) -> None:
     assert env.resets() == 1 and env.gitlab.runner(runner_id) is not None
 
 
+def test_a_rotation_makes_every_running_pod_refresh_its_secret_volume_once(env: Env) -> None:
+    env.spec["replicas"] = 2
+    env.reconcile()
+    env.kube.pods = {"builds-0", "builds-1", "builds-2", "other-0"}
+    env.kube.terminating = {"builds-2"}  # a stopping pod keeps its files: no patch
+    env.reconcile()  # pods new to the operator learn the config version once
+    first = dict(env.kube.pod_patches)
+    assert set(first) == {"builds-0", "builds-1"}
+    env.kube.pod_patches.clear()
+    env.reconcile()
+    assert env.kube.pod_patches == []  # nothing changed: no write
+    env.spec["tokenRotation"] = {"requestedAt": "2026-11-22T11:00:00Z"}
+    env.reconcile()
+    assert [n for n, _ in env.kube.pod_patches] == ["builds-0", "builds-1"]
+    new_versions = {a[builders.ANNOTATION_CONFIG_VERSION] for _, a in env.kube.pod_patches}
+    assert len(new_versions) == 1 and new_versions != {first["builds-0"][builders.ANNOTATION_CONFIG_VERSION]}
+
+
+def test_pod_refresh_can_be_switched_off(env: Env) -> None:
+    env.kube.pods = {"builds-0"}
+    reconcile(open_context(env.kube, env.pool, env.ref, env.spec, env.emit, LOG, refresh_pods=False))  # type: ignore[arg-type]
+    assert env.kube.pod_patches == []
+
+
 def test_rotation_before_expiry(env: Env) -> None:
     env.reconcile()
     annotations = env.token_secret()["annotations"]
@@ -274,7 +299,12 @@ def test_stray_managers_are_removed_and_a_recent_contact_skips_the_token_check(e
     runner = env.gitlab.runner(runner_id)
     assert runner is not None
     assert set(runner.managers) == {builders.system_id(UID, 0), builders.system_id(UID, 2)}
-    assert [r["managerStatus"] for r in outcome.replicas] == ["online"] and outcome.online_replicas == 1
+    # Replica 2's pod still drains: listed, marked, not counted.
+    assert [(r["ordinal"], r["managerStatus"], r.get("draining")) for r in outcome.replicas] == [
+        (0, "online", None),
+        (2, "online", True),
+    ]
+    assert outcome.online_replicas == 1
     # Managers contacted GitLab a moment ago: the token works, no probe was sent.
     probes = [c for c in env.gitlab.calls[calls:] if c.method == "DELETE" and c.path.endswith("/runners/managers")]
     assert len(probes) == 2

@@ -26,6 +26,7 @@ from glrt_operator.runners.builders import (
     build_statefulset,
     build_token_secret,
     child_names,
+    drain_script,
     labels,
     owner_reference,
     render_config_toml,
@@ -254,7 +255,7 @@ def test_minimal_config_keys() -> None:
                 "id": 42,
                 "token": TOKEN,
                 "executor": "kubernetes",
-                "request_concurrency": 1,
+                "request_concurrency": 2,  # gitlab-runner 19 warns at 1
                 "limit": 0,
                 "kubernetes": {"namespace": "ci", "image": "alpine:3.20", "privileged": False},
             }
@@ -672,7 +673,8 @@ def test_statefulset_metadata_and_spec() -> None:
     assert sts["spec"]["replicas"] == 4
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["serviceName"] == "builds"
-    assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    # Every replica rolls at once (each drains on its own) where the MaxUnavailableStatefulSet feature is on.
+    assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}}
 
 
 def test_statefulset_zero_replicas() -> None:
@@ -726,11 +728,23 @@ def test_pod_security_context() -> None:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert pod["automountServiceAccountToken"] is True
-    assert pod["terminationGracePeriodSeconds"] == 60
+    # The default drain timeout (3600 s, the official chart's) plus the default shutdown_timeout (30 s).
+    assert pod["terminationGracePeriodSeconds"] == 3630
 
 
-def test_termination_grace_follows_shutdown_timeout() -> None:
-    assert pod_spec(statefulset(spec_of(base=FULL)))["terminationGracePeriodSeconds"] == 90
+def test_termination_grace_is_the_drain_timeout_plus_shutdown_timeout() -> None:
+    assert pod_spec(statefulset(spec_of(base=FULL)))["terminationGracePeriodSeconds"] == 3660
+    spec = spec_of({"manager": {"drainTimeout": 120}, "config": {"shutdownTimeout": 10}})
+    assert pod_spec(statefulset(spec))["terminationGracePeriodSeconds"] == 130
+
+
+def test_every_stop_drains_through_a_pre_stop_hook() -> None:
+    hook = container(statefulset(spec_of({"manager": {"drainTimeout": 90}})))["lifecycle"]["preStop"]
+    assert hook == {"exec": {"command": ["/bin/sh", "-c", drain_script(90)]}}
+    script = drain_script(90)
+    assert script.startswith("kill -QUIT 1")  # graceful: gitlab-runner waits for its running jobs
+    assert "+ 90 ))" in script and "kill -0 1" in script  # until it exits, at most 90 s
+    assert "TERM" not in script  # the kubelet's SIGTERM after the hook is the forceful path
 
 
 def test_container_security_context() -> None:

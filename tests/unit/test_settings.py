@@ -28,3 +28,11 @@ def test_environment_overrides() -> None:
 def test_bad_settings_fail_fast(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         OperatorConfig.from_env(env)
+
+
+def test_pod_refresh_is_on_by_default_and_can_be_switched_off() -> None:
+    assert OperatorConfig.from_env({}).refresh_pods is True
+    assert OperatorConfig.from_env({"GLRT_REFRESH_PODS": "false"}).refresh_pods is False
+    assert OperatorConfig.from_env({"GLRT_REFRESH_PODS": "1"}).refresh_pods is True
+    with pytest.raises(ConfigError):
+        OperatorConfig.from_env({"GLRT_REFRESH_PODS": "maybe"})

@@ -99,10 +99,12 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 - apiGroups: ["apps"]
   resources: ["statefulsets/status"]
   verbs: ["get"]
-# Before removing a scaled-away replica's runner manager in GitLab, it checks by name that the pod is gone.
+# Manager pods: before removing a scaled-away replica's runner manager in GitLab it checks by name that the pod
+# is gone; it lists a Runner's pods (by label) to show draining replicas; after a config Secret change (a token
+# rotation) it patches an annotation on each, so the kubelet refreshes the Secret volume at once.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get"]
+  verbs: ["get", "list", "patch"]
 # Kopf posts core v1 Events (never events.k8s.io, never patches them).
 - apiGroups: [""]
   resources: ["events"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import kubernetes
@@ -60,6 +61,15 @@ def describe_api_error(exc: ApiException) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class PodInfo:
+    """What the operator needs of a runner manager pod: is it stopping, and its annotations."""
+
+    name: str
+    terminating: bool
+    annotations: Mapping[str, str]
+
+
 class Kube:
     def __init__(self, api: kubernetes.client.ApiClient):
         self._discovery = kubernetes.client.ApisApi(api)
@@ -90,9 +100,10 @@ class Kube:
         value: str | None = secret["data"].get(key)
         return value
 
-    def apply_secret(self, secret: Mapping[str, Any]) -> None:
+    def apply_secret(self, secret: Mapping[str, Any]) -> str:
+        """Server-side apply; returns the Secret's resourceVersion (unchanged when the apply changed nothing)."""
         meta = secret["metadata"]
-        self._core.patch_namespaced_secret(
+        applied = self._core.patch_namespaced_secret(
             meta["name"],
             meta["namespace"],
             dict(secret),
@@ -100,6 +111,7 @@ class Kube:
             force=True,
             _content_type=_APPLY,
         )
+        return str(applied.metadata.resource_version) if applied.metadata else ""
 
     # --- StatefulSet ----------------------------------------------------------------------------------------
 
@@ -125,6 +137,25 @@ class Kube:
 
     def pod_exists(self, namespace: str, name: str) -> bool:
         return _unless_missing(self._core.read_namespaced_pod, name, namespace) is not None
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[PodInfo]:
+        pods = self._core.list_namespaced_pod(namespace, label_selector=label_selector).items
+        return [
+            PodInfo(
+                name=str(meta.name),
+                terminating=meta.deletion_timestamp is not None,
+                annotations=dict(meta.annotations or {}),
+            )
+            for p in pods
+            if (meta := p.metadata) is not None
+        ]
+
+    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        """Merge-patch the pod's annotations: an update of the pod object, on which the kubelet refreshes the
+        pod's Secret volumes at once instead of at its next periodic sync."""
+        self._core.patch_namespaced_pod(
+            name, namespace, {"metadata": {"annotations": dict(annotations)}}, _content_type=_MERGE
+        )
 
     # --- the Runner's own status ----------------------------------------------------------------------------
 

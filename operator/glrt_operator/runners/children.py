@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..adapters.kube import PodInfo
 from ..runner_config.credentials import TomlPath
 from . import builders
 from .context import RunnerContext
+from .replicas import pods_to_refresh
 
 
 def apply_children(
     ctx: RunnerContext, runner_id: int, token: str, credentials: Mapping[TomlPath, str] | None = None
-) -> None:
-    """`credentials`: what `credentials.config_credentials` read for spec.config's Secret references."""
+) -> list[PodInfo]:
+    """Apply the config Secret and the StatefulSet; returns the manager pods as found afterwards.
+
+    `credentials`: what `credentials.config_credentials` read for spec.config's Secret references."""
     ref, spec = ctx.ref, ctx.spec
     names = ref.children
     ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
@@ -26,7 +30,7 @@ def apply_children(
         default_namespace=ref.namespace,
         credentials=credentials,
     )
-    ctx.kube.apply_secret(
+    config_version = ctx.kube.apply_secret(
         builders.build_config_secret(
             name=names.config_secret,
             namespace=ref.namespace,
@@ -48,3 +52,16 @@ def apply_children(
             ca_secret_key=ca_key,
         )
     )
+    pods = ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
+    if ctx.refresh_pods:
+        refresh_pods(ctx, pods, config_version)
+    return pods
+
+
+def refresh_pods(ctx: RunnerContext, pods: list[PodInfo], config_version: str) -> None:
+    """Make every running pod read the config Secret now: the kubelet rewrites a pod's Secret volumes when the
+    pod object changes, otherwise only at its periodic sync (`syncFrequency`, 1m by default), which after a token
+    reset would leave each replica polling with a revoked token for up to a minute or more. An annotation on the
+    pod itself (not the template): nothing restarts."""
+    for name in pods_to_refresh(pods, config_version):
+        ctx.kube.annotate_pod(ctx.ref.namespace, name, {builders.ANNOTATION_CONFIG_VERSION: config_version})

@@ -51,6 +51,8 @@ class RunnerContext:
     status: RunnerStatus
     emit: EventSink
     log: Logger
+    # Annotate manager pods after a config Secret change so the kubelet refreshes their volume at once.
+    refresh_pods: bool = True
 
     def record(self, **changes: Any) -> None:
         """Write status fields at once, outside Kopf's end-of-handler patch: for facts that must survive a crash

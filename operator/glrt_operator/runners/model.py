@@ -43,6 +43,9 @@ DEFAULT_RENEW_BEFORE = timedelta(hours=72)
 DEFAULT_REPLICAS = 1
 DEFAULT_CREDENTIALS_KEY = "token"
 DEFAULT_CA_KEY = "ca.crt"
+# How long a stopping manager pod may wait for its running jobs (the official gitlab-runner chart's
+# terminationGracePeriodSeconds: https://docs.gitlab.com/runner/install/kubernetes/).
+DEFAULT_DRAIN_TIMEOUT = 3600
 
 _URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -110,7 +113,9 @@ CONFIG_DEFAULTS: Mapping[str, Any] = {
     "checkInterval": 3,
     "logLevel": "info",
     "shutdownTimeout": 30,
-    "requestConcurrency": 1,
+    # gitlab-runner 19 logs "Long polling issues detected" on every load at 1
+    # (https://docs.gitlab.com/runner/configuration/advanced-configuration/#the-runners-section).
+    "requestConcurrency": 2,
     "limit": 0,
     "kubernetes": {"image": "alpine:3.20", "privileged": False},
 }
@@ -140,6 +145,8 @@ class ManagerPod:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     env: tuple[Mapping[str, Any], ...] = ()
+    # Seconds a stopping pod waits for its running jobs (graceful shutdown) before the forceful path.
+    drain_timeout: int = DEFAULT_DRAIN_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -290,6 +297,7 @@ def _parse_manager(spec: Mapping[str, Any]) -> ManagerPod:
         pod_labels=_str_map(m.get("podLabels"), f"{path}.podLabels"),
         pod_annotations=_str_map(m.get("podAnnotations"), f"{path}.podAnnotations"),
         env=tuple(_get(m, "env", list, path, [])),
+        drain_timeout=_get(m, "drainTimeout", int, path, _MANAGER.drain_timeout),
     )
 
 

@@ -38,27 +38,39 @@ class ReconcileOutcome:
     replicas: tuple[ReplicaStatus, ...]
     token_condition: TokenCondition
     ref: RunnerRef
+    # spec.replicas (`replicas` also lists scaled-away replicas whose pods still drain)
+    spec_replicas: int
 
     def status_patch(self) -> dict[str, Any]:
+        """Only fields with a value: a `null` in Kopf's end-of-handler patch makes it log the patch as
+        inconsistent."""
         names = self.ref.children
-        return RunnerStatus.patch(
-            runner_id=self.runner_id,
-            token_secret_name=names.token_secret,
-            config_secret_name=names.config_secret,
-            token_expires_at=self.token_expires_at,
-            renewal_time=self.renewal_time,
-            rotation_requested_at=self.rotation_requested_at,
-            ready_replicas=self.ready_replicas,
-            replicas=self.replicas,
-        )
+        fields = {
+            "runner_id": self.runner_id,
+            "token_secret_name": names.token_secret,
+            "config_secret_name": names.config_secret,
+            "token_expires_at": self.token_expires_at,
+            "renewal_time": self.renewal_time,
+            "rotation_requested_at": self.rotation_requested_at,
+            "ready_replicas": self.ready_replicas,
+            "replicas": self.replicas,
+        }
+        return RunnerStatus.patch(**{k: v for k, v in fields.items() if v is not None})
 
     @property
     def online_replicas(self) -> int:
-        return sum(1 for r in self.replicas if r["managerStatus"] == "online")
+        return sum(1 for r in self.replicas if r["managerStatus"] == "online" and r["ordinal"] < self.spec_replicas)
 
 
 def open_context(
-    kube: Kube, pool: GitLabPool, ref: RunnerRef, spec: Mapping[str, Any], emit: EventSink, log: Logger
+    kube: Kube,
+    pool: GitLabPool,
+    ref: RunnerRef,
+    spec: Mapping[str, Any],
+    emit: EventSink,
+    log: Logger,
+    *,
+    refresh_pods: bool = True,
 ) -> RunnerContext:
     """Parse the spec, connect to GitLab, read the status as stored now (never the snapshot of the event that
     woke the handler: another handler of the same Runner may have written since)."""
@@ -66,7 +78,9 @@ def open_context(
     with failures_explained(parsed):
         gitlab = connect(kube, pool, ref, parsed)
         status = RunnerStatus.from_dict(kube.read_runner_status(ref.namespace, ref.name))
-    return RunnerContext(ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log)
+    return RunnerContext(
+        ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log, refresh_pods=refresh_pods
+    )
 
 
 def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
@@ -85,7 +99,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
             else token.ensure_accepted(ctx, runner_id, current, found)
         )
         remaining = managers.remove_stray_managers(ctx, checked.token, found)
-        apply_children(ctx, runner_id, checked.token.token, credentials)
+        pods = apply_children(ctx, runner_id, checked.token.token, credentials)
         ready = ctx.kube.ready_replicas(ctx.ref.namespace, ctx.ref.children.statefulset)
     return ReconcileOutcome(
         runner_id=runner_id,
@@ -93,7 +107,8 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         renewal_time=iso(renewal_due_at(checked.token, ctx.spec.token_rotation.renew_before, ctx.ref.uid)),
         rotation_requested_at=ctx.spec.token_rotation.requested_at,
         ready_replicas=ready,
-        replicas=tuple(replica_statuses(ctx.ref.name, ctx.ref.uid, ctx.spec.replicas, remaining)),
+        replicas=tuple(replica_statuses(ctx.ref.name, ctx.ref.uid, ctx.spec.replicas, remaining, pods)),
         token_condition=checked.condition,
         ref=ctx.ref,
+        spec_replicas=ctx.spec.replicas,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..adapters.gitlab import RunnerManager
-from .builders import system_id
+from ..adapters.kube import PodInfo
+from .builders import ANNOTATION_CONFIG_VERSION, system_id
 from .model import MAX_REPLICAS
 from .status import ReplicaStatus
 
@@ -19,26 +20,49 @@ class StrayManagers:
     unknown: list[RunnerManager]
 
 
+def _ordinal(runner_name: str, pod_name: str) -> int | None:
+    suffix = pod_name.removeprefix(f"{runner_name}-")
+    return int(suffix) if suffix != pod_name and suffix.isdigit() else None
+
+
 def replica_statuses(
-    runner_name: str, runner_uid: str, replicas: int, managers: Iterable[RunnerManager]
+    runner_name: str,
+    runner_uid: str,
+    replicas: int,
+    managers: Iterable[RunnerManager],
+    pods: Iterable[PodInfo] = (),
 ) -> list[ReplicaStatus]:
-    """One `status.replicas[]` entry per replica, with what GitLab knows of its manager."""
+    """One `status.replicas[]` entry per replica, with what GitLab knows of its manager; plus one per scaled-away
+    replica whose pod still drains. A stopping pod is `draining`."""
     by_id = {m.system_id: m for m in managers}
+    stopping: Mapping[int, bool] = {o: p.terminating for p in pods if (o := _ordinal(runner_name, p.name)) is not None}
+    ordinals = sorted(set(range(replicas)) | {o for o in stopping if o >= replicas})
     entries: list[ReplicaStatus] = []
-    for ordinal in range(replicas):
+    for ordinal in ordinals:
         sid = system_id(runner_uid, ordinal)
         manager = by_id.get(sid)
-        entries.append(
-            {
-                "ordinal": ordinal,
-                "pod": f"{runner_name}-{ordinal}",
-                "systemId": sid,
-                "managerStatus": manager.status if manager else "not_registered",
-                "contactedAt": manager.contacted_at if manager else None,
-                "version": manager.version if manager else None,
-            }
-        )
+        entry: ReplicaStatus = {
+            "ordinal": ordinal,
+            "pod": f"{runner_name}-{ordinal}",
+            "systemId": sid,
+            "managerStatus": (manager.status if manager else None) or "not_registered",
+        }
+        if manager and manager.contacted_at:
+            entry["contactedAt"] = manager.contacted_at
+        if manager and manager.version:
+            entry["version"] = manager.version
+        # A scaled-away replica's pod is on its way out even before the controller marked it.
+        if stopping.get(ordinal) or ordinal >= replicas:
+            entry["draining"] = True
+        entries.append(entry)
     return entries
+
+
+def pods_to_refresh(pods: Iterable[PodInfo], config_version: str) -> list[str]:
+    """The running pods not yet told about this version of the config Secret (see `children.refresh_pods`)."""
+    return [
+        p.name for p in pods if not p.terminating and p.annotations.get(ANNOTATION_CONFIG_VERSION) != config_version
+    ]
 
 
 def stray_managers(runner_uid: str, replicas: int, managers: Iterable[RunnerManager]) -> StrayManagers:

@@ -9,20 +9,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from ..core.conditions import Condition
 
 
 class ReplicaStatus(TypedDict):
-    """One `status.replicas[]` entry: a replica and what GitLab knows of its runner manager."""
+    """One `status.replicas[]` entry: a replica and what GitLab knows of its runner manager. Keys without a value
+    are left out (a `null` in a status patch makes Kopf report the patch as inconsistent)."""
 
     ordinal: int
     pod: str
     systemId: str
-    managerStatus: str | None
-    contactedAt: str | None
-    version: str | None
+    managerStatus: str
+    contactedAt: NotRequired[str]
+    version: NotRequired[str]
+    # The pod is stopping and waits for its running jobs.
+    draining: NotRequired[bool]
 
 
 def _camel(name: str) -> str:

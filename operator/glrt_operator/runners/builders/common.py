@@ -30,6 +30,8 @@ ANNOTATION_TOKEN_OBTAINED_AT = "glrt.dev/token-obtained-at"
 ANNOTATION_CONFIG_SHA256 = "glrt.dev/config-sha256"
 ANNOTATION_CONFIG_TOKEN_FREE_SHA256 = "glrt.dev/config-token-free-sha256"
 ANNOTATION_CONFIG_CHECKSUM = "glrt.dev/config-checksum"
+# On manager pods (not the template): the config Secret's resourceVersion the pod was last told about.
+ANNOTATION_CONFIG_VERSION = "glrt.dev/config-secret-version"
 
 TOKEN_SECRET_TYPE = "glrt.dev/runner-token"
 TOKEN_KEY = "token"
@@ -86,6 +88,25 @@ exec gitlab-runner run --config {CONFIG_DIR}/config.toml --working-directory {HO
   Secret not yet updated for a scale-up) fails the container loudly rather than letting gitlab-runner invent a
   random id that would leave a stale manager behind.
 """
+
+
+def drain_script(timeout: int) -> str:
+    """The manager container's preStop hook: a graceful shutdown of gitlab-runner, waited for up to `timeout`
+    seconds.
+
+    Kubernetes stops a container with SIGTERM, which makes gitlab-runner abort its running jobs; only SIGQUIT makes
+    it stop requesting jobs and wait for the running ones (https://docs.gitlab.com/runner/commands/#signals).
+    gitlab-runner is PID 1 (the start script `exec`s it). The kubelet sends SIGTERM once this hook returns: when
+    the runner exited, nothing is left to stop; after `timeout` it is the forceful path, with the rest of the grace
+    period (`shutdown_timeout`) for the runner to report the aborted jobs. A wall-clock deadline, not a count of
+    `sleep 1`, so the wait does not stretch with the cost of each loop.
+    """
+    return f"""\
+kill -QUIT 1 2>/dev/null || exit 0
+end=$(( $(date +%s) + {int(timeout)} ))
+while kill -0 1 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done
+"""
+
 
 # A fixed stand-in for the token when computing `token_free_sha256`.
 TOKEN_PLACEHOLDER = "glrt-token-placeholder"

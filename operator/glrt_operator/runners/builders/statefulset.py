@@ -25,6 +25,7 @@ from .common import (
     SECRETS_MOUNT,
     _metadata,
     _set_if,
+    drain_script,
     labels,
     selector_labels,
 )
@@ -106,6 +107,7 @@ def build_statefulset(
         "command": ["/bin/sh", "-c", RUNNER_SCRIPT],
         "env": _env(manager.env),
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", drain_script(manager.drain_timeout)]}}},
         "livenessProbe": _probe(period=20, failure_threshold=3, initial_delay=15),
         "readinessProbe": _probe(period=10, failure_threshold=3, initial_delay=5),
         "securityContext": {
@@ -123,7 +125,8 @@ def build_statefulset(
         # The kubernetes executor talks to the API server to create job pods, so the token is always mounted.
         "automountServiceAccountToken": True,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": spec.config.shutdown_timeout + 30,
+        # The drain (preStop) first, then SIGTERM with shutdown_timeout left for the forceful path's last reports.
+        "terminationGracePeriodSeconds": manager.drain_timeout + spec.config.shutdown_timeout,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,
@@ -159,7 +162,10 @@ def build_statefulset(
             "podManagementPolicy": "Parallel",
             "serviceName": name,
             "selector": {"matchLabels": selector_labels(name)},
-            "updateStrategy": {"type": "RollingUpdate"},
+            # Every replica rolls at once: one draining a long job never holds back the others (idle ones are back
+            # in seconds). Needs the MaxUnavailableStatefulSet feature (beta, off by default in 1.35); without it
+            # the apiserver drops the field and pods roll one at a time, each still drained.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": pod_spec,
