@@ -131,8 +131,8 @@ class Env:
     def reconcile(self) -> ReconcileOutcome:
         return reconcile(open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG))  # type: ignore[arg-type]
 
-    def delete(self) -> None:
-        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG)  # type: ignore[arg-type]
+    def delete(self, *, give_up_search: bool = False) -> None:
+        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG, give_up_search=give_up_search)  # type: ignore[arg-type]
 
     def use_token(self, token: str) -> None:
         self.kube.put_secret("gitlab-api", {"token": token})
