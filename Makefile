@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit reconcile coverage demo bench binaries install clean
+.PHONY: test lint unit reconcile coverage demo bench chaos binaries install clean
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
@@ -34,6 +34,11 @@ demo: install binaries
 # Prints figures (GitLab API calls per minute, time to Ready) for 1 and 50 Runners; not part of `make test`.
 bench: install binaries
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+
+# Kill points, GitLab faults and the bad-input corpus against the operator; prints figures (see scripts/chaos.py
+# for CHAOS_ARGS, e.g. --trials 5 --fault-rate 0.2 --fault-seconds 600). Not part of `make test`.
+chaos: install binaries
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 install: $(STAMP)
 

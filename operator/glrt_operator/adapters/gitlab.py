@@ -24,7 +24,7 @@ TOKEN_PROBE_SYSTEM_ID = "glrt-operator-token-check"
 MAX_PAGES = 50  # 5,000 runners at per_page=100: bounds every list walk
 # What an HTTP header value may hold (RFC 9110 field-value, visible ASCII): a byte-order mark, a line break or a
 # non-ASCII character in the access token would make httpx fail before anything is sent.
-_HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 T = TypeVar("T")
 
 
@@ -49,11 +49,12 @@ class GitLabError(Exception):
 
     @property
     def nothing_done(self) -> bool:
-        """GitLab certainly did not act on the request: refused with a 4xx (not 408/429), or what answered was not
-        GitLab's API at all. A 5xx, a timeout or a dropped connection may hide a request that was processed."""
+        """GitLab certainly did not act on the request: refused with a 4xx (a 429 too: GitLab's rate limits answer
+        before the request is processed), or what answered was not GitLab's API at all. A 5xx, a timeout or a
+        dropped connection may hide a request that was processed."""
         if self.kind in ("NotGitLab", "AccessTokenMalformed", "CAInvalid", "TLSVerificationFailed"):
             return True
-        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
+        return self.status is not None and 400 <= self.status < 500
 
     @property
     def reason(self) -> str:
@@ -227,7 +228,7 @@ class GitLabClient:
     """Calls to one GitLab instance with one access token. Cheap to create: it borrows a pooled httpx.Client."""
 
     def __init__(self, http: httpx.Client, api_url: str, access_token: str):
-        if access_token and not _HEADER_SAFE.match(access_token):
+        if access_token and not _HEADER_SAFE.fullmatch(access_token):
             raise GitLabError(
                 "The access token holds characters an HTTP header cannot carry (a byte-order mark, a space or line "
                 "break inside it, or a non-ASCII character)",
