@@ -42,6 +42,7 @@ class InMemoryKube:
         self.ready = 0
         self.fail: dict[str, ApiException] = {}
         self.status_writes: list[dict[str, Any]] = []
+        self.dry_runs = 0
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -75,6 +76,10 @@ class InMemoryKube:
         meta = statefulset["metadata"]
         self.statefulsets[meta["name"]] = dict(statefulset)
         self.sts_owners[meta["name"]] = [o["uid"] for o in meta.get("ownerReferences", [])]
+
+    def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        self._check("dry_run_statefulset")
+        self.dry_runs += 1
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         self._check("statefulset_owners")

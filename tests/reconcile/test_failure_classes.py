@@ -3,12 +3,14 @@ finishes when nothing exists in GitLab and no creation fence lingers; no endless
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from glrt_operator import handlers
 from glrt_operator.core.errors import ReconcileError
@@ -208,3 +210,14 @@ def test_a_transient_error_outlasting_a_resync_interval_is_reported(
     env.gitlab.faults.add(Fault(method="GET", path=r"/runners/\d+$", status=503))
     call(handlers.resync_runner, env, retry=5, runtime=timedelta(seconds=handlers.CONFIG.resync_interval))
     assert ready(env)["status"] == "False" and ready(env)["reason"] == "GitLabUnavailable"
+
+
+def test_what_kubernetes_would_refuse_is_found_before_gitlab_quoting_the_apiserver(env: Env) -> None:
+    refusal = ApiException(status=422, reason="Unprocessable Entity")
+    refusal.body = json.dumps({"message": 'StatefulSet.apps "builds" is invalid: spec.template...image: Invalid value'})
+    env.kube.fail["dry_run_statefulset"] = refusal
+    with pytest.raises(ReconcileError) as caught:
+        env.reconcile()
+    assert caught.value.reason == "KubernetesAPIError" and caught.value.permanent
+    assert 'StatefulSet.apps "builds" is invalid' in caught.value.message and env.gitlab.calls == []
+    assert env.kube.status.get("creationStartedAt") is None

@@ -141,6 +141,20 @@ class Kube:
             _content_type=_APPLY,
         )
 
+    def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        """Validate the StatefulSet as `apply_statefulset` would write it, writing nothing (ApiException 422 when the
+        apiserver refuses it)."""
+        meta = statefulset["metadata"]
+        self._apps.patch_namespaced_stateful_set(
+            meta["name"],
+            meta["namespace"],
+            dict(statefulset),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            dry_run="All",
+            _content_type=_APPLY,
+        )
+
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         """The owner uids of the StatefulSet, or None when it does not exist."""
         sts = _unless_missing(self._apps.read_namespaced_stateful_set, name, namespace)

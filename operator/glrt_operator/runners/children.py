@@ -3,6 +3,8 @@ replicas' system_ids) and the StatefulSet of manager pods, built by the pure bui
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import builders
 from .context import RunnerContext
 
@@ -30,14 +32,25 @@ def apply_children(ctx: RunnerContext, runner_id: int, token: str) -> None:
             rendered=rendered,
         )
     )
-    ctx.kube.apply_statefulset(
-        builders.build_statefulset(
-            spec,
-            name=names.statefulset,
-            namespace=ref.namespace,
-            owner=ref.owner(),
-            config_secret=names.config_secret,
-            config_checksum=rendered.token_free_sha256,
-            ca_secret_key=ca_key,
-        )
+    ctx.kube.apply_statefulset(_statefulset(ctx, rendered.token_free_sha256))
+
+
+def _statefulset(ctx: RunnerContext, config_checksum: str) -> dict[str, Any]:
+    ref, spec = ctx.ref, ctx.spec
+    ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
+    return builders.build_statefulset(
+        spec,
+        name=ref.children.statefulset,
+        namespace=ref.namespace,
+        owner=ref.owner(),
+        config_secret=ref.children.config_secret,
+        config_checksum=config_checksum,
+        ca_secret_key=ca_key,
     )
+
+
+def check_children(ctx: RunnerContext) -> None:
+    """Before anything is created in GitLab: the apiserver validates the StatefulSet this spec makes (a dry run),
+    so a value the CRD cannot refuse but Kubernetes would (an image name with a space, a bad label) is reported,
+    quoting the apiserver, while nothing exists yet."""
+    ctx.kube.dry_run_statefulset(_statefulset(ctx, "dry-run"))

@@ -15,7 +15,7 @@ from ..adapters.gitlab import GitLabClient, GitLabError, IssuedToken, parse_time
 from ..adapters.kube import Kube
 from ..core.conditions import now_iso
 from ..core.errors import ReconcileError
-from . import token
+from . import children, token
 from .attributes import create_attributes, desired_attributes, drifted, is_owned_by
 from .context import RunnerContext, RunnerRef
 from .model import RunnerSpec
@@ -74,6 +74,7 @@ def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
 
 def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
     check_names_free(ctx.kube, ctx.ref)
+    children.check_children(ctx)
     started = parse_time(ctx.status.creation_started_at)
     if started is not None:
         orphan = find_orphan_or_warn(ctx, started, then="creating a new runner")
