@@ -107,7 +107,7 @@ def _run(
     with lock:
         try:
             return use_case(emit)
-        except Exception as raised:
+        except Exception as raised:  # every failure becomes a condition (core.errors.classify)
             exc = classify(raised)
             delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
             if tolerate_transient and exc.transient and not exc.permanent:

@@ -133,5 +133,5 @@ def failures_explained(spec: RunnerSpec) -> Iterator[None]:
         raise explain(exc, spec) from None
     except ReconcileError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # the one classification point
         raise classify(exc) from None

@@ -37,7 +37,7 @@ def delete_runner(
     try:
         status = RunnerStatus.from_dict(kube.read_runner_status(ref.namespace, ref.name))
         token_secret = token.own_token_secret(kube, ref, log)
-    except Exception as exc:
+    except Exception as exc:  # classified like every failure
         raise classify(exc) from None
     runner_id = status.runner_id or token.runner_id_of(token_secret)
     started = parse_time(status.creation_started_at)
