@@ -221,3 +221,14 @@ def test_what_kubernetes_would_refuse_is_found_before_gitlab_quoting_the_apiserv
     assert caught.value.reason == "KubernetesAPIError" and caught.value.permanent
     assert 'StatefulSet.apps "builds" is invalid' in caught.value.message and env.gitlab.calls == []
     assert env.kube.status.get("creationStartedAt") is None
+
+
+def test_the_delete_handler_gives_up_a_failing_search_after_its_retries(
+    env: Env, posted: list[tuple[str, str, str]]
+) -> None:
+    env.kube.status["creationStartedAt"] = NOW
+    env.gitlab.faults.add(Fault(path=r"/runners$", status=503))
+    with pytest.raises(kopf.TemporaryError):
+        call(handlers.on_runner_deleted, env, retry=handlers.DELETE_SEARCH_RETRIES - 1)
+    call(handlers.on_runner_deleted, env, retry=handlers.DELETE_SEARCH_RETRIES)  # finishes: Kopf releases it
+    assert posted[-1][:2] == ("Warning", "OrphanSearchImpossible")
