@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit reconcile coverage demo bench binaries images install clean crds
+.PHONY: test lint unit reconcile coverage demo bench chaos binaries images install clean crds
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
@@ -39,6 +39,11 @@ demo: install binaries
 # after a token rotation on a real node (BENCH_ARGS=--rotation-only for just that); not part of `make test`.
 bench: install binaries
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+
+# Kill points, GitLab faults and the bad-input corpus against the operator; prints figures (see scripts/chaos.py
+# for CHAOS_ARGS, e.g. --trials 5 --fault-rate 0.2 --fault-seconds 600). Not part of `make test`.
+chaos: install binaries
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 install: $(STAMP)
 

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import kopf
@@ -15,7 +16,7 @@ from . import metrics
 from .adapters.gitlab import GitLabPool, parse_time
 from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 from .core.conditions import set_condition
-from .core.errors import ReconcileError
+from .core.errors import classify
 from .core.events import EventSink, EventType
 from .runners.context import RunnerRef
 from .runners.deletion import delete_runner
@@ -25,6 +26,9 @@ from .settings import OperatorConfig
 
 CONFIG = OperatorConfig.from_env()
 FINALIZER = "glrt.dev/finalizer"
+# A deletion retries a search for what an interrupted creation may have left this many times while GitLab fails
+# transiently, then finishes with a Warning (a runner whose id is known is retried until it is deleted).
+DELETE_SEARCH_RETRIES = 8
 T = TypeVar("T")
 
 
@@ -86,8 +90,13 @@ def _run(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     retry: int,
     raise_errors: bool = True,
+    tolerate_transient: bool = False,
 ) -> T | None:
-    """Run one use case for a Runner, serialised per Runner, with a condition and an Event on failure."""
+    """Run one use case for a Runner, serialised per Runner, with a condition and an Event on failure.
+
+    Every failure goes through `classify` (reason, message that says what to fix, retry semantics) and is logged
+    as one line, never as a traceback. With `tolerate_transient`, a failure that may pass by itself (a dropped
+    connection, a 5xx, a 429) leaves the conditions as they are and is retried soon, with back-off."""
     generation = body["metadata"].get("generation")
     conditions = RunnerStatus.from_dict(status).conditions
 
@@ -100,7 +109,12 @@ def _run(
         try:
             with metrics.observe_reconcile("runner"):
                 return use_case(emit)
-        except ReconcileError as exc:
+        except Exception as raised:  # every failure becomes a condition (core.errors.classify)
+            exc = classify(raised)
+            delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
+            if tolerate_transient and exc.transient and not exc.permanent:
+                logger.info("%s: %s (retrying in %.0f s before reporting it)", exc.reason, exc.message, delay)
+                raise kopf.TemporaryError(exc.message, delay=delay) from None
             previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
             failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
             patch.status.update(RunnerStatus.patch(conditions=tuple(failed)))
@@ -112,7 +126,6 @@ def _run(
                 return None
             if exc.permanent:
                 raise kopf.PermanentError(exc.message) from None
-            delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
             raise kopf.TemporaryError(exc.message, delay=delay) from None
 
 
@@ -141,13 +154,20 @@ def resync_runner(
     patch: kopf.Patch,
     memo: kopf.Memo,
     logger: kopf.Logger,
+    retry: int = 0,
+    runtime: timedelta = timedelta(0),
     **_: Any,
 ) -> None:
     """Every interval, at the Runner's own phase: level-based drift repair and manager tracking, two GitLab reads
-    (the runner, its managers); writes only when something drifted (a runner deleted in GitLab is created anew)."""
+    (the runner, its managers); writes only when something drifted (a runner deleted in GitLab is created anew).
+    A transient failure is retried with back-off (Kopf re-runs a timer after a TemporaryError's delay) and only
+    reported as Ready=False when it outlasts one resync interval."""
     if RunnerStatus.from_dict(status).observed_generation != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
-    _reconcile_and_report(body, spec, status, patch, memo, logger, retry=0, raise_errors=False)
+    tolerate = runtime.total_seconds() < CONFIG.resync_interval
+    _reconcile_and_report(
+        body, spec, status, patch, memo, logger, retry=retry, raise_errors=False, tolerate_transient=tolerate
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -164,7 +184,9 @@ def on_runner_deleted(
     """Deleted: unregister the runner in GitLab before Kopf releases the finalizer."""
     ref = RunnerRef.from_body(body)
     _run(
-        lambda emit: delete_runner(memo["kube"], memo["gitlab"], ref, spec, emit, logger),
+        lambda emit: delete_runner(
+            memo["kube"], memo["gitlab"], ref, spec, emit, logger, give_up_search=retry >= DELETE_SEARCH_RETRIES
+        ),
         body=body,
         status=status,
         patch=patch,
@@ -185,6 +207,7 @@ def _reconcile_and_report(
     *,
     retry: int,
     raise_errors: bool,
+    tolerate_transient: bool = False,
 ) -> None:
     ref = RunnerRef.from_body(body)
     outcome = _run(
@@ -198,6 +221,7 @@ def _reconcile_and_report(
         logger=logger,
         retry=retry,
         raise_errors=raise_errors,
+        tolerate_transient=tolerate_transient,
     )
     if outcome is not None:
         write_ready(outcome, body["metadata"].get("generation"), status, patch)

@@ -9,6 +9,7 @@ later.", retry_after=60)``.
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from dataclasses import dataclass, field, fields
@@ -46,6 +47,7 @@ class Fault:
     count: int | None = None
     message: str | None = None
     skip: int = 0
+    rate: float | None = None  # fire for this fraction of the matching requests, at random (None: every one)
     hits: int = 0
     seen: int = 0  # matching requests, including the skipped ones
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -116,6 +118,8 @@ class FaultSet:
                     continue
                 rule.seen += 1
                 if rule.seen <= rule.skip:
+                    continue
+                if rule.rate is not None and random.random() >= rule.rate:
                     continue
                 rule.hits += 1
                 return rule

@@ -346,3 +346,12 @@ def test_cli_admin_flag_and_sigint() -> None:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_a_fault_at_a_rate_fires_for_about_that_fraction() -> None:
+    from tests.fake_gitlab import FaultSet
+
+    faults = FaultSet()
+    rule = faults.add(Fault(path="/runners", rate=0.2))
+    fired = sum(faults.match("GET", "/api/v4/runners/1") is not None for _ in range(2000))
+    assert 300 < fired < 500 and rule.hits == fired and rule.seen == 2000

@@ -47,6 +47,7 @@ class InMemoryKube:
         self.ready = 0
         self.fail: dict[str, ApiException] = {}
         self.status_writes: list[dict[str, Any]] = []
+        self.dry_runs = 0
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -85,6 +86,10 @@ class InMemoryKube:
         meta = statefulset["metadata"]
         self.statefulsets[meta["name"]] = dict(statefulset)
         self.sts_owners[meta["name"]] = [o["uid"] for o in meta.get("ownerReferences", [])]
+
+    def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        self._check("dry_run_statefulset")
+        self.dry_runs += 1
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         self._check("statefulset_owners")
@@ -155,8 +160,8 @@ class Env:
     def reconcile(self) -> ReconcileOutcome:
         return reconcile(open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG))  # type: ignore[arg-type]
 
-    def delete(self) -> None:
-        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG)  # type: ignore[arg-type]
+    def delete(self, *, give_up_search: bool = False) -> None:
+        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG, give_up_search=give_up_search)  # type: ignore[arg-type]
 
     def use_token(self, token: str) -> None:
         self.kube.put_secret("gitlab-api", {"token": token})

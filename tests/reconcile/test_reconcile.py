@@ -162,10 +162,16 @@ def test_adopts_the_orphan_of_an_interrupted_creation(env: Env) -> None:
     env.kube.status["creationStartedAt"] = started.strftime("%Y-%m-%dT%H:%M:%SZ")
     # A runner created by the interrupted attempt (its reply lost), and one of somebody else's.
     env.gitlab.create_runner("project_type", project_ids=[7], maintenance_note="someone else's")
-    orphan = env.gitlab.create_runner("project_type", project_ids=[7], maintenance_note=maintenance_note("", UID))
+    orphan = env.gitlab.create_runner(
+        "project_type",
+        project_ids=[7],
+        description="builds",
+        tag_list=["docker"],
+        maintenance_note=maintenance_note("", UID),
+    )
     outcome = env.reconcile()
     assert outcome.runner_id == orphan.id and env.posts() == 0 and env.resets() == 1
-    assert env.reasons() == ["RunnerAdopted"]
+    assert env.reasons() == ["RunnerAdopted"]  # created from this very spec: nothing to update
     assert "creationStartedAt" not in env.kube.status and env.kube.status["runnerId"] == orphan.id
     runner = env.gitlab.runner(orphan.id)
     assert runner is not None and fingerprint(env.runner_token()) == fingerprint(runner.token)

@@ -41,6 +41,31 @@ def test_limits_match_the_model() -> None:
     assert SPEC["tags"]["maxItems"] == model.MAX_TAGS
     assert SPEC["maximumTimeout"]["minimum"] == model.MIN_MAXIMUM_TIMEOUT
     assert SPEC["replicas"]["maximum"] == model.MAX_REPLICAS
+    assert SPEC["maximumTimeout"]["maximum"] == model.MAX_INT32
+    assert SPEC["projectId"]["maximum"] == SPEC["groupId"]["maximum"] == model.MAX_ID
+
+
+def _strings_and_numbers(schema: dict[str, Any], path: str = "spec") -> Iterator[tuple[str, dict[str, Any]]]:
+    if schema.get("type") in ("string", "integer"):
+        yield path, schema
+    for key, sub in (schema.get("properties") or {}).items():
+        yield from _strings_and_numbers(sub, f"{path}.{key}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield from _strings_and_numbers(schema[key], f"{path}[]")
+
+
+def test_every_string_and_number_is_bounded() -> None:
+    """Outside spec.config (its schema is generated from gitlab-runner's keys), every string has a length bound or
+    an enum, and every number a minimum."""
+    unbounded = [
+        path
+        for path, schema in _strings_and_numbers(SPEC_SCHEMA)
+        if not path.startswith("spec.config")
+        and "enum" not in schema
+        and not ("maxLength" in schema if schema["type"] == "string" else "minimum" in schema)
+    ]
+    assert unbounded == []
 
 
 BASE: dict[str, Any] = {

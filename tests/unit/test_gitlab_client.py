@@ -131,3 +131,46 @@ def test_token_check_deletes_nothing_it_could_find(status: int, valid: bool) -> 
     assert seen[0].method == "DELETE" and seen[0].url.path == "/api/v4/runners/managers"
     assert body["system_id"] == TOKEN_PROBE_SYSTEM_ID and not re.match(r"^[sr]_[0-9a-zA-Z]{12}$", body["system_id"])
     assert "PRIVATE-TOKEN" not in seen[0].headers
+
+
+@pytest.mark.parametrize(
+    ("response", "kind"),
+    [
+        (httpx.Response(200, html="<html>Sign in</html>"), "NotGitLab"),
+        (httpx.Response(200, content=b""), "NotGitLab"),
+        (httpx.Response(302, headers={"Location": "https://gitlab.test/users/sign_in?x=1"}), "NotGitLab"),
+        (httpx.Response(201, json={"id": 9}), "GitLabAnswerInvalid"),
+        (httpx.Response(201, json=[1, 2]), "GitLabAnswerInvalid"),
+        (httpx.Response(201, json={"id": "nine", "token": RUNNER_TOKEN}), "GitLabAnswerInvalid"),
+    ],
+)
+def test_an_answer_that_is_not_gitlabs_is_a_gitlab_error(response: httpx.Response, kind: str) -> None:
+    with pytest.raises(GitLabError) as caught:
+        client(lambda request: response).create_runner({"runner_type": "instance_type"})
+    assert caught.value.reason == kind and not caught.value.retryable
+    assert "spec.gitlab.url" in str(caught.value) and RUNNER_TOKEN not in str(caught.value)
+    assert caught.value.nothing_done == (kind == "NotGitLab")
+
+
+@pytest.mark.parametrize("token", ["\ufeffglpat-x", "glpat-x\n", "glpat x", "glpat-é", "glpat-\x00"])
+def test_a_token_no_header_can_carry_is_refused_before_any_request(token: str) -> None:
+    seen: list[httpx.Request] = []
+    pool = GitLabPool(transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200)))
+    with pytest.raises(GitLabError) as caught:
+        pool.client("https://gitlab.test/api/v4", token).get_runner(1)
+    assert caught.value.reason == "AccessTokenMalformed" and seen == [] and token not in str(caught.value)
+
+
+def test_a_ca_bundle_that_is_not_pem() -> None:
+    with pytest.raises(GitLabError) as caught:
+        GitLabPool().client("https://gitlab.test/api/v4", PAT, "not a certificate")
+    assert caught.value.reason == "CAInvalid" and caught.value.nothing_done
+
+
+@pytest.mark.parametrize(
+    ("status", "nothing_done"), [(400, True), (404, True), (429, True), (500, False), (502, False)]
+)
+def test_which_refusals_prove_nothing_was_done(status: int, nothing_done: bool) -> None:
+    with pytest.raises(GitLabError) as caught:
+        client(lambda request: httpx.Response(status, json={"message": "x"})).create_runner({})
+    assert caught.value.nothing_done is nothing_done

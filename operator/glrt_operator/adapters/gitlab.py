@@ -8,35 +8,61 @@ no exception, log line or repr made here ever contains one.
 from __future__ import annotations
 
 import hashlib
+import re
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from .. import metrics
+from ..core.errors import ReconcileError, register_classifier
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
 TOKEN_PROBE_SYSTEM_ID = "glrt-operator-token-check"
 MAX_PAGES = 50  # 5,000 runners at per_page=100: bounds every list walk
+# What an HTTP header value may hold (RFC 9110 field-value, visible ASCII): a byte-order mark, a line break or a
+# non-ASCII character in the access token would make httpx fail before anything is sent.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+T = TypeVar("T")
 
 
 class GitLabError(Exception):
     """A failed call. `retryable` says whether the same call may succeed later by itself (5xx, 429, network);
     `retry_after` is GitLab's Retry-After in seconds when it sent one. The message never holds a token."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        retry_after: float | None = None,
+        kind: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.kind = kind  # a reason of its own, for failures that are not an HTTP status (garbage, TLS, header)
+
+    @property
+    def nothing_done(self) -> bool:
+        """GitLab certainly did not act on the request: refused with a 4xx (a 429 too: GitLab's rate limits answer
+        before the request is processed), or what answered was not GitLab's API at all. A 5xx, a timeout or a
+        dropped connection may hide a request that was processed."""
+        if self.kind in ("NotGitLab", "AccessTokenMalformed", "CAInvalid", "TLSVerificationFailed"):
+            return True
+        return self.status is not None and 400 <= self.status < 500
 
     @property
     def reason(self) -> str:
         """A CamelCase reason for conditions and Events."""
+        if self.kind:
+            return self.kind
         if self.status is None:
             return "GitLabUnreachable"
         return {
@@ -125,6 +151,12 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def _list(body: Any) -> list[Any]:
+    if not isinstance(body, list):
+        raise TypeError("expected a JSON array")
+    return body
+
+
 def _error_text(response: httpx.Response) -> str:
     """GitLab's own message (`message` or `error`), shortened; never echoes the request."""
     try:
@@ -145,10 +177,46 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _json(response: httpx.Response, action: str, build: Callable[[Any], T]) -> T:
+    """The typed result `build` makes of GitLab's JSON answer. A 2xx that is not JSON (an HTML login page, a
+    proxy's page) or JSON of another shape is a GitLabError, never a KeyError or a decode error."""
+    try:
+        body = response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise GitLabError(
+            f"{action}: {response.url.scheme}://{response.url.host} answered {response.status_code} with {kind}, "
+            "not GitLab's JSON API: spec.gitlab.url must be GitLab's base URL (no /users/sign_in, no proxy page)",
+            status=response.status_code,
+            retryable=False,
+            kind="NotGitLab",
+        ) from None
+    try:
+        return build(body)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise GitLabError(
+            f"{action}: the answer is JSON but not of the shape GitLab's API documents: spec.gitlab.url must "
+            "point at GitLab itself (check the URL and any proxy in front of it)",
+            status=response.status_code,
+            retryable=False,
+            kind="GitLabAnswerInvalid",
+        ) from None
+
+
 def _check(response: httpx.Response, action: str) -> httpx.Response:
     if response.is_success:
         return response
     status = response.status_code
+    if 300 <= status < 400:
+        # GitLab's API never redirects; a redirect (to a login page, to https) means the URL is not GitLab's API.
+        where = httpx.URL(response.headers.get("location", "")).path or "elsewhere"
+        raise GitLabError(
+            f"{action}: {response.url.host} answered {status}, a redirect to {where[:100]}, not GitLab's API: "
+            "spec.gitlab.url must be GitLab's base URL exactly (scheme included)",
+            status=status,
+            retryable=False,
+            kind="NotGitLab",
+        )
     retryable = status == 429 or status >= 500 or status == 408
     raise GitLabError(
         f"{action}: GitLab answered {status}: {_error_text(response)}",
@@ -162,6 +230,13 @@ class GitLabClient:
     """Calls to one GitLab instance with one access token. Cheap to create: it borrows a pooled httpx.Client."""
 
     def __init__(self, http: httpx.Client, api_url: str, access_token: str):
+        if access_token and not _HEADER_SAFE.fullmatch(access_token):
+            raise GitLabError(
+                "The access token holds characters an HTTP header cannot carry (a byte-order mark, a space or line "
+                "break inside it, or a non-ASCII character)",
+                retryable=False,
+                kind="AccessTokenMalformed",
+            )
         self._http = http
         self._api = api_url.rstrip("/")
         self._headers = {"PRIVATE-TOKEN": access_token}
@@ -188,8 +263,21 @@ class GitLabClient:
                 params=params,
                 headers=self._headers if user_auth else None,
             )
+        except (httpx.LocalProtocolError, UnicodeError):
+            # A header or body that cannot be encoded: nothing was sent, and a retry would fail the same way.
+            raise GitLabError(
+                f"{action}: the request could not be encoded (a token or value with characters HTTP cannot carry)",
+                retryable=False,
+                kind="AccessTokenMalformed",
+            ) from None
         except httpx.TransportError as exc:
             metrics.observe_gitlab_call(method, path, None, started, user_auth)
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise GitLabError(
+                    f"{action}: the TLS certificate of {self._api} is not trusted",
+                    retryable=False,
+                    kind="TLSVerificationFailed",
+                ) from None
             # The type name only: some transport errors carry the request, never worth the risk of leaking it.
             raise GitLabError(
                 f"{action}: GitLab at {self._api} is unreachable ({type(exc).__name__})", retryable=True
@@ -202,10 +290,13 @@ class GitLabClient:
     def create_runner(self, attributes: Mapping[str, Any]) -> CreatedRunner:
         """`POST /user/runners`. Not idempotent: the caller persists the result at once."""
         data = _check(self._request("POST", "/user/runners", "create runner", json=dict(attributes)), "create runner")
-        body = data.json()
-        return CreatedRunner(
-            id=int(body["id"]),
-            token=IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at"))),
+        return _json(
+            data,
+            "create runner",
+            lambda body: CreatedRunner(
+                id=int(body["id"]),
+                token=IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at"))),
+            ),
         )
 
     def get_runner(self, runner_id: int) -> RunnerDetails | None:
@@ -213,13 +304,13 @@ class GitLabClient:
         response = self._request("GET", f"/runners/{runner_id}", "read runner", params={"include_projects": "false"})
         if response.status_code == 404:
             return None
-        return RunnerDetails.from_json(_check(response, f"read runner {runner_id}").json())
+        return _json(_check(response, f"read runner {runner_id}"), f"read runner {runner_id}", RunnerDetails.from_json)
 
     def update_runner(self, runner_id: int, attributes: Mapping[str, Any]) -> RunnerDetails:
         """`PUT /runners/:id`."""
         action = f"update runner {runner_id}"
         response = self._request("PUT", f"/runners/{runner_id}", action, json=dict(attributes))
-        return RunnerDetails.from_json(_check(response, action).json())
+        return _json(_check(response, action), action, RunnerDetails.from_json)
 
     def delete_runner(self, runner_id: int) -> bool:
         """`DELETE /runners/:id`. False when it was already gone (404 counts as done)."""
@@ -233,23 +324,30 @@ class GitLabClient:
         """`POST /runners/:id/reset_authentication_token`: works even when the token has expired."""
         action = f"reset token of runner {runner_id}"
         response = self._request("POST", f"/runners/{runner_id}/reset_authentication_token", action)
-        body = _check(response, action).json()
-        return IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at")))
+        return _json(
+            _check(response, action),
+            action,
+            lambda body: IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at"))),
+        )
 
     def list_managers(self, runner_id: int) -> list[RunnerManager]:
         """`GET /runners/:id/managers` (not paginated)."""
         action = f"list managers of runner {runner_id}"
-        body = _check(self._request("GET", f"/runners/{runner_id}/managers", action), action).json()
-        return [
-            RunnerManager(
-                id=int(m["id"]),
-                system_id=str(m["system_id"]),
-                status=m.get("status"),
-                contacted_at=m.get("contacted_at"),
-                version=m.get("version"),
-            )
-            for m in body
-        ]
+        response = _check(self._request("GET", f"/runners/{runner_id}/managers", action), action)
+        return _json(
+            response,
+            action,
+            lambda body: [
+                RunnerManager(
+                    id=int(m["id"]),
+                    system_id=str(m["system_id"]),
+                    status=m.get("status"),
+                    contacted_at=m.get("contacted_at"),
+                    version=m.get("version"),
+                )
+                for m in _list(body)
+            ],
+        )
 
     def list_runners(self, path: str, **filters: str) -> Iterator[RunnerSummary]:
         """Walk a runner list (`/runners/all`, `/groups/:id/runners`, `/projects/:id/runners`)."""
@@ -257,13 +355,19 @@ class GitLabClient:
         for _ in range(MAX_PAGES):
             params = {**filters, "per_page": "100", "page": page}
             response = _check(self._request("GET", path, "list runners", params=params), "list runners")
-            for item in response.json():
-                yield RunnerSummary(
-                    id=int(item["id"]),
-                    description=str(item.get("description") or ""),
-                    status=item.get("status"),
-                    created_at=item.get("created_at"),
-                )
+            yield from _json(
+                response,
+                "list runners",
+                lambda body: [
+                    RunnerSummary(
+                        id=int(item["id"]),
+                        description=str(item.get("description") or ""),
+                        status=item.get("status"),
+                        created_at=item.get("created_at"),
+                    )
+                    for item in _list(body)
+                ],
+            )
             page = response.headers.get("x-next-page", "")
             if not page:
                 return
@@ -327,7 +431,7 @@ class GitLabPool:
         key = hashlib.sha256(ca_pem.encode()).hexdigest() if ca_pem else ""
         http = self._clients.get(key)
         if http is None:
-            verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+            verify: ssl.SSLContext | bool = _ssl_context(ca_pem) if ca_pem else True
             http = httpx.Client(
                 timeout=self._timeout,
                 verify=verify,
@@ -342,3 +446,22 @@ class GitLabPool:
         for http in self._clients.values():
             http.close()
         self._clients.clear()
+
+
+def _ssl_context(ca_pem: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cadata=ca_pem)
+    except (ssl.SSLError, ValueError, UnicodeError):
+        raise GitLabError(
+            "The CA bundle is not PEM (expected one or more -----BEGIN CERTIFICATE----- blocks)",
+            retryable=False,
+            kind="CAInvalid",
+        ) from None
+
+
+@register_classifier
+def classify_gitlab_error(exc: BaseException) -> ReconcileError | None:
+    """A GitLabError as a ReconcileError (the use cases add hints naming the Runner's own fields)."""
+    if not isinstance(exc, GitLabError):
+        return None
+    return ReconcileError(exc.reason, str(exc), delay=exc.retry_after, transient=exc.retryable)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
+
+from ..core.errors import ReconcileError, redact, register_classifier
 
 FIELD_MANAGER = "glrt-operator"
 GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "runners"
@@ -46,18 +49,21 @@ def _owner_uids(meta: kubernetes.client.V1ObjectMeta | None) -> list[str]:
 
 
 def describe_api_error(exc: ApiException) -> str:
-    """What Kubernetes refused, for a condition. The apiserver's own message is kept only for answers that
-    name the resource and verb (403 names the missing RBAC rule); other bodies could quote submitted data."""
+    """What Kubernetes refused, for a condition, quoting the apiserver's own message (a 422 names the field and
+    the rule, a 403 the missing RBAC rule). The operator never sends a secret where the apiserver would quote it
+    back (Secret data is never echoed), and anything token-shaped is redacted all the same."""
     text = f"Kubernetes answered {exc.status} {exc.reason}"
-    if exc.status in (403, 404, 409):
-        try:
-            detail = json.loads(exc.body or "{}").get("message", "")
-        except ValueError:
-            detail = ""
-        if detail:
-            text += f": {str(detail)[:300]}"
+    try:
+        body = json.loads(exc.body or "{}")
+        detail = body.get("message", "") if isinstance(body, dict) else ""
+    except ValueError:
+        detail = ""
+    if detail:
+        text += f": {redact(str(detail))[:500]}"
     if exc.status == 403:
         text += ". Grant the operator's ServiceAccount this permission (see the Helm chart's RBAC)."
+    elif exc.status == 422:
+        text += ". Fix the Runner field this value comes from (often metadata.name: objects are named after it)."
     return text
 
 
@@ -68,6 +74,27 @@ class PodInfo:
     name: str
     terminating: bool
     annotations: Mapping[str, str]
+
+
+@register_classifier
+def classify_kube_error(exc: BaseException) -> ReconcileError | None:
+    """Kubernetes API failures: the apiserver's answer, or the apiserver unreachable."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        # 422: the object built from this Runner is invalid; retrying cannot help until the Runner is edited.
+        return ReconcileError(
+            "KubernetesAPIError",
+            describe_api_error(exc),
+            permanent=status == 422,
+            transient=status >= 500 or status in (0, 409, 429),
+        )
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return ReconcileError(
+            "KubernetesUnreachable",
+            f"The Kubernetes API server is unreachable ({type(exc).__name__}); retrying.",
+            transient=True,
+        )
+    return None
 
 
 class Kube:
@@ -123,6 +150,20 @@ class Kube:
             dict(statefulset),
             field_manager=FIELD_MANAGER,
             force=True,
+            _content_type=_APPLY,
+        )
+
+    def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        """Validate the StatefulSet as `apply_statefulset` would write it, writing nothing (ApiException 422 when the
+        apiserver refuses it)."""
+        meta = statefulset["metadata"]
+        self._apps.patch_namespaced_stateful_set(
+            meta["name"],
+            meta["namespace"],
+            dict(statefulset),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            dry_run="All",
             _content_type=_APPLY,
         )
 

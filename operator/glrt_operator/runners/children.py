@@ -4,6 +4,7 @@ replicas' system_ids) and the StatefulSet of manager pods, built by the pure bui
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ..adapters.kube import PodInfo
 from ..runner_config.credentials import TomlPath
@@ -41,17 +42,7 @@ def apply_children(
             rendered=rendered,
         )
     )
-    ctx.kube.apply_statefulset(
-        builders.build_statefulset(
-            spec,
-            name=names.statefulset,
-            namespace=ref.namespace,
-            owner=ref.owner(),
-            config_secret=names.config_secret,
-            config_checksum=rendered.token_free_sha256,
-            ca_secret_key=ca_key,
-        )
-    )
+    ctx.kube.apply_statefulset(_statefulset(ctx, rendered.token_free_sha256))
     pods = ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
     if ctx.refresh_pods:
         refresh_pods(ctx, pods, config_version)
@@ -65,3 +56,24 @@ def refresh_pods(ctx: RunnerContext, pods: list[PodInfo], config_version: str) -
     pod itself (not the template): nothing restarts."""
     for name in pods_to_refresh(pods, config_version):
         ctx.kube.annotate_pod(ctx.ref.namespace, name, {builders.ANNOTATION_CONFIG_VERSION: config_version})
+
+
+def _statefulset(ctx: RunnerContext, config_checksum: str) -> dict[str, Any]:
+    ref, spec = ctx.ref, ctx.spec
+    ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
+    return builders.build_statefulset(
+        spec,
+        name=ref.children.statefulset,
+        namespace=ref.namespace,
+        owner=ref.owner(),
+        config_secret=ref.children.config_secret,
+        config_checksum=config_checksum,
+        ca_secret_key=ca_key,
+    )
+
+
+def check_children(ctx: RunnerContext) -> None:
+    """Before anything is created in GitLab: the apiserver validates the StatefulSet this spec makes (a dry run),
+    so a value the CRD cannot refuse but Kubernetes would (an image name with a space, a bad label) is reported,
+    quoting the apiserver, while nothing exists yet."""
+    ctx.kube.dry_run_statefulset(_statefulset(ctx, "dry-run"))

@@ -10,11 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from ..adapters.gitlab import GitLabClient, GitLabError, GitLabPool
-from ..adapters.kube import GROUP, VERSION, Kube, describe_api_error
-from ..core.errors import ReconcileError
+from ..adapters.kube import GROUP, VERSION, Kube
+from ..core.errors import ReconcileError, classify
 from ..core.events import EventSink
 from . import builders
 from .model import RunnerSpec, SpecError
@@ -68,6 +66,14 @@ def parse_spec(raw: Mapping[str, Any]) -> RunnerSpec:
         raise ReconcileError("InvalidSpec", str(exc), permanent=True) from None
 
 
+def check_name(ref: RunnerRef) -> None:
+    """Before anything is created: the Runner's name must be valid for every object named after it (the CRD
+    refuses such names at apply time; this catches Runners stored before that rule)."""
+    problem = builders.child_name_problem(ref.name)
+    if problem:
+        raise ReconcileError("InvalidName", f"metadata.name {ref.name!r}: {problem}", permanent=True)
+
+
 def read_ca(kube: Kube, ref: RunnerRef, spec: RunnerSpec) -> str | None:
     """The CA bundle of spec.gitlab.caSecretRef, None without one; CASecretMissing when it names nothing."""
     ca = spec.gitlab.ca
@@ -100,23 +106,34 @@ def connect(kube: Kube, pool: GitLabPool, ref: RunnerRef, spec: RunnerSpec) -> G
 def explain(exc: GitLabError, spec: RunnerSpec) -> ReconcileError:
     """Turn a GitLab failure into a message that says what to fix."""
     secret = f"Secret {spec.gitlab.credentials.name!r} (key {spec.gitlab.credentials.key!r})"
-    hints = {
+    ca = spec.gitlab.ca
+    hints: dict[int | str, str] = {
         401: f"GitLab refused the access token in {secret}: it is unknown, expired or revoked. Put a valid one in.",
         403: f"The access token in {secret} lacks a scope or permission: it needs create_runner (and manage_runner "
         f"to update, rotate and delete) and the right role on the {spec.runner_type.replace('_type', '')}.",
         404: "GitLab does not know this runner, project or group: check spec.projectId / spec.groupId.",
+        "AccessTokenMalformed": f"Re-create {secret} with the bare token (no byte-order mark, quotes or inner "
+        "whitespace), e.g. kubectl create secret generic --from-literal.",
+        "CAInvalid": f"Put a PEM CA bundle in Secret {ca.name!r} key {ca.key!r} (spec.gitlab.caSecretRef)."
+        if ca
+        else "",
+        "TLSVerificationFailed": "Set spec.gitlab.caSecretRef to a Secret holding the CA that signs GitLab's "
+        "certificate.",
     }
-    hint = hints.get(exc.status or 0, "")
+    hint = hints.get(exc.kind or "", "") or hints.get(exc.status or 0, "")
     message = f"{exc} {hint}".strip()
-    return ReconcileError(exc.reason, message, delay=exc.retry_after)
+    return ReconcileError(exc.reason, message, delay=exc.retry_after, transient=exc.retryable)
 
 
 @contextmanager
 def failures_explained(spec: RunnerSpec) -> Iterator[None]:
-    """GitLab and Kubernetes failures as ReconcileErrors: a message that says what to fix, for a condition."""
+    """Every failure as a ReconcileError (core.errors.classify), GitLab's with hints naming this Runner's
+    fields: a message that says what to fix, for a condition."""
     try:
         yield
     except GitLabError as exc:
         raise explain(exc, spec) from None
-    except ApiException as exc:
-        raise ReconcileError("KubernetesAPIError", describe_api_error(exc)) from None
+    except ReconcileError:
+        raise
+    except Exception as exc:  # the one classification point
+        raise classify(exc) from None

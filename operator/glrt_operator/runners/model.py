@@ -33,6 +33,11 @@ MAX_DESCRIPTION = 1024
 MARKER_RESERVE = 124
 MAX_MAINTENANCE_NOTE = 1024 - MARKER_RESERVE
 MIN_MAXIMUM_TIMEOUT = 600
+MAX_INT32 = 2_147_483_647  # GitLab stores timeouts in 32-bit integer columns
+MAX_ID = 2**53 - 1  # ids beyond this cannot travel through JSON numbers intact
+# What GitLab strips from each tag (Gitlab::Ci::Tags::TagList#clean!, Ruby's String#strip): compare the same way,
+# or every resync would see "drift" and PUT the same tags forever.
+TAG_STRIP = " \t\n\v\f\r\0"
 MAX_REPLICAS = 100
 
 # Defaults live here, in this module, once: as dataclass field defaults or these constants. The parser reads them
@@ -242,9 +247,10 @@ def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
     note = _get(spec, "maintenanceNote", str, "spec", _SETTINGS.maintenance_note)
     if len(note) > MAX_MAINTENANCE_NOTE:
         raise SpecError(f"spec.maintenanceNote: at most {MAX_MAINTENANCE_NOTE} characters")
-    tags = _get(spec, "tags", list, "spec", [])
-    if not all(isinstance(t, str) and t.strip() and "," not in t for t in tags):
+    raw_tags = _get(spec, "tags", list, "spec", [])
+    if not all(isinstance(t, str) and t.strip(TAG_STRIP) and "," not in t for t in raw_tags):
         raise SpecError("spec.tags: every tag must be a non-empty string without commas")
+    tags = [t.strip(TAG_STRIP) for t in raw_tags]
     if len(set(tags)) > MAX_TAGS:
         raise SpecError(f"spec.tags: at most {MAX_TAGS} tags")
     run_untagged = _get(spec, "runUntagged", bool, "spec", _SETTINGS.run_untagged)
@@ -254,8 +260,10 @@ def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
     if access_level not in ACCESS_LEVELS:
         raise SpecError(f"spec.accessLevel: must be one of {', '.join(ACCESS_LEVELS)}")
     maximum_timeout = _get(spec, "maximumTimeout", int, "spec")
-    if maximum_timeout is not None and maximum_timeout < MIN_MAXIMUM_TIMEOUT:
-        raise SpecError(f"spec.maximumTimeout: at least {MIN_MAXIMUM_TIMEOUT} seconds (GitLab's minimum)")
+    if maximum_timeout is not None and not MIN_MAXIMUM_TIMEOUT <= maximum_timeout <= MAX_INT32:
+        raise SpecError(
+            f"spec.maximumTimeout: between {MIN_MAXIMUM_TIMEOUT} (GitLab's minimum) and {MAX_INT32} seconds"
+        )
     return GitLabRunnerSettings(
         description=description,
         tags=tuple(sorted(set(tags))),
@@ -316,6 +324,9 @@ def _parse_spec(spec: Mapping[str, Any]) -> RunnerSpec:
         raise SpecError(f"spec.runnerType: must be one of {', '.join(RUNNER_TYPES)}")
     project_id = _get(spec, "projectId", int, "spec")
     group_id = _get(spec, "groupId", int, "spec")
+    for name, value in (("projectId", project_id), ("groupId", group_id)):
+        if value is not None and not 1 <= value <= MAX_ID:
+            raise SpecError(f"spec.{name}: between 1 and {MAX_ID}")
     if runner_type == "project_type" and project_id is None:
         raise SpecError("spec.projectId is required when spec.runnerType is project_type")
     if runner_type == "group_type" and group_id is None:

@@ -17,7 +17,7 @@ from ..core.conditions import iso
 from ..core.events import EventSink
 from . import managers, registration, token
 from .children import apply_children
-from .context import Logger, RunnerContext, RunnerRef, connect, failures_explained, parse_spec
+from .context import Logger, RunnerContext, RunnerRef, check_name, connect, failures_explained, parse_spec
 from .credentials import config_credentials
 from .replicas import replica_statuses
 from .rotation import renewal_due_at
@@ -75,6 +75,7 @@ def open_context(
     """Parse the spec, connect to GitLab, read the status as stored now (never the snapshot of the event that
     woke the handler: another handler of the same Runner may have written since)."""
     parsed = parse_spec(spec)
+    check_name(ref)
     with failures_explained(parsed):
         gitlab = connect(kube, pool, ref, parsed)
         status = RunnerStatus.from_dict(kube.read_runner_status(ref.namespace, ref.name))

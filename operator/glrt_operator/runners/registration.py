@@ -15,7 +15,7 @@ from ..adapters.gitlab import GitLabClient, GitLabError, IssuedToken, parse_time
 from ..adapters.kube import Kube
 from ..core.conditions import now_iso
 from ..core.errors import ReconcileError
-from . import token
+from . import children, token
 from .attributes import create_attributes, desired_attributes, drifted, is_owned_by
 from .context import RunnerContext, RunnerRef
 from .model import RunnerSpec
@@ -46,6 +46,10 @@ def ensure_runner(ctx: RunnerContext) -> EnsuredRunner:
 
     if runner_id is None:
         return create_or_adopt(ctx)
+    if ctx.status.creation_started_at or ctx.status.runner_id is None:
+        # A crash between storing the token (its Secret names the runner) and recording the id: finish the record,
+        # so the creation fence does not linger.
+        ctx.record(runner_id=int(runner_id), creation_started_at=None)
     if token.token_of(token_secret) is None:
         return EnsuredRunner(int(runner_id), token.restore(ctx, int(runner_id)), fresh=True)
     assert token_secret is not None
@@ -70,19 +74,32 @@ def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
 
 def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
     check_names_free(ctx.kube, ctx.ref)
+    children.check_children(ctx)
     started = parse_time(ctx.status.creation_started_at)
     if started is not None:
         orphan = find_orphan_or_warn(ctx, started, then="creating a new runner")
         if orphan is not None:
             # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
             issued = ctx.gitlab.reset_token(orphan)
-            return _recorded(
+            adopted = _recorded(
                 ctx, orphan, issued, "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt"
             )
+            # It was created from the spec of that attempt; the spec may have been edited since (while the operator
+            # was down): bring its attributes in step before this generation can be Ready.
+            if not _exists_in_step(ctx, orphan):
+                raise ReconcileError("RunnerMissing", f"Runner {orphan} vanished from GitLab right after adoption")
+            return adopted
     else:
         ctx.record(creation_started_at=now_iso())
 
-    created = ctx.gitlab.create_runner(create_attributes(ctx.spec, ctx.ref.uid))
+    try:
+        created = ctx.gitlab.create_runner(create_attributes(ctx.spec, ctx.ref.uid))
+    except GitLabError as exc:
+        if exc.nothing_done:
+            # Refused outright (or no GitLab answered): nothing was created, so there is nothing to search for
+            # later, on a retry or on deletion.
+            ctx.record(creation_started_at=None)
+        raise
     message = f"Created {ctx.spec.runner_type} runner {created.id} in GitLab"
     return _recorded(ctx, created.id, created.token, "RunnerCreated", message)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,28 @@ def child_names(runner_name: str) -> ChildNames:
         config_secret=f"{runner_name}-runner-config",
         statefulset=runner_name,
     )
+
+
+# A StatefulSet's name is a DNS label (RFC 1123: lowercase alphanumerics and '-', no dot), and its controller labels
+# every pod with `controller-revision-hash: <name>-<hash of up to 10 characters>`, a label value of at most 63
+# characters: 63 - 11 = 52. Pods `<name>-<ordinal>` (ordinal < 100) and the Secrets `<name>-runner-*` then fit too.
+MAX_RUNNER_NAME = 52
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def child_name_problem(runner_name: str) -> str | None:
+    """Why `runner_name` cannot name the objects a Runner owns (and label them), or None when it can."""
+    if len(runner_name) > MAX_RUNNER_NAME:
+        return (
+            f"at most {MAX_RUNNER_NAME} characters (it names the StatefulSet, whose pods carry a "
+            "'<name>-<hash>' label of at most 63); create the Runner under a shorter name"
+        )
+    if not _DNS_LABEL.match(runner_name):
+        return (
+            "must be lowercase letters, digits and '-' (no dot), starting and ending with a letter or digit: it "
+            "names the StatefulSet (an RFC 1123 label); create the Runner under such a name"
+        )
+    return None
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
