@@ -3,15 +3,19 @@ hand it to a use case, then write the status and conditions and translate failur
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import kopf
 
-from .adapters.gitlab import GitLabPool
+from .adapters.gitlab import THROTTLED, GitLabPool
 from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 from .core.conditions import set_condition
 from .core.errors import ReconcileError
@@ -36,7 +40,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         # With scanning off, Kopf would otherwise wait silently forever; exiting lets the pod restart until it is.
         raise kopf.PermanentError(f"{GROUP}/{VERSION} is not served: install the CRD (kubectl apply -f crds/)")
     memo["kube"] = kube
-    memo["gitlab"] = GitLabPool()
+    memo["gitlab"] = GitLabPool(per_minute=CONFIG.gitlab_requests_per_minute, max_in_flight=CONFIG.gitlab_concurrency)
+    memo["resync_pool"] = ThreadPoolExecutor(CONFIG.resync_workers, thread_name_prefix="resync")
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:
@@ -53,13 +58,15 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = int(CONFIG.watch_server_timeout) + 30
     settings.watching.connect_timeout = 10
     settings.networking.error_backoffs = [1, 2, 5, 10, 30, 60]
-    settings.execution.max_workers = 8
+    # Event handlers only: resyncs run on memo["resync_pool"], so they never queue ahead of a new Runner.
+    settings.execution.max_workers = CONFIG.workers
     # A resync in flight when its Runner is deleted finishes within seconds; don't hold the finalizer for 60.
     settings.background.cancellation_polling = 1
 
 
 @kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
+    memo["resync_pool"].shutdown(wait=False, cancel_futures=True)
     memo["gitlab"].close()
 
 
@@ -99,6 +106,11 @@ def _run(
         try:
             return use_case(emit)
         except ReconcileError as exc:
+            if not raise_errors and exc.reason == THROTTLED:
+                # A resync held back by the GitLab budget (or a pause GitLab asked for): nothing is wrong with the
+                # Runner, and the next interval tries again. No condition, no Event.
+                logger.debug("resync skipped: %s", exc.message)
+                return None
             previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
             failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
             patch.status.update(RunnerStatus.patch(conditions=tuple(failed)))
@@ -109,6 +121,9 @@ def _run(
                 return None
             if exc.permanent:
                 raise kopf.PermanentError(exc.message) from None
+            if exc.reason == THROTTLED and exc.delay is not None:
+                # The budget names the moment a request may go again: no reason to back off further than that.
+                raise kopf.TemporaryError(exc.message, delay=exc.delay) from None
             delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
             raise kopf.TemporaryError(exc.message, delay=delay) from None
 
@@ -131,7 +146,7 @@ def on_runner_created_or_changed(
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_interval, initial_delay=resync_initial_delay)
-def resync_runner(
+async def resync_runner(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -141,10 +156,15 @@ def resync_runner(
     **_: Any,
 ) -> None:
     """Every interval, at the Runner's own phase: level-based drift repair and manager tracking, two GitLab reads
-    (the runner, its managers); writes only when something drifted (a runner deleted in GitLab is created anew)."""
+    (the runner, its managers); writes only when something drifted (a runner deleted in GitLab is created anew).
+    Runs on the resync pool, not Kopf's workers, with the GitLab budget's resync priority."""
     if RunnerStatus.from_dict(status).observed_generation != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
-    _reconcile_and_report(body, spec, status, patch, memo, logger, retry=0, raise_errors=False)
+    work = functools.partial(
+        _reconcile_and_report, body, spec, status, patch, memo, logger, retry=0, raise_errors=False, resync=True
+    )
+    # Kopf's own sync handlers run the same way: the context carries Kopf's event poster and logging.
+    await asyncio.get_running_loop().run_in_executor(memo["resync_pool"], contextvars.copy_context().run, work)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -181,10 +201,12 @@ def _reconcile_and_report(
     *,
     retry: int,
     raise_errors: bool,
+    resync: bool = False,
 ) -> None:
     ref = RunnerRef.from_body(body)
+    pool: GitLabPool = memo["gitlab"].for_resyncs() if resync else memo["gitlab"]
     outcome = _run(
-        lambda emit: reconcile(open_context(memo["kube"], memo["gitlab"], ref, spec, emit, logger)),
+        lambda emit: reconcile(open_context(memo["kube"], pool, ref, spec, emit, logger)),
         body=body,
         status=status,
         patch=patch,

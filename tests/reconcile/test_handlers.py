@@ -3,7 +3,10 @@ as a Ready=False condition, one Event per distinct problem, and Kopf's retry sem
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -37,10 +40,12 @@ def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra
         }
     )
     patch = kopf.Patch()
-    memo = env.__dict__.setdefault("memo", kopf.Memo(kube=env.kube, gitlab=env.pool))
+    memo = env.__dict__.setdefault(
+        "memo", kopf.Memo(kube=env.kube, gitlab=env.pool, resync_pool=ThreadPoolExecutor(1, thread_name_prefix="test"))
+    )
     kwargs = {"retry": retry} if handler is not handlers.resync_runner else {}
     try:
-        handler(
+        result = handler(
             body=body,
             spec=body["spec"],
             status=body["status"],
@@ -50,6 +55,8 @@ def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra
             **kwargs,
             **extra,
         )
+        if inspect.iscoroutine(result):  # the resync timer is async: it hands the work to the resync pool
+            asyncio.run(result)
     finally:
         env.kube.status.update(patch.get("status", {}))  # Kopf applies the patch after success or failure
     return patch

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from glrt_operator.gitlab_budget import WINDOW, BudgetExhausted, HostBudget, Priority
+from glrt_operator.adapters.gitlab_budget import WINDOW, BudgetExhausted, HostBudget, Priority
 
 
 class FakeClock:
@@ -107,7 +107,7 @@ def test_resyncs_leave_slots_for_events_and_yield_to_them() -> None:
     event.start()
     holding.wait(timeout=5)
     b.max_wait = 0.2
-    with pytest.raises(BudgetExhausted, match="in flight"):
+    with pytest.raises(BudgetExhausted, match="request slots are in use"):
         send(b, Priority.RESYNC)
     release.set()
     for t in [*threads, event]:

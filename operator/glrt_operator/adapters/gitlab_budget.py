@@ -34,7 +34,8 @@ class BudgetExhausted(Exception):
     """No request may be sent to this host for `retry_after` seconds (budget spent, or GitLab asked to pause)."""
 
     def __init__(self, host: str, retry_after: float, why: str):
-        super().__init__(f"GitLab at {host}: {why}; retrying in {retry_after:.0f}s")
+        # No number of seconds in the message: it goes into a condition, and one problem is one message.
+        super().__init__(f"GitLab at {host}: {why}; the call is retried when it may go")
         self.host = host
         self.retry_after = retry_after
         self.why = why
@@ -73,14 +74,23 @@ class HostBudget:
         self.waited_seconds = 0.0
 
     @contextmanager
-    def slot(self, priority: Priority = Priority.EVENT) -> Iterator[None]:
-        self._acquire(priority)
+    def slot(self, priority: Priority = Priority.EVENT, max_wait: float | None = None) -> Iterator[None]:
+        """Hold one admission while the request is sent."""
+        self.admit(priority, max_wait)
         try:
             yield
         finally:
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
+            self.release()
+
+    def admit(self, priority: Priority = Priority.EVENT, max_wait: float | None = None) -> None:
+        """Count one request against the window and take an in-flight slot, waiting at most `max_wait` (default:
+        the budget's); `release` must follow once the answer is in."""
+        self._acquire(priority, self.max_wait if max_wait is None else max_wait)
+
+    def release(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
 
     def observe(self, status: int, headers: Mapping[str, str]) -> float | None:
         """Learn from an answer: a 429, or `RateLimit-Remaining: 0`, pauses every caller. Returns the pause."""
@@ -100,8 +110,8 @@ class HostBudget:
 
     # --- internals ------------------------------------------------------------------------------------------
 
-    def _acquire(self, priority: Priority) -> None:
-        deadline = self._clock() + self.max_wait
+    def _acquire(self, priority: Priority, max_wait: float) -> None:
+        deadline = self._clock() + max_wait
         waited = False
         started = self._clock()
         with self._cond:
@@ -138,7 +148,7 @@ class HostBudget:
         limit = self.max_in_flight if priority is Priority.EVENT else self.resync_in_flight
         if self._in_flight >= limit or (priority is Priority.RESYNC and self._events_waiting):
             # Frees when a request finishes; bounded by the HTTP timeout, so wait at most the deadline.
-            return now + 0.05, f"{self._in_flight} requests in flight"
+            return now + 0.05, f"all {limit} request slots are in use"
         return None, ""
 
     def _header_pause(self, headers: Mapping[str, str]) -> float | None:
