@@ -14,7 +14,7 @@ import pytest
 
 from glrt_operator import handlers
 
-from .conftest import NAMESPACE, UID, Env
+from .conftest import NAMESPACE, Env
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra
         {
             "apiVersion": "glrt.dev/v1alpha1",
             "kind": "Runner",
-            "metadata": {"name": "builds", "namespace": NAMESPACE, "uid": UID, "generation": generation},
+            "metadata": {"name": env.ref.name, "namespace": NAMESPACE, "uid": env.ref.uid, "generation": generation},
             "spec": env.spec,
             "status": dict(env.kube.status),
         }

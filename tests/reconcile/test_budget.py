@@ -1,0 +1,80 @@
+"""The GitLab request budget across Runners, through the handlers: GitLab's Retry-After on one Runner's call holds
+back every other Runner's calls to that host, deletions included; a resync held back is skipped quietly."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from glrt_operator import handlers
+from glrt_operator.runners.context import RunnerRef
+from tests.fake_gitlab.faults import Fault
+
+from .conftest import NAMESPACE, Env, InMemoryKube
+from .test_handlers import call
+
+
+@pytest.fixture
+def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Events the handlers post (Kopf's poster needs a running operator)."""
+    events: list[tuple[str, str]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: events.append((type, reason)))
+    return events
+
+
+def other_runner(env: Env) -> Env:
+    """A second Runner in another namespace's worth of objects, on the same GitLab and the same pool."""
+    other = Env(
+        gitlab=env.gitlab,
+        kube=InMemoryKube(),
+        pool=env.pool,
+        spec=dict(env.spec, description="web"),
+        ref=RunnerRef(NAMESPACE, "web", "5d1c6c8e-0000-4000-8000-0000000000ff"),
+    )
+    other.use_token("glpat-api")
+    return other
+
+
+def test_a_429_on_one_runner_delays_another_runners_deletion(env: Env, posted: list[tuple[str, str]]) -> None:
+    builds = env
+    web = other_runner(env)
+    builds_id = call(handlers.on_runner_created_or_changed, builds)["status"]["runnerId"]
+    web_id = call(handlers.on_runner_created_or_changed, web)["status"]["runnerId"]
+    env.gitlab.faults.add(
+        Fault(method="GET", path=rf"^/api/v4/runners/{builds_id}$", kind="rate_limit_rack", retry_after=30, count=1)
+    )
+
+    # builds' resync meets GitLab's 429: reported on builds (a real answer from GitLab, not the operator's budget).
+    patch = call(handlers.resync_runner, builds)
+    assert patch["status"]["conditions"][-1]["reason"] == "GitLabRateLimited"
+    calls = len(env.gitlab.calls)
+
+    # web's deletion is held back for GitLab's Retry-After, without a request, and Kopf retries it then.
+    with pytest.raises(kopf.TemporaryError) as held:
+        call(handlers.on_runner_deleted, web)
+    assert held.value.delay is not None and 28.0 < held.value.delay <= 30.0
+    assert len(env.gitlab.calls) == calls and env.gitlab.runner(web_id) is not None
+    ready = next(c for c in web.kube.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "GitLabThrottled" and "429" in ready["message"]
+
+    # web's resync in the same pause: skipped quietly (no request, no condition, no Event).
+    events = len(posted)
+    conditions = list(web.kube.status["conditions"])
+    assert call(handlers.resync_runner, web) == {}
+    assert len(env.gitlab.calls) == calls and len(posted) == events and web.kube.status["conditions"] == conditions
+
+    # Once the pause is over (here: the budget forgets it), the deletion goes through.
+    env.pool.budget(env.gitlab.url)._paused_until = 0.0
+    call(handlers.on_runner_deleted, web)
+    assert env.gitlab.runner(web_id) is None and posted[-1] == ("Normal", "RunnerDeleted")
+
+
+def test_a_spent_budget_holds_back_creation_with_the_budgets_delay(env: Env, posted: list[tuple[str, str]]) -> None:
+    budget = env.pool.budget(env.gitlab.url)
+    budget.max_wait = 0.0
+    budget._sent.extend([budget._clock()] * budget.per_minute)  # as if 600 calls had just been made
+    with pytest.raises(kopf.TemporaryError) as held:
+        call(handlers.on_runner_created_or_changed, env)
+    # Exactly the budget's delay (the window frees in 60 s), not the error back-off.
+    assert held.value.delay is not None and 59.0 < held.value.delay <= 60.0
+    assert env.posts() == 0 and posted == [("Warning", "GitLabThrottled")]
