@@ -205,8 +205,16 @@ def _reconcile_and_report(
 ) -> None:
     ref = RunnerRef.from_body(body)
     pool: GitLabPool = memo["gitlab"].for_resyncs() if resync else memo["gitlab"]
+    generation = body["metadata"].get("generation")
+
+    def use_case(emit: EventSink) -> ReconcileOutcome | None:
+        ctx = open_context(memo["kube"], pool, ref, spec, emit, logger)
+        if resync and ctx.status.observed_generation != generation:
+            return None  # edited while this resync waited for a worker: its spec is stale, the event handlers own it
+        return reconcile(ctx)
+
     outcome = _run(
-        lambda emit: reconcile(open_context(memo["kube"], pool, ref, spec, emit, logger)),
+        use_case,
         body=body,
         status=status,
         patch=patch,
@@ -216,7 +224,7 @@ def _reconcile_and_report(
         raise_errors=raise_errors,
     )
     if outcome is not None:
-        write_ready(outcome, body["metadata"].get("generation"), status, patch)
+        write_ready(outcome, generation, status, patch)
 
 
 def write_ready(

@@ -3,6 +3,8 @@ back every other Runner's calls to that host, deletions included; a resync held 
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 import pytest
 
@@ -10,7 +12,7 @@ from glrt_operator import handlers
 from glrt_operator.runners.context import RunnerRef
 from tests.fake_gitlab.faults import Fault
 
-from .conftest import NAMESPACE, Env, InMemoryKube
+from .conftest import LOG, NAMESPACE, Env, InMemoryKube
 from .test_handlers import call
 
 
@@ -78,3 +80,26 @@ def test_a_spent_budget_holds_back_creation_with_the_budgets_delay(env: Env, pos
     # Exactly the budget's delay (the window frees in 60 s), not the error back-off.
     assert held.value.delay is not None and 59.0 < held.value.delay <= 60.0
     assert env.posts() == 0 and posted == [("Warning", "GitLabThrottled")]
+
+
+def test_a_resync_that_waited_past_a_spec_edit_does_nothing(env: Env, posted: list[tuple[str, str]]) -> None:
+    """Resyncs queue for the resync pool; one whose Runner was edited and reconciled meanwhile carries a stale
+    spec and must not apply it."""
+    call(handlers.on_runner_created_or_changed, env, generation=1)
+    stale = kopf.Body(
+        {
+            "metadata": {"name": env.ref.name, "namespace": NAMESPACE, "uid": env.ref.uid, "generation": 1},
+            "spec": dict(env.spec, description="the old description"),
+            "status": dict(env.kube.status),
+        }
+    )
+    call(handlers.on_runner_created_or_changed, env, generation=2)  # the edit, reconciled first
+    calls = len(env.gitlab.calls)
+    patch = kopf.Patch()
+    memo = env.__dict__["memo"]
+    work = handlers.resync_runner(
+        body=stale, spec=stale["spec"], status=stale["status"], patch=patch, memo=memo, logger=LOG
+    )
+    asyncio.run(work)
+    assert patch == {} and len(env.gitlab.calls) == calls
+    assert env.gitlab.runner(env.kube.status["runnerId"]).description == "builds"  # type: ignore[union-attr]
