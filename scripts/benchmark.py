@@ -184,7 +184,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
     api = cp.api_client()
     runners = new_namespace(api, gitlab, f"fleet-{int(time.time())}")
     fleet = Fleet(api, runners, count)
-    latency = gitlab.faults.add(Fault(path=OPERATOR_CALLS, kind="latency", seconds=args.latency))
+    gitlab.faults.add(Fault(path=OPERATOR_CALLS, kind="latency", seconds=args.latency))
     print(
         f"\n== fleet: {count} Runners, GitLab at {args.latency * 1000:.0f} ms, budget {args.budget}/min, "
         f"resync every {resync:.0f}s",
@@ -250,7 +250,6 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         )
         print(f"  operator RSS peak: {rss.peak_kib / 1024:.0f} MiB", flush=True)
     gitlab.faults.clear()
-    del latency
     return rss
 
 
@@ -267,12 +266,16 @@ def slow_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, log
     operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
     with operator, RssSampler(operator.process.pid if operator.process else 0) as rss:
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
+        created = time.monotonic()
         fleet.wait_all_ready(count, timeout=args.timeout)
         fleet.heartbeat()
         gitlab.faults.clear()
         gitlab.faults.add(Fault(path=OPERATOR_CALLS, kind="latency", seconds=args.slow_latency))
         first = len(gitlab.calls)
-        time.sleep(resync + 5)  # every timer has fired at least once: resyncs queued or in flight
+        # A Runner's first resync comes one interval plus its phase (< one interval) after it was seen: from then
+        # on every timer has fired, and each Runner has a resync queued or in flight.
+        waited = max(resync, created + 2 * resync + 5 - time.monotonic())
+        time.sleep(waited)
         backlog = calls_since(gitlab, first)
         started = time.monotonic()
         runners.create(runners.manifest(name="newcomer", replicas=1))
