@@ -31,7 +31,8 @@ lint: install
 demo: install binaries
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
-# Prints figures (GitLab API calls per minute, time to Ready) for 1 and 50 Runners; not part of `make test`.
+# Prints figures at fleet scale (1,000 Runners; BENCH_ARGS="--runners N --slow-runners M ..."): time to Ready,
+# GitLab calls per Runner, RSS, a new Runner under a slow GitLab, requests per minute vs the budget. Not in `make test`.
 bench: install binaries
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
