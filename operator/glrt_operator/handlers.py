@@ -128,7 +128,6 @@ def _run(
             raise kopf.TemporaryError(exc.message, delay=delay) from None
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_runner_created_or_changed(
@@ -141,7 +140,7 @@ def on_runner_created_or_changed(
     retry: int,
     **_: Any,
 ) -> None:
-    """Created, edited, or found at operator start: reconcile with Kopf's retries and back-off."""
+    """Created or edited: reconcile with Kopf's retries and back-off."""
     _reconcile_and_report(body, spec, status, patch, memo, logger, retry=retry, raise_errors=True)
 
 
@@ -160,6 +159,30 @@ async def resync_runner(
     Runs on the resync pool, not Kopf's workers, with the GitLab budget's resync priority."""
     if RunnerStatus.from_dict(status).observed_generation != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
+    await _resync(body, spec, status, patch, memo, logger)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def on_runner_resumed(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Found at operator start, unchanged since it was last handled (a change is Kopf's update): a resync in all but
+    its timing, one attempt, the timer takes over. As a resync, an operator restarted in front of a large fleet
+    never queues a new Runner behind a thousand resumes."""
+    await _resync(body, spec, status, patch, memo, logger)
+
+
+async def _resync(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger
+) -> None:
+    """Reconcile on the resync pool, not Kopf's workers, with the GitLab budget's resync priority; failures are
+    reported, not retried (the next interval does), and a resync the budget holds back is skipped quietly."""
     work = functools.partial(
         _reconcile_and_report, body, spec, status, patch, memo, logger, retry=0, raise_errors=False, resync=True
     )
@@ -209,8 +232,8 @@ def _reconcile_and_report(
 
     def use_case(emit: EventSink) -> ReconcileOutcome | None:
         ctx = open_context(memo["kube"], pool, ref, spec, emit, logger)
-        if resync and ctx.status.observed_generation != generation:
-            return None  # edited while this resync waited for a worker: its spec is stale, the event handlers own it
+        if resync and (ctx.status.observed_generation or 0) > (generation or 0):
+            return None  # edited and reconciled while this resync waited for a worker: its spec is stale
         return reconcile(ctx)
 
     outcome = _run(

@@ -103,3 +103,23 @@ def test_a_resync_that_waited_past_a_spec_edit_does_nothing(env: Env, posted: li
     asyncio.run(work)
     assert patch == {} and len(env.gitlab.calls) == calls
     assert env.gitlab.runner(env.kube.status["runnerId"]).description == "builds"  # type: ignore[union-attr]
+
+
+def test_a_resume_is_a_resync_held_back_quietly_while_a_creation_is_not(
+    env: Env, posted: list[tuple[str, str]]
+) -> None:
+    """At operator start every Runner is resumed: as resyncs, they yield to a new Runner and never fail it."""
+    call(handlers.on_runner_created_or_changed, env)
+    env.kube.status.pop("observedGeneration")  # e.g. its last change failed for good: the resume still tries
+    patch = call(handlers.on_runner_resumed, env)
+    assert patch["status"]["observedGeneration"] == 1  # reconciled, on the resync pool
+
+    budget = env.pool.budget(env.gitlab.url)
+    budget._events_waiting += 1  # an event is waiting for this host: resyncs (and resumes) yield to it
+    calls, events = len(env.gitlab.calls), len(posted)
+    assert call(handlers.on_runner_resumed, env) == {}
+    assert len(env.gitlab.calls) == calls and len(posted) == events
+    budget._events_waiting -= 1
+    web = other_runner(env)
+    call(handlers.on_runner_created_or_changed, web)  # events go
+    assert len(env.gitlab.calls) == calls + 1

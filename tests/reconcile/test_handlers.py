@@ -43,7 +43,7 @@ def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra
     memo = env.__dict__.setdefault(
         "memo", kopf.Memo(kube=env.kube, gitlab=env.pool, resync_pool=ThreadPoolExecutor(1, thread_name_prefix="test"))
     )
-    kwargs = {"retry": retry} if handler is not handlers.resync_runner else {}
+    kwargs = {"retry": retry} if handler not in (handlers.resync_runner, handlers.on_runner_resumed) else {}
     try:
         result = handler(
             body=body,
