@@ -74,7 +74,7 @@ def test_a_429_on_one_runner_delays_another_runners_deletion(env: Env, posted: l
 def test_a_spent_budget_holds_back_creation_with_the_budgets_delay(env: Env, posted: list[tuple[str, str]]) -> None:
     budget = env.pool.budget(env.gitlab.url)
     budget.max_wait = 0.0
-    budget._sent.extend([budget._clock()] * budget.per_minute)  # as if 600 calls had just been made
+    budget._answered.extend([budget._clock()] * budget.per_minute)  # as if 600 calls had just been made
     with pytest.raises(kopf.TemporaryError) as held:
         call(handlers.on_runner_created_or_changed, env)
     # Exactly the budget's delay (the window frees in 60 s), not the error back-off.

@@ -47,6 +47,24 @@ def test_no_window_of_sixty_seconds_holds_more_than_the_budget() -> None:
     assert again.value.retry_after == pytest.approx(10.0)  # the next one leaves at 1070
 
 
+def test_a_request_counts_until_sixty_seconds_after_its_answer() -> None:
+    """GitLab counts a request when it arrives, somewhere between its start and its answer: counting it from the
+    answer keeps every 60 s at GitLab's end within the budget, however long the way."""
+    clock = FakeClock()
+    b = budget(clock, per_minute=1)
+    b.admit()
+    clock.now += 30.0  # a slow answer
+    with pytest.raises(BudgetExhausted):
+        send(b)  # in flight: still counts
+    b.release()
+    clock.now += 59.9
+    with pytest.raises(BudgetExhausted) as refused:
+        send(b)
+    assert refused.value.retry_after == pytest.approx(1.0)  # max(1 s, 0.1 s)
+    clock.now += 0.1
+    send(b)
+
+
 def test_a_429_with_retry_after_pauses_every_caller() -> None:
     clock = FakeClock()
     b = budget(clock, per_minute=100)

@@ -5,8 +5,9 @@ GitLab rate-limits per user (GitLab.com: 2,000 authenticated requests per minute
 the operator under a limit the user sets, pauses every caller when GitLab says so, bounds how many calls are in
 flight at once, and serves event-driven work (create, update, delete) before periodic resyncs.
 
-Admission is a sliding window over the last 60 s, so no 60-second window ever holds more than `per_minute`
-requests. A caller that would have to wait longer than `max_wait` is refused at once with `BudgetExhausted`, which
+Admission is a sliding window over the last 60 s: a request may start when fewer than `per_minute` requests are in
+flight or were answered in the last 60 s. Counting answers rather than starts keeps the promise where GitLab counts,
+at arrival: whatever a request's delay on the way, no 60 s at GitLab's end holds more than `per_minute` of them. A caller that would have to wait longer than `max_wait` is refused at once with `BudgetExhausted`, which
 says how long to wait: the caller's worker thread goes back to Kopf instead of sleeping.
 """
 
@@ -66,7 +67,7 @@ class HostBudget:
         self._clock = clock
         self._wall_clock = wall_clock
         self._cond = threading.Condition()
-        self._sent: deque[float] = deque()  # admission times within the window
+        self._answered: deque[float] = deque()  # when the requests of the last 60 s were answered
         self._in_flight = 0
         self._events_waiting = 0
         self._paused_until = 0.0
@@ -89,6 +90,7 @@ class HostBudget:
 
     def release(self) -> None:
         with self._cond:
+            self._answered.append(self._clock())
             self._in_flight -= 1
             self._cond.notify_all()
 
@@ -128,7 +130,6 @@ class HostBudget:
                     waited = True
                     # Wake at the time the obstacle lifts, or when a slot frees (notify), whichever is first.
                     self._cond.wait(timeout=max(0.01, min(blocked_until, deadline) - now))
-                self._sent.append(now)
                 self._in_flight += 1
                 if waited:
                     self.waits += 1
@@ -140,11 +141,12 @@ class HostBudget:
     def _blocked_until(self, now: float, priority: Priority) -> tuple[float | None, str]:
         """When this caller could next go (None: now), and why not yet. Caller holds the lock."""
         if self._paused_until > now:
-            return self._paused_until, "GitLab asked the operator to slow down (429)"
-        while self._sent and self._sent[0] <= now - WINDOW:
-            self._sent.popleft()
-        if len(self._sent) >= self.per_minute:
-            return self._sent[0] + WINDOW, f"the budget of {self.per_minute} requests per minute is spent"
+            return self._paused_until, "GitLab asked the operator to slow down (429 or RateLimit-Remaining: 0)"
+        while self._answered and self._answered[0] <= now - WINDOW:
+            self._answered.popleft()
+        if len(self._answered) + self._in_flight >= self.per_minute:
+            frees = self._answered[0] + WINDOW if self._answered else now + WINDOW
+            return frees, f"the budget of {self.per_minute} requests per minute is spent"
         limit = self.max_in_flight if priority is Priority.EVENT else self.resync_in_flight
         if self._in_flight >= limit or (priority is Priority.RESYNC and self._events_waiting):
             # Frees when a request finishes; bounded by the HTTP timeout, so wait at most the deadline.
