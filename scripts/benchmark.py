@@ -319,13 +319,16 @@ def main() -> int:
     parser.add_argument("--slow-resync", type=float, default=20.0, help="resync interval of the slow run")
     parser.add_argument("--timeout", type=float, default=900.0, help="patience for each phase (s)")
     parser.add_argument("--env", action="append", default=[], help="extra operator setting, e.g. GLRT_WORKERS=32")
+    parser.add_argument("--logs", default="", help="keep the operator logs in this directory")
     args = parser.parse_args()
     peaks: list[int] = []
     with (
         ControlPlane() as cp,
         FakeGitLab().running() as gitlab,
-        tempfile.TemporaryDirectory() as logs,
+        tempfile.TemporaryDirectory() as scratch,
     ):
+        logs = args.logs or scratch
+        Path(logs).mkdir(parents=True, exist_ok=True)
         cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
         setup_gitlab(gitlab)

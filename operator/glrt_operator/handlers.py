@@ -152,6 +152,7 @@ async def resync_runner(
     patch: kopf.Patch,
     memo: kopf.Memo,
     logger: kopf.Logger,
+    stopped: kopf.DaemonStopped | None = None,
     **_: Any,
 ) -> None:
     """Every interval, at the Runner's own phase: level-based drift repair and manager tracking, two GitLab reads
@@ -159,7 +160,7 @@ async def resync_runner(
     Runs on the resync pool, not Kopf's workers, with the GitLab budget's resync priority."""
     if RunnerStatus.from_dict(status).observed_generation != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
-    await _resync(body, spec, status, patch, memo, logger)
+    await _resync(body, spec, status, patch, memo, logger, stopped)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -179,15 +180,34 @@ async def on_runner_resumed(
 
 
 async def _resync(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped | None = None,
 ) -> None:
     """Reconcile on the resync pool, not Kopf's workers, with the GitLab budget's resync priority; failures are
-    reported, not retried (the next interval does), and a resync the budget holds back is skipped quietly."""
+    reported, not retried (the next interval does), and a resync the budget holds back is skipped quietly.
+    Abandoned when Kopf stops the timer (the Runner is being deleted): one still queued never runs, one running
+    finishes under the Runner's lock, which the deletion handler waits for. Kopf does not hold the finalizer (and
+    re-run the deletion handler) until a queued resync gets its turn."""
+    own = kopf.Patch()  # Kopf applies `patch` when this returns: a resync left running must not write into it then
     work = functools.partial(
-        _reconcile_and_report, body, spec, status, patch, memo, logger, retry=0, raise_errors=False, resync=True
+        _reconcile_and_report, body, spec, status, own, memo, logger, retry=0, raise_errors=False, resync=True
     )
     # Kopf's own sync handlers run the same way: the context carries Kopf's event poster and logging.
-    await asyncio.get_running_loop().run_in_executor(memo["resync_pool"], contextvars.copy_context().run, work)
+    done = asyncio.get_running_loop().run_in_executor(memo["resync_pool"], contextvars.copy_context().run, work)
+    if stopped is not None:
+        stop: asyncio.Future[Any] = asyncio.ensure_future(stopped.wait())
+        await asyncio.wait([done, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not done.done():
+            done.cancel()
+            return
+    await done
+    patch.update(own)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

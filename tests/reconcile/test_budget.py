@@ -4,6 +4,8 @@ back every other Runner's calls to that host, deletions included; a resync held 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import kopf
 import pytest
@@ -123,3 +125,38 @@ def test_a_resume_is_a_resync_held_back_quietly_while_a_creation_is_not(
     web = other_runner(env)
     call(handlers.on_runner_created_or_changed, web)  # events go
     assert len(env.gitlab.calls) == calls + 1
+
+
+class Stopped:
+    """Kopf's `stopped` flag of a timer, set after `after` seconds (Kopf sets it when the Runner is deleted)."""
+
+    def __init__(self, after: float):
+        self.after = after
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.after)
+
+
+def test_a_resync_still_queued_when_its_runner_is_deleted_never_runs(env: Env, posted: list[tuple[str, str]]) -> None:
+    """Kopf holds the finalizer until the timer exits: it must not wait for the resync's turn in the pool."""
+    call(handlers.on_runner_created_or_changed, env)
+    memo = env.__dict__["memo"]
+    release = threading.Event()
+    memo["resync_pool"].submit(release.wait, 10)  # the only resync worker is busy with another Runner
+    body = kopf.Body(
+        {
+            "metadata": {"name": env.ref.name, "namespace": NAMESPACE, "uid": env.ref.uid, "generation": 1},
+            "spec": env.spec,
+            "status": dict(env.kube.status),
+        }
+    )
+    calls, patch = len(env.gitlab.calls), kopf.Patch()
+    started = time.monotonic()
+    timer = handlers.resync_runner(
+        body=body, spec=body["spec"], status=body["status"], patch=patch, memo=memo, logger=LOG, stopped=Stopped(0.2)
+    )
+    asyncio.run(timer)
+    assert time.monotonic() - started < 2.0  # exits when stopped, not when the worker frees
+    release.set()
+    memo["resync_pool"].submit(lambda: None).result(5)  # the queue has drained
+    assert patch == {} and len(env.gitlab.calls) == calls  # the abandoned resync never ran
