@@ -7,8 +7,9 @@ flight at once, and serves event-driven work (create, update, delete) before per
 
 Admission is a sliding window over the last 60 s: a request may start when fewer than `per_minute` requests are in
 flight or were answered in the last 60 s. Counting answers rather than starts keeps the promise where GitLab counts,
-at arrival: whatever a request's delay on the way, no 60 s at GitLab's end holds more than `per_minute` of them. A caller that would have to wait longer than `max_wait` is refused at once with `BudgetExhausted`, which
-says how long to wait: the caller's worker thread goes back to Kopf instead of sleeping.
+at arrival: whatever a request's delay on the way, no 60 s at GitLab's end holds more than `per_minute` of them.
+A caller that would have to wait longer than `max_wait` is refused at once with `BudgetExhausted`, which says how
+long to wait: the caller's worker thread goes back to Kopf instead of sleeping.
 """
 
 from __future__ import annotations
