@@ -35,10 +35,14 @@ crds: install
 demo: install binaries
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
-# Prints figures (GitLab API calls per minute, time to Ready) for 1 and 50 Runners, and each replica's blackout
-# after a token rotation on a real node (BENCH_ARGS=--rotation-only for just that); not part of `make test`.
+# Prints figures; not part of `make test`. Fleet scale (1,000 Runners; BENCH_ARGS="--runners N --slow-runners M"):
+# time to Ready, GitLab calls per Runner, RSS, a new Runner under a slow GitLab, requests per minute vs the budget.
+# Then each replica's blackout after a token rotation on a real node (ROTATION_ARGS="--rotations N").
+# BENCH=fleet or BENCH=rotation runs one part only.
+BENCH ?= all
 bench: install binaries
-	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+	@if [ "$(BENCH)" != rotation ]; then $(BIN)/python scripts/benchmark.py $(BENCH_ARGS); fi
+	@if [ "$(BENCH)" != fleet ]; then $(BIN)/python scripts/bench_rotation.py $(ROTATION_ARGS); fi
 
 # Kill points, GitLab faults and the bad-input corpus against the operator; prints figures (see scripts/chaos.py
 # for CHAOS_ARGS, e.g. --trials 5 --fault-rate 0.2 --fault-seconds 600). Not part of `make test`.

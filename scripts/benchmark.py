@@ -1,17 +1,19 @@
-"""`make bench`: how many GitLab API calls the operator makes per minute in steady state, for 1 and for 50 Runners,
-and how long a batch of Runners takes to become Ready; and, on a real node where the machine allows one, how long
-each replica is blind after a token rotation. Prints figures; asserts nothing.
+"""`make bench`: the operator at fleet scale against the fake GitLab. Prints figures; asserts nothing.
 
-Rotation (`--rotation-only` to run just this part): a Runner with 2 manager pods running the runner stand-in, the
-kubelet at its default `syncFrequency` (1m), 5 rotations. Per replica: the blackout (from GitLab's first refusal
-of the old token to the replica's first accepted poll with the new one) and the time from the reset to that poll.
-Measured twice: with the operator touching the pods after storing the token (what it does) and without
-(GLRT_REFRESH_PODS=false: the kubelet's periodic sync alone, as before).
+Two runs on one local control plane, each with its own namespace and operator process, both against one fake
+GitLab (in this process, so its own call log is read):
 
-Runs the local control plane, the fake GitLab (in this process, to read its call log) and the operator, with a
-short resync interval so that a few cycles fit in a minute; the per-minute figure at the default interval (300 s)
-is scaled from the measured calls per cycle. Each Runner has one emulated runner pod polling GitLab, as running
-pods would, so the token needs no check (see README, rotation)."""
+1. The fleet (`--runners`, 1,000): GitLab answers every operator call after `--latency` (50 ms). Create all Runners
+   and time them to Ready; one heartbeat per Runner, as its pod would send (a manager that contacted GitLab lately
+   spares the token check); one resync interval to settle, then count GitLab calls over one more interval (reads
+   and writes apart); a spec edit of all, timed to Ready; deletion of all, timed until GitLab holds none.
+2. Slow GitLab (`--slow-runners`, 500, with a short `--slow-resync`): once they are Ready, GitLab answers in
+   `--slow-latency` (2 s); after one resync interval every one of them has a resync queued or running, and one
+   new Runner is timed to Ready.
+
+Throughout: the operator's peak RSS (from /proc), and the most requests the fake GitLab saw in any 60 s, against
+the budget the operator was given (`--budget`). Scale is configurable: `make bench BENCH_ARGS="--runners 200
+--slow-runners 100"`. Each run is CPU heavy (control plane, operator and fake GitLab share the machine)."""
 
 from __future__ import annotations
 
@@ -19,171 +21,322 @@ import argparse
 import re
 import sys
 import tempfile
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import httpx  # noqa: E402
 from kubernetes import client  # noqa: E402
 
-from tests.e2e.conftest import PAT, PROJECT_ID, Runners  # noqa: E402
+from tests.e2e.conftest import GROUP, PAT, PLURAL, PROJECT_ID, VERSION, Runners  # noqa: E402
 from tests.fake_gitlab import FakeGitLab  # noqa: E402
-from tests.harness import node as node_harness  # noqa: E402
+from tests.fake_gitlab.faults import Fault  # noqa: E402
+from tests.fake_gitlab.state import Call  # noqa: E402
 from tests.harness.controlplane import ControlPlane  # noqa: E402
-from tests.harness.node import Node, NodeOptions, image_names, node_gateway  # noqa: E402
 from tests.harness.operator import OperatorProcess  # noqa: E402
-from tests.harness.rotation import blackouts, good_polls_after, pods_settled, reset_times  # noqa: E402
 from tests.harness.runner_pod import EmulatedRunnerPod  # noqa: E402
 from tests.harness.waiting import wait_for  # noqa: E402
 
 DEFAULT_RESYNC = 300.0
+# Every operator call, not the runner pods' own polls (their limits are per runner, not per user).
+OPERATOR_CALLS = r"^/api/v4/(?!jobs/)"
 
 
-def measure(cp: ControlPlane, count: int, resync: float, window: float) -> None:
-    with FakeGitLab().running() as gitlab, tempfile.TemporaryDirectory() as logs:
-        owner = gitlab.add_user("platform")
-        gitlab.add_project(PROJECT_ID, "builds", maintainers=[owner])
-        gitlab.add_access_token(PAT, owner, scopes=["api"])
-        api = cp.api_client()
-        namespace = f"bench-{count}-{int(time.time())}"
-        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-        runners = Runners(api, namespace, gitlab.url)
-        runners.put_secret("gitlab-api", {"token": PAT})
-        env = {"GLRT_RESYNC_INTERVAL": str(resync)}
-        pods: list[EmulatedRunnerPod] = []
-        with OperatorProcess(cp.kubeconfig, namespace, Path(logs), env=env):
-            started = time.monotonic()
-            for i in range(count):
-                runners.create(runners.manifest(name=f"r{i}", replicas=1))
-            for i in range(count):
-                runners.wait_ready(f"r{i}", timeout=300)
-            to_ready = time.monotonic() - started
-            for i in range(count):
-                pods.append(EmulatedRunnerPod(api, namespace, f"r{i}-runner-config", 0, interval=5.0).start())
+def is_operator_call(call: Call) -> bool:
+    return "/jobs/" not in call.path
+
+
+def kind(call: Call) -> str:
+    return f"{call.method} {re.sub(r'/[0-9]+', '/:id', call.path.split('/api/v4')[-1])}"
+
+
+def max_per_minute(times: Iterable[datetime]) -> int:
+    """The most calls in any 60 s window."""
+    window: deque[float] = deque()
+    most = 0
+    for t in sorted(x.timestamp() for x in times):
+        window.append(t)
+        while window[0] <= t - 60.0:
+            window.popleft()
+        most = max(most, len(window))
+    return most
+
+
+class RssSampler:
+    """Peak resident memory of a process, sampled every second."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak_kib = 0
+        self.last_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
             try:
-                wait_for(lambda: all(r.managers for r in gitlab.runners.values()), timeout=60)
-                time.sleep(resync)  # let every Runner pass one resync with its pod online
-                first = len(gitlab.calls)
-                time.sleep(window)
-                calls = [c for c in gitlab.calls[first:] if not c.path.endswith("/jobs/request")]
-            finally:
-                for pod in pods:
-                    pod.stop()
-        client.CoreV1Api(api).delete_namespace(namespace)
-        kinds = Counter(f"{c.method} {re.sub(r'/[0-9]+', '/:id', c.path.split('/api/v4')[-1])}" for c in calls)
-        per_cycle = len(calls) / count / (window / resync)
-        print(f"\n{count} Runner(s): Ready after {to_ready:.1f}s ({count / to_ready:.1f} Runners/s)")
-        print(f"  {len(calls)} operator calls in {window:.0f}s at a {resync:.0f}s resync: {dict(kinds)}")
-        print(
-            f"  = {per_cycle:.2f} calls per Runner per resync cycle, 0 writes: {all(c.method == 'GET' for c in calls)}"
-        )
-        print(f"  at the default {DEFAULT_RESYNC:.0f}s resync: {per_cycle * count * 60 / DEFAULT_RESYNC:.1f} calls/min")
+                text = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            match = re.search(r"VmRSS:\s+(\d+) kB", text)
+            if match:
+                self.last_kib = int(match[1])
+                self.peak_kib = max(self.peak_kib, self.last_kib)
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
-def restarts(core: client.CoreV1Api, namespace: str) -> dict[str, int]:
-    return {
-        p.metadata.name: sum(c.restart_count for c in p.status.container_statuses or [])
-        for p in core.list_namespaced_pod(namespace).items
+@dataclass
+class Fleet:
+    """Runners r0..r{count-1} in one namespace."""
+
+    api: client.ApiClient
+    runners: Runners
+    count: int
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = [f"r{i}" for i in range(self.count)]
+
+    def parallel(self, action: Callable[[str], object], names: list[str] | None = None) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(action, names or self.names))
+
+    def listing(self) -> list[dict[str, Any]]:
+        custom = client.CustomObjectsApi(self.api)
+        items: list[dict[str, Any]] = custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.runners.namespace, PLURAL
+        )["items"]
+        return items
+
+    def ready(self) -> int:
+        count = 0
+        for item in self.listing():
+            status = item.get("status") or {}
+            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            if ready.get("status") == "True" and status.get("observedGeneration") == item["metadata"]["generation"]:
+                count += 1
+        return count
+
+    def wait_all_ready(self, expected: int, timeout: float) -> None:
+        # Every 2 s: listing 1,000 Runners costs CPU the operator and the apiserver share.
+        wait_for(lambda: self.ready() >= expected, timeout=timeout, interval=2.0, message=f"{expected} Ready")
+
+    def last_ready_transition(self) -> float:
+        """When the last Runner turned Ready (its condition's lastTransitionTime, whole seconds), as a Unix time."""
+        times = [
+            datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00")).timestamp()
+            for item in self.listing()
+            for c in (item.get("status") or {}).get("conditions", [])
+            if c["type"] == "Ready" and c["status"] == "True"
+        ]
+        return max(times)
+
+    def heartbeat(self) -> None:
+        """One `POST /jobs/request` per Runner with its token and replica 0's system id, as its pod would."""
+
+        def beat(name: str) -> None:
+            with httpx.Client(timeout=10) as http:
+                EmulatedRunnerPod(self.api, self.runners.namespace, f"{name}-runner-config", 0).poll_once(http)
+
+        self.parallel(beat)
+
+
+def report_budget(gitlab: FakeGitLab, first: int, budget: int) -> None:
+    """The most requests of this run's operator in any 60 s, from the fake GitLab's own log (arrival times)."""
+    times = [c.time for c in calls_since(gitlab, first)]
+    print(f"  most GitLab requests in any 60 s: {max_per_minute(times)} (budget {budget}/min), {len(times)} in all")
+
+
+def setup_gitlab(gitlab: FakeGitLab) -> None:
+    owner = gitlab.add_user("platform")
+    gitlab.add_project(PROJECT_ID, "builds", maintainers=[owner])
+    gitlab.add_access_token(PAT, owner, scopes=["api"])
+
+
+def new_namespace(api: client.ApiClient, gitlab: FakeGitLab, name: str) -> Runners:
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    runners = Runners(api, name, gitlab.url)
+    runners.put_secret("gitlab-api", {"token": PAT})
+    return runners
+
+
+def calls_since(gitlab: FakeGitLab, first: int) -> list[Call]:
+    return [c for c in gitlab.calls[first:] if is_operator_call(c)]
+
+
+def operator_env(args: argparse.Namespace, resync: float) -> dict[str, str]:
+    env = {
+        "GLRT_RESYNC_INTERVAL": str(resync),
+        "GLRT_GITLAB_REQUESTS_PER_MINUTE": str(args.budget),
+        "GLRT_ERROR_BACKOFF": "5",
+        "GLRT_ERROR_BACKOFF_MAX": "60",
     }
+    env.update(item.split("=", 1) for item in args.env)
+    return env
 
 
-def rotate_once(
-    runners: Runners, gitlab: FakeGitLab, ids: set[str], requested_at: str
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Request a rotation; per replica, its blackout and the time from the reset to its first accepted poll."""
-    resets = len(reset_times(gitlab))
-    runners.patch_spec(tokenRotation={"requestedAt": requested_at})
-    reset_at = wait_for(lambda: (t := reset_times(gitlab))[resets:] and t[resets], timeout=60)
-    gaps = wait_for(
-        lambda: (b := blackouts(gitlab, reset_at, ids)).keys() == ids and b,
-        timeout=300,
-        message="each replica polls with the new token",
+def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, logs: Path) -> RssSampler:
+    first_call = len(gitlab.calls)
+    count = args.runners
+    # Long enough that one resync of every Runner (two reads each) fits in 80% of the budget.
+    resync = args.resync or max(30.0, round(2 * count * 60 / (0.8 * args.budget)))
+    api = cp.api_client()
+    runners = new_namespace(api, gitlab, f"fleet-{int(time.time())}")
+    fleet = Fleet(api, runners, count)
+    gitlab.faults.add(Fault(path=OPERATOR_CALLS, kind="latency", seconds=args.latency))
+    print(
+        f"\n== fleet: {count} Runners, GitLab at {args.latency * 1000:.0f} ms, budget {args.budget}/min, "
+        f"resync every {resync:.0f}s",
+        flush=True,
     )
-    return gaps, good_polls_after(gitlab, reset_at, ids)
+    operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
+    with operator, RssSampler(operator.process.pid if operator.process else 0) as rss:
+        first = len(gitlab.calls)
+        started, wall = time.monotonic(), time.time()
+        fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
+        created = time.monotonic() - started
+        fleet.wait_all_ready(count, timeout=args.timeout)
+        to_ready = fleet.last_ready_transition() - wall  # not the polling time: the condition's own timestamp
+        creating = calls_since(gitlab, first)
+        print(
+            f"  all {count} Ready after {to_ready:.1f}s (creates sent in {created:.1f}s); "
+            f"{len(creating) / count:.2f} GitLab calls per Runner: {dict(Counter(map(kind, creating)))}"
+        )
+        print(f"  operator RSS after creation: {rss.last_kib / 1024:.0f} MiB", flush=True)
+
+        fleet.heartbeat()
+        time.sleep(resync)  # every Runner's timer is past its initial delay (one interval plus its phase)
+        first = len(gitlab.calls)
+        time.sleep(resync)  # one interval: every Runner resyncs once
+        steady = calls_since(gitlab, first)
+        reads = [c for c in steady if c.method == "GET"]
+        writes = [c for c in steady if c.method != "GET"]
+        resynced = len({c.runner_id or c.path for c in reads if re.search(r"/runners/\d+$", c.path)})
+        per_hour = 3600 / resync / count
+        print(
+            f"  steady state, one {resync:.0f}s interval: {len(reads)} reads, {len(writes)} writes, "
+            f"{resynced} Runners resynced: {dict(Counter(map(kind, steady)))}"
+        )
+        done = max(resynced, 1)
+        print(
+            f"  per Runner per resync: {len(reads) / done:.2f} reads, {len(writes) / done:.2f} writes; per Runner "
+            f"per hour: {len(reads) * per_hour:.1f} reads, {len(writes) * per_hour:.1f} writes"
+        )
+        per_minute = len(steady) / resync * 60
+        at_default = per_minute * resync / DEFAULT_RESYNC
+        print(f"  fleet: {per_minute:.0f} calls/min at this interval, {at_default:.0f} at {DEFAULT_RESYNC:.0f}s")
+        print(f"  operator RSS in steady state: {rss.last_kib / 1024:.0f} MiB", flush=True)
+
+        fleet.heartbeat()  # keep the managers' contact recent across the next phases
+        first = len(gitlab.calls)
+        started = time.monotonic()
+        fleet.parallel(lambda name: runners.patch_spec(name, description=f"edited {name}"))
+        fleet.wait_all_ready(count, timeout=args.timeout)
+        edited = calls_since(gitlab, first)
+        print(
+            f"  spec edit of all: Ready after {time.monotonic() - started:.1f}s; "
+            f"{len(edited) / count:.2f} calls per Runner: {dict(Counter(map(kind, edited)))}"
+        )
+
+        first = len(gitlab.calls)
+        started = time.monotonic()
+        fleet.parallel(runners.delete)
+        wait_for(lambda: not fleet.listing(), timeout=args.timeout, interval=1.0, message="all Runners deleted")
+        deleting = calls_since(gitlab, first)
+        print(
+            f"  delete of all: gone after {time.monotonic() - started:.1f}s, {len(gitlab.runners)} left in GitLab; "
+            f"{dict(Counter(f'{kind(c)} {c.status}' for c in deleting))}"
+        )
+        print(f"  operator RSS peak: {rss.peak_kib / 1024:.0f} MiB", flush=True)
+    gitlab.faults.clear()
+    report_budget(gitlab, first_call, args.budget)
+    return rss
 
 
-def rotation_blackouts(cp: ControlPlane, node: Node, rotations: int, refresh: bool) -> list[tuple[float, float]]:
-    """(blackout, reset -> first accepted poll) per replica per rotation, in seconds."""
-    with FakeGitLab().running(host=node.gateway) as gitlab, tempfile.TemporaryDirectory() as logs:
-        owner = gitlab.add_user("platform")
-        gitlab.add_project(PROJECT_ID, "builds", maintainers=[owner])
-        gitlab.add_access_token(PAT, owner, scopes=["api"])
-        api = cp.api_client()
-        core = client.CoreV1Api(api)
-        namespace = f"bench-rotation-{'after' if refresh else 'before'}-{int(time.time())}"
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-        runners = Runners(api, namespace, gitlab.url)
-        runners.put_secret("gitlab-api", {"token": PAT})
-        env = {"GLRT_RESYNC_INTERVAL": "300", "GLRT_REFRESH_PODS": "true" if refresh else "false"}
-        figures: list[tuple[float, float]] = []
-        with OperatorProcess(cp.kubeconfig, namespace, Path(logs), env=env):
-            # The stand-in image, the default check_interval (3 s).
-            manager = {"image": image_names()["runner"], "imagePullPolicy": "Never"}
-            runners.create(runners.manifest(replicas=2, manager=manager))
-            ids = {r["systemId"] for r in runners.wait_ready(timeout=120)["status"]["replicas"]}
-            runner_id = next(iter(gitlab.runners))
-            polling = lambda: {s for s, m in gitlab.runners[runner_id].managers.items() if m.contacted_at}  # noqa: E731
-            wait_for(lambda: polling() == ids, timeout=120, message="2 managers poll")
-            # A new pod is synced by the kubelet several times while its probes settle, each time refreshing its
-            # Secret volume: rotate only once both pods have been Ready for a while, as in a running fleet.
-            wait_for(lambda: pods_settled(core, namespace, 30.0), timeout=180, message="pods Ready for 30 s")
-            before = restarts(core, namespace)
-            for i in range(rotations):
-                gaps, polls = rotate_once(runners, gitlab, ids, f"bench-{i}-{time.time()}")
-                figures += [(gaps[s], polls[s]) for s in sorted(ids)]
-                print(
-                    f"  rotation {i + 1}: blackout {', '.join(f'{gaps[s]:.1f}s' for s in sorted(ids))}"
-                    f" (reset -> new token on the wire {', '.join(f'{polls[s]:.1f}s' for s in sorted(ids))})",
-                    flush=True,
-                )
-            after = restarts(core, namespace)
-            print(f"  pod restarts during the rotations: {sum(after.values()) - sum(before.values())}")
-        core.delete_namespace(namespace)
-        return figures
-
-
-def summary(figures: list[tuple[float, float]]) -> str:
-    gaps = sorted(g for g, _ in figures)
-    return (
-        f"blackout per replica max {gaps[-1]:.1f}s, median {gaps[len(gaps) // 2]:.1f}s over {len(gaps)} values;"
-        f" reset -> new token polled max {max(p for _, p in figures):.1f}s"
+def slow_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, logs: Path) -> RssSampler:
+    first_call = len(gitlab.calls)
+    count, resync = args.slow_runners, args.slow_resync
+    api = cp.api_client()
+    runners = new_namespace(api, gitlab, f"slow-{int(time.time())}")
+    fleet = Fleet(api, runners, count)
+    gitlab.faults.add(Fault(path=OPERATOR_CALLS, kind="latency", seconds=args.latency))
+    print(
+        f"\n== slow GitLab: {count} Runners resyncing every {resync:.0f}s, then GitLab at {args.slow_latency:.1f}s",
+        flush=True,
     )
-
-
-def measure_rotation(rotations: int) -> None:
-    print("\n=== Token rotation on a real node (2 replicas, kubelet syncFrequency 1m, check_interval 3s)")
-    reason = node_harness.unavailable_reason()
-    if reason is not None:
-        print(f"rotation figures skipped: no node on this machine ({reason})")
-        return
-    with ControlPlane(extra_ips=[node_gateway(NodeOptions())]) as cp, node_harness.running(cp) as node:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
-        print("with the operator touching the pods after storing the token (now):")
-        now = rotation_blackouts(cp, node, rotations, refresh=True)
-        print("without (GLRT_REFRESH_PODS=false; the kubelet's periodic sync alone, as before):")
-        before = rotation_blackouts(cp, node, rotations, refresh=False)
-    print(f"now:    {summary(now)}")
-    print(f"before: {summary(before)}")
+    operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
+    with operator, RssSampler(operator.process.pid if operator.process else 0) as rss:
+        fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
+        created = time.monotonic()
+        fleet.wait_all_ready(count, timeout=args.timeout)
+        fleet.heartbeat()
+        gitlab.faults.clear()
+        gitlab.faults.add(Fault(path=OPERATOR_CALLS, kind="latency", seconds=args.slow_latency))
+        first = len(gitlab.calls)
+        # A Runner's first resync comes one interval plus its phase (< one interval) after it was seen: from then
+        # on every timer has fired, and each Runner has a resync queued or in flight.
+        waited = max(resync, created + 2 * resync + 5 - time.monotonic())
+        time.sleep(waited)
+        backlog = calls_since(gitlab, first)
+        started = time.monotonic()
+        runners.create(runners.manifest(name="newcomer", replicas=1))
+        runners.wait_ready("newcomer", timeout=args.timeout)
+        print(
+            f"  new Runner Ready after {time.monotonic() - started:.1f}s while {count} Runners resync against a "
+            f"{args.slow_latency:.1f}s GitLab ({len(backlog)} resync calls answered in the {resync + 5:.0f}s before)"
+        )
+        print(f"  operator RSS peak: {rss.peak_kib / 1024:.0f} MiB", flush=True)
+    gitlab.faults.clear()
+    report_budget(gitlab, first_call, args.budget)
+    return rss
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--counts", type=int, nargs="+", default=[1, 50])
-    parser.add_argument("--resync", type=float, default=10.0)
-    parser.add_argument("--window", type=float, default=60.0)
-    parser.add_argument("--rotations", type=int, default=5)
-    parser.add_argument("--rotation-only", action="store_true", help="only the rotation figures (on a node)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runners", type=int, default=1000, help="Runners of the fleet run (0: skip it)")
+    parser.add_argument("--slow-runners", type=int, default=500, help="Runners of the slow-GitLab run (0: skip it)")
+    parser.add_argument("--budget", type=int, default=1200, help="GLRT_GITLAB_REQUESTS_PER_MINUTE")
+    parser.add_argument("--latency", type=float, default=0.05, help="GitLab's answer time (s) in the fleet run")
+    parser.add_argument("--slow-latency", type=float, default=2.0, help="GitLab's answer time (s) when slow")
+    parser.add_argument("--resync", type=float, default=0.0, help="fleet resync interval (0: fit the budget)")
+    parser.add_argument("--slow-resync", type=float, default=20.0, help="resync interval of the slow run")
+    parser.add_argument("--timeout", type=float, default=900.0, help="patience for each phase (s)")
+    parser.add_argument("--env", action="append", default=[], help="extra operator setting, e.g. GLRT_WORKERS=32")
+    parser.add_argument("--logs", default="", help="keep the operator logs in this directory")
     args = parser.parse_args()
-    if not args.rotation_only:
-        with ControlPlane() as cp:
-            cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-            cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
-            for count in args.counts:
-                measure(cp, count, args.resync, args.window)
-    measure_rotation(args.rotations)
+    peaks: list[int] = []
+    with (
+        ControlPlane() as cp,
+        FakeGitLab().running() as gitlab,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        logs = args.logs or scratch
+        Path(logs).mkdir(parents=True, exist_ok=True)
+        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
+        setup_gitlab(gitlab)
+        if args.runners:
+            peaks.append(fleet_run(cp, gitlab, args, Path(logs)).peak_kib)
+        if args.slow_runners:
+            peaks.append(slow_run(cp, gitlab, args, Path(logs)).peak_kib)
+        print(f"\noperator RSS peak over the runs: {max(peaks, default=0) / 1024:.0f} MiB")
     return 0
 
 

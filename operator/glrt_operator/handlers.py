@@ -3,17 +3,21 @@ hand it to a use case, then write the status and conditions and translate failur
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import kopf
 
 from . import metrics
-from .adapters.gitlab import GitLabPool, parse_time
+from .adapters.gitlab import THROTTLED, GitLabPool, parse_time
 from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
 from .core.conditions import set_condition
 from .core.errors import classify
@@ -41,7 +45,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         # With scanning off, Kopf would otherwise wait silently forever; exiting lets the pod restart until it is.
         raise kopf.PermanentError(f"{GROUP}/{VERSION} is not served: install the CRD (kubectl apply -f crds/)")
     memo["kube"] = kube
-    memo["gitlab"] = GitLabPool()
+    memo["gitlab"] = GitLabPool(per_minute=CONFIG.gitlab_requests_per_minute, max_in_flight=CONFIG.gitlab_concurrency)
+    memo["resync_pool"] = ThreadPoolExecutor(CONFIG.resync_workers, thread_name_prefix="resync")
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:
@@ -58,13 +63,15 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = int(CONFIG.watch_server_timeout) + 30
     settings.watching.connect_timeout = 10
     settings.networking.error_backoffs = [1, 2, 5, 10, 30, 60]
-    settings.execution.max_workers = 8
+    # Event handlers only: resyncs run on memo["resync_pool"], so they never queue ahead of a new Runner.
+    settings.execution.max_workers = CONFIG.workers
     # A resync in flight when its Runner is deleted finishes within seconds; don't hold the finalizer for 60.
     settings.background.cancellation_polling = 1
 
 
 @kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
+    memo["resync_pool"].shutdown(wait=False, cancel_futures=True)
     memo["gitlab"].close()
 
 
@@ -111,7 +118,14 @@ def _run(
                 return use_case(emit)
         except Exception as raised:  # every failure becomes a condition (core.errors.classify)
             exc = classify(raised)
-            delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
+            if not raise_errors and exc.reason == THROTTLED:
+                # A resync held back by the GitLab budget (or a pause GitLab asked for): nothing is wrong with the
+                # Runner, and the next interval tries again. No condition, no Event.
+                logger.debug("resync skipped: %s", exc.message)
+                return None
+            # The budget names the moment a request may go again: no reason to back off further than that.
+            throttled = exc.reason == THROTTLED and exc.delay is not None
+            delay = exc.delay if throttled and exc.delay is not None else max(exc.delay or 0.0, CONFIG.backoff(retry))
             if tolerate_transient and exc.transient and not exc.permanent:
                 logger.info("%s: %s (retrying in %.0f s before reporting it)", exc.reason, exc.message, delay)
                 raise kopf.TemporaryError(exc.message, delay=delay) from None
@@ -129,7 +143,6 @@ def _run(
             raise kopf.TemporaryError(exc.message, delay=delay) from None
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_runner_created_or_changed(
@@ -142,32 +155,92 @@ def on_runner_created_or_changed(
     retry: int,
     **_: Any,
 ) -> None:
-    """Created, edited, or found at operator start: reconcile with Kopf's retries and back-off."""
+    """Created or edited: reconcile with Kopf's retries and back-off."""
     _reconcile_and_report(body, spec, status, patch, memo, logger, retry=retry, raise_errors=True)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_interval, initial_delay=resync_initial_delay)
-def resync_runner(
+async def resync_runner(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
     logger: kopf.Logger,
+    stopped: kopf.DaemonStopped | None = None,
     retry: int = 0,
     runtime: timedelta = timedelta(0),
     **_: Any,
 ) -> None:
     """Every interval, at the Runner's own phase: level-based drift repair and manager tracking, two GitLab reads
     (the runner, its managers); writes only when something drifted (a runner deleted in GitLab is created anew).
-    A transient failure is retried with back-off (Kopf re-runs a timer after a TemporaryError's delay) and only
-    reported as Ready=False when it outlasts one resync interval."""
+    Runs on the resync pool, not Kopf's workers, with the GitLab budget's resync priority. A transient failure is
+    retried with back-off (Kopf re-runs a timer after a TemporaryError's delay) and only reported as Ready=False
+    when it outlasts one resync interval."""
     if RunnerStatus.from_dict(status).observed_generation != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
     tolerate = runtime.total_seconds() < CONFIG.resync_interval
-    _reconcile_and_report(
-        body, spec, status, patch, memo, logger, retry=retry, raise_errors=False, tolerate_transient=tolerate
+    await _resync(body, spec, status, patch, memo, logger, stopped, retry=retry, tolerate_transient=tolerate)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def on_runner_resumed(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Found at operator start, unchanged since it was last handled (a change is Kopf's update): a resync in all but
+    its timing, one attempt, the timer takes over. As a resync, an operator restarted in front of a large fleet
+    never queues a new Runner behind a thousand resumes."""
+    await _resync(body, spec, status, patch, memo, logger)
+
+
+async def _resync(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped | None = None,
+    *,
+    retry: int = 0,
+    tolerate_transient: bool = False,
+) -> None:
+    """Reconcile on the resync pool, not Kopf's workers, with the GitLab budget's resync priority; a resync the
+    budget holds back is skipped quietly (the next interval tries again).
+    Abandoned when Kopf stops the timer (the Runner is being deleted): one still queued never runs, one running
+    finishes under the Runner's lock, which the deletion handler waits for. Kopf does not hold the finalizer (and
+    re-run the deletion handler) until a queued resync gets its turn."""
+    own = kopf.Patch()  # Kopf applies `patch` when this returns: a resync left running must not write into it then
+    work = functools.partial(
+        _reconcile_and_report,
+        body,
+        spec,
+        status,
+        own,
+        memo,
+        logger,
+        retry=retry,
+        raise_errors=False,
+        tolerate_transient=tolerate_transient,
+        resync=True,
     )
+    # Kopf's own sync handlers run the same way: the context carries Kopf's event poster and logging.
+    done = asyncio.get_running_loop().run_in_executor(memo["resync_pool"], contextvars.copy_context().run, work)
+    if stopped is not None:
+        stop: asyncio.Future[Any] = asyncio.ensure_future(stopped.wait())
+        await asyncio.wait([done, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not done.done():
+            done.cancel()
+            return
+    await done
+    patch.update(own)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -208,12 +281,20 @@ def _reconcile_and_report(
     retry: int,
     raise_errors: bool,
     tolerate_transient: bool = False,
+    resync: bool = False,
 ) -> None:
     ref = RunnerRef.from_body(body)
+    pool: GitLabPool = memo["gitlab"].for_resyncs() if resync else memo["gitlab"]
+    generation = body["metadata"].get("generation")
+
+    def use_case(emit: EventSink) -> ReconcileOutcome | None:
+        ctx = open_context(memo["kube"], pool, ref, spec, emit, logger, refresh_pods=CONFIG.refresh_pods)
+        if resync and (ctx.status.observed_generation or 0) > (generation or 0):
+            return None  # edited and reconciled while this resync waited for a worker: its spec is stale
+        return reconcile(ctx)
+
     outcome = _run(
-        lambda emit: reconcile(
-            open_context(memo["kube"], memo["gitlab"], ref, spec, emit, logger, refresh_pods=CONFIG.refresh_pods)
-        ),
+        use_case,
         body=body,
         status=status,
         patch=patch,
@@ -224,7 +305,7 @@ def _reconcile_and_report(
         tolerate_transient=tolerate_transient,
     )
     if outcome is not None:
-        write_ready(outcome, body["metadata"].get("generation"), status, patch)
+        write_ready(outcome, generation, status, patch)
         metrics.observe_runner(
             ref.namespace,
             ref.name,

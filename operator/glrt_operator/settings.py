@@ -44,6 +44,17 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a whole number")
+    if int(raw) < minimum:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: must be at least {minimum}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # How often each Runner is compared with GitLab (one GET per Runner per interval; writes only on drift).
@@ -58,6 +69,15 @@ class OperatorConfig:
     # Annotate manager pods after a config Secret change (a token rotation) so the kubelet refreshes their Secret
     # volume at once; needs `patch` on pods. GLRT_REFRESH_PODS=false leaves it to the kubelet's periodic sync.
     refresh_pods: bool = True
+    # Requests per minute to one GitLab host, all Runners together: GitLab.com allows 2,000 per user and minute
+    # (https://docs.gitlab.com/user/gitlab_com/#rate-limits-on-gitlabcom); the rest is left to the user's other tools.
+    gitlab_requests_per_minute: int = 600
+    # Requests in flight at once to one GitLab host; a quarter of them (at least one) is kept for event handlers.
+    gitlab_concurrency: int = 8
+    # Kopf's worker threads for create/update/delete handlers; periodic resyncs run on their own, smaller pool so
+    # that a slow GitLab never queues a new or deleted Runner behind hundreds of resyncs.
+    workers: int = 16
+    resync_workers: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -69,6 +89,10 @@ class OperatorConfig:
             watch_server_timeout=_seconds(env, "WATCH_SERVER_TIMEOUT", cls.watch_server_timeout, 10.0),
             metrics_port=_port(env, "METRICS_PORT", cls.metrics_port),
             refresh_pods=_flag(env, "REFRESH_PODS", cls.refresh_pods),
+            gitlab_requests_per_minute=_count(env, "GITLAB_REQUESTS_PER_MINUTE", cls.gitlab_requests_per_minute, 1),
+            gitlab_concurrency=_count(env, "GITLAB_CONCURRENCY", cls.gitlab_concurrency, 1),
+            workers=_count(env, "WORKERS", cls.workers, 1),
+            resync_workers=_count(env, "RESYNC_WORKERS", cls.resync_workers, 1),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

@@ -153,6 +153,10 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_ERROR_BACKOFF_MAX": "600",
         "GLRT_WATCH_SERVER_TIMEOUT": "300",
         "GLRT_METRICS_PORT": "8081",
+        "GLRT_GITLAB_REQUESTS_PER_MINUTE": "600",
+        "GLRT_GITLAB_CONCURRENCY": "8",
+        "GLRT_WORKERS": "16",
+        "GLRT_RESYNC_WORKERS": "4",
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 

@@ -3,7 +3,10 @@ as a Ready=False condition, one Event per distinct problem, and Kopf's retry sem
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -11,7 +14,7 @@ import pytest
 
 from glrt_operator import handlers
 
-from .conftest import NAMESPACE, UID, Env
+from .conftest import NAMESPACE, Env
 
 
 @pytest.fixture
@@ -31,16 +34,18 @@ def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra
         {
             "apiVersion": "glrt.dev/v1alpha1",
             "kind": "Runner",
-            "metadata": {"name": "builds", "namespace": NAMESPACE, "uid": UID, "generation": generation},
+            "metadata": {"name": env.ref.name, "namespace": NAMESPACE, "uid": env.ref.uid, "generation": generation},
             "spec": env.spec,
             "status": dict(env.kube.status),
         }
     )
     patch = kopf.Patch()
-    memo = env.__dict__.setdefault("memo", kopf.Memo(kube=env.kube, gitlab=env.pool))
-    kwargs = {"retry": retry} if handler is not handlers.resync_runner else {}
+    memo = env.__dict__.setdefault(
+        "memo", kopf.Memo(kube=env.kube, gitlab=env.pool, resync_pool=ThreadPoolExecutor(1, thread_name_prefix="test"))
+    )
+    kwargs = {"retry": retry} if handler not in (handlers.resync_runner, handlers.on_runner_resumed) else {}
     try:
-        handler(
+        result = handler(
             body=body,
             spec=body["spec"],
             status=body["status"],
@@ -50,6 +55,8 @@ def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra
             **kwargs,
             **extra,
         )
+        if inspect.iscoroutine(result):  # the resync timer is async: it hands the work to the resync pool
+            asyncio.run(result)
     finally:
         env.kube.status.update(patch.get("status", {}))  # Kopf applies the patch after success or failure
     return patch

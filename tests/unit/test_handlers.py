@@ -23,7 +23,9 @@ def test_every_lifecycle_handler_is_registered() -> None:
     registry = kopf.get_default_registry()
     resource = kopf.Resource("glrt.dev", "v1alpha1", "runners")
     changing = {h.id for h in registry._changing.get_all_handlers() if h.selector and h.selector.check(resource)}
-    assert {"on_runner_created_or_changed", "on_runner_deleted"} <= {i.split("/")[0] for i in changing}
+    assert {"on_runner_created_or_changed", "on_runner_resumed", "on_runner_deleted"} <= {
+        i.split("/")[0] for i in changing
+    }
     timers = [h for h in registry._spawning.get_all_handlers() if h.id.startswith("resync_runner")]
     assert timers and timers[0].interval == handlers.CONFIG.resync_interval
     assert timers[0].initial_delay is handlers.resync_initial_delay

@@ -10,11 +10,18 @@ def test_defaults() -> None:
     assert config.resync_interval == 300.0
     assert config.backoff(0) == 15.0 and config.backoff(1) == 30.0
     assert config.backoff(100) == config.error_backoff_max
+    # Safely under GitLab.com's 2,000 requests per user and minute.
+    assert config.gitlab_requests_per_minute == 600 and config.gitlab_concurrency == 8
+    assert config.workers > config.resync_workers
 
 
 def test_environment_overrides() -> None:
     config = OperatorConfig.from_env({"GLRT_RESYNC_INTERVAL": "5", "GLRT_ERROR_BACKOFF": "0.5"})
     assert config.resync_interval == 5.0 and config.error_backoff == 0.5
+    budget = OperatorConfig.from_env({"GLRT_GITLAB_REQUESTS_PER_MINUTE": "1500", "GLRT_GITLAB_CONCURRENCY": "4"})
+    assert (budget.gitlab_requests_per_minute, budget.gitlab_concurrency) == (1500, 4)
+    workers = OperatorConfig.from_env({"GLRT_WORKERS": "32", "GLRT_RESYNC_WORKERS": "2"})
+    assert (workers.workers, workers.resync_workers) == (32, 2)
 
 
 @pytest.mark.parametrize(
@@ -23,6 +30,9 @@ def test_environment_overrides() -> None:
         ({"GLRT_RESYNC_INTERVAL": "soon"}, "expected a number of seconds"),
         ({"GLRT_RESYNC_INTERVAL": "0"}, "at least 1"),
         ({"GLRT_ERROR_BACKOFF": "100", "GLRT_ERROR_BACKOFF_MAX": "10"}, "must not exceed"),
+        ({"GLRT_GITLAB_REQUESTS_PER_MINUTE": "0"}, "at least 1"),
+        ({"GLRT_GITLAB_CONCURRENCY": "2.5"}, "whole number"),
+        ({"GLRT_WORKERS": "many"}, "whole number"),
     ],
 )
 def test_bad_settings_fail_fast(env: dict[str, str], message: str) -> None:

@@ -7,19 +7,23 @@ no exception, log line or repr made here ever contains one.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
 from .. import metrics
 from ..core.errors import ReconcileError, register_classifier
+from .gitlab_budget import BudgetExhausted, HostBudget, Priority
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
 TOKEN_PROBE_SYSTEM_ID = "glrt-operator-token-check"
@@ -28,6 +32,7 @@ MAX_PAGES = 50  # 5,000 runners at per_page=100: bounds every list walk
 # non-ASCII character in the access token would make httpx fail before anything is sent.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 T = TypeVar("T")
+THROTTLED = "GitLabThrottled"
 
 
 class GitLabError(Exception):
@@ -72,6 +77,18 @@ class GitLabError(Exception):
             404: "GitLabNotFound",
             429: "GitLabRateLimited",
         }.get(self.status, "GitLabUnavailable" if self.status >= 500 else "GitLabRejected")
+
+
+class GitLabThrottled(GitLabError):
+    """Not sent: the operator's request budget for this GitLab host, or a pause GitLab asked for (429,
+    `RateLimit-Remaining: 0`), holds every call back for `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message, retryable=True, retry_after=retry_after)
+
+    @property
+    def reason(self) -> str:
+        return THROTTLED
 
 
 @dataclass(frozen=True)
@@ -229,7 +246,15 @@ def _check(response: httpx.Response, action: str) -> httpx.Response:
 class GitLabClient:
     """Calls to one GitLab instance with one access token. Cheap to create: it borrows a pooled httpx.Client."""
 
-    def __init__(self, http: httpx.Client, api_url: str, access_token: str):
+    def __init__(
+        self,
+        http: httpx.Client,
+        api_url: str,
+        access_token: str,
+        budget: HostBudget | None = None,
+        priority: Priority = Priority.EVENT,
+        max_wait: float | None = None,
+    ):
         if access_token and not _HEADER_SAFE.fullmatch(access_token):
             raise GitLabError(
                 "The access token holds characters an HTTP header cannot carry (a byte-order mark, a space or line "
@@ -240,6 +265,10 @@ class GitLabClient:
         self._http = http
         self._api = api_url.rstrip("/")
         self._headers = {"PRIVATE-TOKEN": access_token}
+        # Unlimited when constructed without one (tests); GitLabPool always hands out its host's shared budget.
+        self._budget = budget or HostBudget(self._api, per_minute=1_000_000, max_in_flight=1_000_000)
+        self._priority = priority
+        self._max_wait = max_wait
 
     def __repr__(self) -> str:
         return f"GitLabClient({self._api!r})"
@@ -254,6 +283,15 @@ class GitLabClient:
         params: Any = None,
         user_auth: bool = True,
     ) -> httpx.Response:
+        # Every request to the host passes its shared budget, and every answer teaches it (429, RateLimit-*).
+        queued = time.monotonic()
+        try:
+            self._budget.admit(self._priority, self._max_wait)
+        except BudgetExhausted as exc:
+            raise GitLabThrottled(f"{action}: {exc}", exc.retry_after) from None
+        finally:
+            if (waited := time.monotonic() - queued) >= 0.01:
+                metrics.record_rate_limit_wait("budget", waited)
         started = time.monotonic()
         try:
             response = self._http.request(
@@ -282,7 +320,10 @@ class GitLabClient:
             raise GitLabError(
                 f"{action}: GitLab at {self._api} is unreachable ({type(exc).__name__})", retryable=True
             ) from None
+        finally:
+            self._budget.release()
         metrics.observe_gitlab_call(method, path, response, started, user_auth)
+        self._budget.observe(response.status_code, response.headers)
         return response
 
     # --- runners (user token) ---------------------------------------------------------------------------------
@@ -420,12 +461,47 @@ class GitLabClient:
 
 
 class GitLabPool:
-    """One pooled httpx.Client per CA bundle, shared by every Runner; created at startup, closed at cleanup."""
+    """One pooled httpx.Client per CA bundle and one request budget per GitLab host, shared by every Runner;
+    created at startup, closed at cleanup. `for_resyncs()` is a view of the same pool whose calls are periodic
+    resyncs: they yield to event-driven calls and give up after `resync_max_wait` instead of queueing."""
 
-    def __init__(self, timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        per_minute: int = 600,
+        max_in_flight: int = 8,
+        event_max_wait: float = 10.0,
+        resync_max_wait: float = 1.0,
+    ):
         self._timeout = timeout
         self._transport = transport
         self._clients: dict[str, httpx.Client] = {}
+        self._budgets: dict[str, HostBudget] = {}
+        self._lock = threading.Lock()
+        self._per_minute = per_minute
+        self._max_in_flight = max_in_flight
+        self._event_max_wait = event_max_wait
+        self._resync_max_wait = resync_max_wait
+        self.priority = Priority.EVENT
+
+    def for_resyncs(self) -> GitLabPool:
+        view = copy.copy(self)  # shares the clients, budgets and lock
+        view.priority = Priority.RESYNC
+        return view
+
+    def budget(self, api_url: str) -> HostBudget:
+        """The one budget of this URL's host (host and port), created on first use."""
+        host = urlsplit(api_url).netloc.lower()
+        with self._lock:
+            budget = self._budgets.get(host)
+            if budget is None:
+                budget = HostBudget(
+                    host, per_minute=self._per_minute, max_in_flight=self._max_in_flight, max_wait=self._event_max_wait
+                )
+                self._budgets[host] = budget
+            return budget
 
     def client(self, api_url: str, access_token: str, ca_pem: str | None = None) -> GitLabClient:
         key = hashlib.sha256(ca_pem.encode()).hexdigest() if ca_pem else ""
@@ -437,10 +513,18 @@ class GitLabPool:
                 verify=verify,
                 transport=self._transport,
                 headers={"User-Agent": "glrt-operator"},
-                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                limits=httpx.Limits(max_connections=max(20, self._max_in_flight), max_keepalive_connections=10),
             )
             self._clients[key] = http
-        return GitLabClient(http, api_url, access_token)
+        resync = self.priority is Priority.RESYNC
+        return GitLabClient(
+            http,
+            api_url,
+            access_token,
+            budget=self.budget(api_url),
+            priority=self.priority,
+            max_wait=self._resync_max_wait if resync else self._event_max_wait,
+        )
 
     def close(self) -> None:
         for http in self._clients.values():

@@ -93,7 +93,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         runner_id, current = ensured.runner_id, ensured.token
         if not ensured.fresh:
             current = token.rotate_if_due(ctx, runner_id, current)
-        found = ctx.gitlab.list_managers(runner_id)
+        found = [] if ensured.unseen else ctx.gitlab.list_managers(runner_id)  # one call less per new Runner
         checked = (
             token.CheckedToken(current, token.ACCEPTED)
             if ensured.fresh

@@ -33,6 +33,8 @@ class EnsuredRunner:
     runner_id: int
     token: TokenState
     fresh: bool
+    # Just created or adopted: no pod ever held its token, so GitLab has no manager of it to list.
+    unseen: bool = False
 
 
 def ensure_runner(ctx: RunnerContext) -> EnsuredRunner:
@@ -110,7 +112,7 @@ def _recorded(ctx: RunnerContext, runner_id: int, issued: IssuedToken, reason: s
     record_runner(ctx, runner_id)
     ctx.emit("Normal", reason, message)
     ctx.log.info("%s", message)
-    return EnsuredRunner(runner_id, token.issued_state(issued), fresh=True)
+    return EnsuredRunner(runner_id, token.issued_state(issued), fresh=True, unseen=True)
 
 
 def record_runner(ctx: RunnerContext, runner_id: int | None) -> None:
