@@ -92,7 +92,9 @@ def test_a_manager_pod_runs_as_the_spec_says_and_polls_with_its_system_id(
             pod = runners.core.read_namespaced_pod("builds-0", ns)
         except client.ApiException:
             return False
-        return bool(pod.metadata.uid != uid and ready_replicas(runners) == 2)
+        # The pod's own Ready condition: the StatefulSet's readyReplicas can still count the pod just deleted.
+        ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+        return bool(pod.metadata.uid != uid and ready)
 
     wait_for(replaced, timeout=120, message="builds-0 replaced and Ready")
     assert sh(control_plane, ns, "builds-0", "cat /etc/gitlab-runner/.runner_system_id") == (0, ids[0])
