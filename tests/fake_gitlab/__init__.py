@@ -1,6 +1,7 @@
 """A stateful fake GitLab HTTP server for tests, the demo and benchmarks.
 
-Built from ``/work/shared/reference/gitlab-api.md``: the runner endpoints of the REST API (``/api/v4``), with
+Follows GitLab's REST API documentation (https://docs.gitlab.com/api/runners/,
+https://docs.gitlab.com/api/deploy_tokens/): the runner and deploy-token endpoints of the REST API (``/api/v4``), with
 fault injection and a control API under ``/-/fake/``. Typical use::
 
     with FakeGitLab().running() as gl:

@@ -2,8 +2,8 @@
 
 A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) in a background thread. ``/api/v4/...`` goes to :mod:`.api`
 under one state lock, after fault injection (:mod:`.faults`); ``/-/fake/...`` goes to :mod:`.control`.
-Request bodies are JSON, urlencoded or multipart form data, merged with the query (ref §0.1 of
-``/work/shared/reference/gitlab-api.md``). Nothing here ever logs or prints a token.
+Request bodies are JSON, urlencoded or multipart form data, merged with the query
+(https://docs.gitlab.com/api/rest/). Nothing here ever logs or prints a token.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _fault_response(fault: Fault) -> api.Response:
-    """The response of a short-circuit fault (ref §0.5, §7)."""
+    """The response of a short-circuit fault (https://docs.gitlab.com/api/rest/troubleshooting/, https://docs.gitlab.com/security/rate_limits/)."""
     if fault.kind == "rate_limit_rack":
         reset = int(time.time()) + fault.retry_after_seconds  # real time: clients compare it with their own clock
         return api.Response(
@@ -456,7 +456,7 @@ class FakeGitLab:
         developers: list[User] | None = None,
         name: str | None = None,
     ) -> Group:
-        """Add a group; returns the live object (set its ref §4.1 interval fields freely)."""
+        """Add a group; returns the live object (set its https://docs.gitlab.com/ci/runners/configure_runners/#authentication-token-security interval fields freely)."""
         with self._lock:
             return self._state.add_group(
                 group_id,
@@ -512,7 +512,7 @@ class FakeGitLab:
 
     @property
     def settings(self) -> Settings:
-        """Live instance settings (ref §4.1); applied at runner creation and at every reset."""
+        """Live instance settings (https://docs.gitlab.com/ci/runners/configure_runners/#authentication-token-security); applied at runner creation and at every reset."""
         return self._state.settings
 
     # ---------------------------------------------------------------- reading state
@@ -550,7 +550,7 @@ class FakeGitLab:
             return list(self._state.calls)
 
     def status_of(self, runner_id: int) -> str:
-        """The REST ``status`` of a runner now (ref §1.3)."""
+        """The REST ``status`` of a runner now (https://docs.gitlab.com/api/runners/)."""
         with self._lock:
             return self._state.runner_status(self._state.runners[runner_id])
 
@@ -586,7 +586,7 @@ class FakeGitLab:
             return self._state.create_runner(runner_type=runner_type, creator=None, **fields).snapshot()
 
     def add_runner_project(self, runner_id: int, project_id: int) -> None:
-        """Assign a project runner to one more project (for the multi-project rules of ref §2.7)."""
+        """Assign a project runner to one more project (for the multi-project rules of https://docs.gitlab.com/api/runners/)."""
         with self._lock:
             runner = self._state.runners[runner_id]
             if project_id not in runner.project_ids:
@@ -595,7 +595,7 @@ class FakeGitLab:
     def enqueue_job(
         self, runner_id: int | None = None, tags: list[str] | None = None, payload: dict[str, Any] | None = None
     ) -> int:
-        """Queue a job for ``POST /jobs/request`` (ref §2.13); returns its id."""
+        """Queue a job for ``POST /jobs/request`` (https://docs.gitlab.com/ci/runners/ (the runner job-request API, lib/api/ci/runner.rb)); returns its id."""
         with self._lock:
             return self._state.enqueue_job(runner_id=runner_id, tags=tags, payload=payload).id
 

@@ -1,4 +1,4 @@
-"""The fake GitLab over raw HTTP (httpx): codes, bodies and headers of /work/shared/reference/gitlab-api.md."""
+"""The fake GitLab over raw HTTP (httpx): codes, bodies and headers as GitLab documents them (https://docs.gitlab.com/api/rest/)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def runner_call(world: World, method: str, path: str, **body: Any) -> httpx.Resp
     return world.client(None).request(method, path, json=body)
 
 
-# ------------------------------------------------------------------ POST /user/runners (ref §2.1)
+# ------------------------------------------------------------------ POST /user/runners (https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user)
 def test_create_instance_runner_as_admin(world: World) -> None:
     response = world.client("glpat-admin").post(
         "/user/runners",
@@ -184,7 +184,7 @@ def test_create_tag_and_length_limits(world: World) -> None:
     assert len(world.gl.runners[fifty["id"]].tag_list) == 50
 
 
-# ------------------------------------------------------------------ request formats (ref §0.1)
+# ------------------------------------------------------------------ request formats (https://docs.gitlab.com/api/rest/)
 def test_form_body_with_csv_tags_and_string_booleans(world: World) -> None:
     response = world.client("glpat-admin").post(
         "/user/runners",
@@ -251,7 +251,7 @@ def test_malformed_json_body_is_400(world: World) -> None:
     assert world.gl.runners == {}
 
 
-# ------------------------------------------------------------------ user authentication (ref §0.3)
+# ------------------------------------------------------------------ user authentication (https://docs.gitlab.com/api/rest/authentication/)
 def test_missing_and_unknown_credentials_are_401(world: World) -> None:
     for client in (world.client(None), world.client("glpat-nope")):
         response = client.post("/user/runners", json={"runner_type": "instance_type"})
@@ -339,7 +339,7 @@ def test_get_current_user(world: World) -> None:
     assert response.json()["is_admin"] is True
 
 
-# ------------------------------------------------------------------ POST /runners/verify (ref §2.2)
+# ------------------------------------------------------------------ POST /runners/verify (https://docs.gitlab.com/api/runners/)
 def test_verify_creates_manager_and_keeps_creation_state(world: World) -> None:
     created = world.create_runner()
     world.gl.clock.advance(30)
@@ -385,7 +385,7 @@ def test_runner_token_header_alone_is_not_enough(world: World) -> None:
     assert response.status_code == 400
 
 
-# ------------------------------------------------------------------ token resets (ref §2.3, §2.4)
+# ------------------------------------------------------------------ token resets (https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/)
 def test_reset_with_runner_token(world: World) -> None:
     created = world.create_runner()
     runner_call(world, "POST", "/runners/verify", token=created["token"], system_id="s_1")
@@ -441,7 +441,7 @@ def test_revoke_token_out_of_band(world: World) -> None:
     assert runner_call(world, "POST", "/runners/verify", token=new_token).status_code == 200
 
 
-# ------------------------------------------------------------------ token expiry (ref §4.1)
+# ------------------------------------------------------------------ token expiry (https://docs.gitlab.com/ci/runners/configure_runners/#authentication-token-security)
 def test_token_expiry_from_settings_and_clock(world: World) -> None:
     world.gl.settings.group_runner_token_expiration_interval = 7200
     created = world.create_runner("glpat-owner", runner_type="group_type", group_id=10)
@@ -492,7 +492,7 @@ def test_expiry_interval_is_the_minimum_over_the_hierarchy(world: World) -> None
     assert expiry(runner_type="project_type", project_id=100) == iso(WORLD_START + timedelta(seconds=10000))
 
 
-# ------------------------------------------------------------------ GET /runners/:id (ref §2.5)
+# ------------------------------------------------------------------ GET /runners/:id (https://docs.gitlab.com/api/runners/)
 def test_runner_details(world: World) -> None:
     created = world.create_runner(
         "glpat-pmaint", runner_type="project_type", project_id=100, description="web", tag_list=["k8s"]
@@ -558,7 +558,7 @@ def test_get_runner_errors(world: World) -> None:
     assert invalid.json() == {"error": "id is invalid"}
 
 
-# ------------------------------------------------------------------ PUT /runners/:id (ref §2.6)
+# ------------------------------------------------------------------ PUT /runners/:id (https://docs.gitlab.com/api/runners/)
 def test_update_runner(world: World) -> None:
     created = world.create_runner("glpat-owner", runner_type="group_type", group_id=10)
     response = world.client("glpat-owner").put(
@@ -623,7 +623,7 @@ def test_update_runner_errors(world: World) -> None:
     assert (runner.description, runner.run_untagged, runner.maximum_timeout) == ("", True, None)
 
 
-# ------------------------------------------------------------------ deletion (ref §2.7, §2.8, §2.9)
+# ------------------------------------------------------------------ deletion (https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/)
 def test_delete_runner_by_id(world: World) -> None:
     created = world.create_runner("glpat-owner", runner_type="group_type", group_id=10)
     runner_call(world, "POST", "/runners/verify", token=created["token"], system_id="s_1")
@@ -695,7 +695,7 @@ def test_delete_one_manager(world: World) -> None:
     assert bad.status_code == 403
 
 
-# ------------------------------------------------------------------ managers and status (ref §1.3, §2.11)
+# ------------------------------------------------------------------ managers and status (https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/)
 def test_managers_list_and_status_over_time(world: World) -> None:
     created = world.create_runner()
     token = created["token"]
@@ -759,7 +759,7 @@ def test_never_contacted_runner_becomes_stale(world: World) -> None:
     assert world.gl.status_of(created["id"]) == "stale"
 
 
-# ------------------------------------------------------------------ POST /jobs/request (ref §2.13)
+# ------------------------------------------------------------------ POST /jobs/request (https://docs.gitlab.com/ci/runners/ (the runner job-request API, lib/api/ci/runner.rb))
 def test_jobs_request_without_job(world: World) -> None:
     created = world.create_runner()
     world.gl.clock.advance(3)
@@ -829,7 +829,7 @@ def test_jobs_request_errors(world: World) -> None:
     assert (bad.status_code, bad.json()) == (403, {"message": "403 Forbidden"})
 
 
-# ------------------------------------------------------------------ lists (ref §0.6, §2.10)
+# ------------------------------------------------------------------ lists (https://docs.gitlab.com/api/rest/#pagination, https://docs.gitlab.com/api/runners/)
 def test_list_all_is_admin_only(world: World) -> None:
     world.create_runner()
     denied = world.client("glpat-owner").get("/runners/all")
