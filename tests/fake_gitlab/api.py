@@ -1,6 +1,7 @@
 """The GitLab REST endpoints of the fake, paths relative to ``/api/v4``.
 
-Each handler reproduces the status codes, bodies and checks GitLab documents (cited by URL below). The order of checks follows Grape's: authentication and scopes (``before`` blocks), then parameter
+Each handler reproduces the status codes, bodies and checks GitLab documents (short names as in the package
+docstring). The order of checks follows Grape's: authentication and scopes (``before`` blocks), then parameter
 validation (400 ``{"error": ...}``), then lookups (404), permissions (403) and model validation.
 Handlers run with the owner's state lock held.
 """
@@ -39,8 +40,8 @@ USER_SCOPES = ("active", "paused", "online", "offline", "never_contacted", "stal
 ALL_SCOPES = (*USER_SCOPES, "specific", "shared", *RUNNER_TYPES)
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
-MAX_COUNTED = 10_000  # https://docs.gitlab.com/api/rest/#pagination
-# PUT /runners/:id editable fields, in Grape's declaration order (https://docs.gitlab.com/api/runners/)
+MAX_COUNTED = 10_000  # REST pagination
+# PUT /runners/:id editable fields, in Grape's declaration order (runners API)
 EDITABLE_FIELDS = (
     "description",
     "active",
@@ -71,7 +72,7 @@ class Request:
 
     @property
     def params(self) -> dict[str, Any]:
-        """Query and body merged, the body winning (https://docs.gitlab.com/api/rest/)."""
+        """Query and body merged, the body winning (REST API)."""
         return {**self.query, **self.body}
 
 
@@ -100,7 +101,7 @@ class CallInfo:
     runner_id: int | None = None
 
 
-# ------------------------------------------------------------------ error shapes (https://docs.gitlab.com/api/rest/troubleshooting/)
+# ------------------------------------------------------------------ error shapes (REST status codes)
 def grape_error(*messages: str) -> ApiError:
     return ApiError(400, {"error": ", ".join(messages)})
 
@@ -121,7 +122,7 @@ def not_found(resource: str | None = None) -> ApiError:
     return ApiError(404, {"message": f"404 {resource} Not Found" if resource else "404 Not Found"})
 
 
-# --------------------------------------------------------------------- parameters (https://docs.gitlab.com/api/rest/)
+# --------------------------------------------------------------------- parameters (REST API)
 class Params:
     """Grape-style coercion; errors collect in declaration order and are raised together."""
 
@@ -210,7 +211,7 @@ class Params:
 
 # ----------------------------------------------------------------------------- context
 def allowed_scopes(method: str, path: str) -> list[str]:
-    """Token scopes that grant this request (https://docs.gitlab.com/api/rest/authentication/)."""
+    """Token scopes that grant this request (REST authentication)."""
     scopes = ["api"]
     if method in ("GET", "HEAD"):
         scopes.append("read_api")
@@ -233,7 +234,7 @@ class Ctx:
         self.params = Params(req.params)
 
     def authenticate(self) -> User:
-        """User-token authentication and scope check (https://docs.gitlab.com/api/rest/authentication/)."""
+        """User-token authentication and scope check (REST authentication)."""
         headers = self.req.headers
         token = headers.get("private-token")
         auth = headers.get("authorization", "")
@@ -278,7 +279,7 @@ class Ctx:
         return user
 
     def runner_from_token(self, token: str) -> Runner:
-        """Runner-token authentication (https://docs.gitlab.com/api/rest/): unknown, expired or deleted → 403."""
+        """Runner-token authentication (REST API): unknown, expired or deleted → 403."""
         runner = self.state.runner_for_token(token)
         if runner is None or self.state.token_expired(runner):
             raise forbidden()
@@ -314,7 +315,7 @@ def user_basic(ctx: Ctx, user: User) -> dict[str, Any]:
 
 
 def runner_entity(ctx: Ctx, runner: Runner) -> dict[str, Any]:
-    """The list fields (https://docs.gitlab.com/api/runners/ item shape)."""
+    """The list fields (runners API item shape)."""
     state = ctx.state
     body: dict[str, Any] = {
         "id": runner.id,
@@ -358,7 +359,7 @@ def group_entity(ctx: Ctx, group: Group) -> dict[str, Any]:
 
 
 def runner_details(ctx: Ctx, runner: Runner, user: User, *, include_projects: bool = True) -> dict[str, Any]:
-    """RunnerDetails (https://docs.gitlab.com/api/runners/); ``maintenance_note`` only for callers who may update the runner."""
+    """RunnerDetails (runners API); ``maintenance_note`` only for callers who may update the runner."""
     state = ctx.state
     latest = state.latest_manager(runner)
     body = runner_entity(ctx, runner)
@@ -385,7 +386,7 @@ def runner_details(ctx: Ctx, runner: Runner, user: User, *, include_projects: bo
 
 
 def manager_entity(ctx: Ctx, manager: Manager) -> dict[str, Any]:
-    """https://docs.gitlab.com/api/runners/ element shape."""
+    """runners API element shape."""
     return {
         "id": manager.id,
         "system_id": manager.system_id,
@@ -410,7 +411,7 @@ def model_errors(
     maximum_timeout: int | None,
     tags_changed: bool,
 ) -> dict[str, list[str]]:
-    """``Ci::Runner`` validations (https://docs.gitlab.com/api/runners/), as ``{attribute: [message, ...]}``."""
+    """``Ci::Runner`` validations (runners API), as ``{attribute: [message, ...]}``."""
     errors: dict[str, list[str]] = {}
     too_long = f"is too long (maximum is {MAX_TEXT_LENGTH} characters)"
     if description is not None and len(description) > MAX_TEXT_LENGTH:
@@ -446,7 +447,7 @@ def _page_params(ctx: Ctx) -> tuple[int, int]:
 def paginate(
     ctx: Ctx, items: list[Any], page: int, per_page: int, render: Callable[[Any], Any] = lambda item: item
 ) -> Response:
-    """Offset pagination with GitLab's headers (https://docs.gitlab.com/api/rest/#pagination); ``render`` turns the page's items into JSON."""
+    """Offset pagination with GitLab's headers (REST pagination); ``render`` turns the page's items into JSON."""
     total = len(items)
     total_pages = max(1, -(-total // per_page))
     chunk = [render(item) for item in items[(page - 1) * per_page : page * per_page]]
@@ -492,7 +493,7 @@ class ListFilters:
 
 
 def list_filters(ctx: Ctx, *, scopes: tuple[str, ...] | None) -> ListFilters:
-    """Parse the list filters of https://docs.gitlab.com/api/runners/ (400 on bad values)."""
+    """Parse the list filters of runners API (400 on bad values)."""
     p = ctx.params
     filters = ListFilters(
         type=p.string("type", values=RUNNER_TYPES),
@@ -553,7 +554,7 @@ def get_version(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def create_user_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /user/runners`` (https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user)."""
+    """``POST /user/runners`` (create a runner)."""
     user = ctx.authenticate()
     p = ctx.params
     runner_type = p.string("runner_type", required=True, values=RUNNER_TYPES)
@@ -622,7 +623,7 @@ def _runner_token(ctx: Ctx, *extra_required: str) -> tuple[str, dict[str, str | 
 
 
 def verify_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /runners/verify`` (https://docs.gitlab.com/api/runners/): 200, heartbeat, manager upsert, ``creation_state`` unchanged."""
+    """``POST /runners/verify`` (runners API): 200, heartbeat, manager upsert, ``creation_state`` unchanged."""
     p = ctx.params
     token = p.string("token", required=True)
     system_id = p.string("system_id")
@@ -635,7 +636,7 @@ def verify_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def reset_token_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /runners/reset_authentication_token`` (https://docs.gitlab.com/api/runners/): 201, old token dead at once."""
+    """``POST /runners/reset_authentication_token`` (runners API): 201, old token dead at once."""
     token, _ = _runner_token(ctx)
     runner = ctx.runner_from_token(token)
     new_token = ctx.state.rotate_token(runner)
@@ -643,7 +644,7 @@ def reset_token_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def delete_runner_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``DELETE /runners`` (https://docs.gitlab.com/api/runners/): deletes the runner itself."""
+    """``DELETE /runners`` (runners API): deletes the runner itself."""
     token, _ = _runner_token(ctx)
     runner = ctx.runner_from_token(token)
     ctx.state.delete_runner(runner)
@@ -651,7 +652,7 @@ def delete_runner_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def delete_manager(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``DELETE /runners/managers`` (https://docs.gitlab.com/api/runners/): removes one manager; runner and token live on."""
+    """``DELETE /runners/managers`` (runners API): removes one manager; runner and token live on."""
     token, extra = _runner_token(ctx, "system_id")
     runner = ctx.runner_from_token(token)
     system_id = extra["system_id"]
@@ -662,13 +663,13 @@ def delete_manager(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def legacy_register(ctx: Ctx, m: re.Match[str]) -> Response:
-    """Legacy ``POST /runners`` (https://docs.gitlab.com/api/runners/, informative): registration tokens are disabled, as by default."""
+    """Legacy ``POST /runners`` (runners API, informative): registration tokens are disabled, as by default."""
     _runner_token(ctx)
     return Response(410, {"message": "410 Gone - runner registration disallowed"})
 
 
 def jobs_request(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /jobs/request`` (https://docs.gitlab.com/ci/runners/ (the runner job-request API, lib/api/ci/runner.rb))."""
+    """``POST /jobs/request`` (job requests)."""
     p = ctx.params
     token = p.string("token", required=True)
     system_id = p.string("system_id")
@@ -689,7 +690,7 @@ def jobs_request(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def job_payload(ctx: Ctx, job: Job, runner: Runner) -> dict[str, Any]:
-    """A minimal job with the fields https://docs.gitlab.com/ci/runners/ (the runner job-request API, lib/api/ci/runner.rb) names; the test's payload overrides them."""
+    """A minimal job with the fields job requests names; the test's payload overrides them."""
     timeout = runner.maximum_timeout or 3600
     sha = "0" * 40
     payload: dict[str, Any] = {
@@ -732,7 +733,7 @@ def job_payload(ctx: Ctx, job: Job, runner: Runner) -> dict[str, Any]:
 
 
 def get_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners/:id`` (https://docs.gitlab.com/api/runners/)."""
+    """``GET /runners/:id`` (runners API)."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     include_projects = ctx.params.boolean("include_projects")
@@ -744,7 +745,7 @@ def get_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def update_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``PUT /runners/:id`` (https://docs.gitlab.com/api/runners/)."""
+    """``PUT /runners/:id`` (runners API)."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     p = ctx.params
@@ -803,7 +804,7 @@ def update_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def delete_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``DELETE /runners/:id`` (https://docs.gitlab.com/api/runners/)."""
+    """``DELETE /runners/:id`` (runners API)."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     runner = ctx.find_runner(raw)
@@ -825,7 +826,7 @@ def delete_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_managers(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners/:id/managers`` (https://docs.gitlab.com/api/runners/): every manager, not paginated."""
+    """``GET /runners/:id/managers`` (runners API): every manager, not paginated."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     runner = ctx.find_runner(raw)
@@ -836,7 +837,7 @@ def list_managers(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def reset_token_by_id(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /runners/:id/reset_authentication_token`` (https://docs.gitlab.com/api/runners/): works on an expired token too."""
+    """``POST /runners/:id/reset_authentication_token`` (runners API): works on an expired token too."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     runner = ctx.find_runner(raw)
@@ -847,7 +848,7 @@ def reset_token_by_id(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners`` (https://docs.gitlab.com/api/runners/): runners the user administers through membership."""
+    """``GET /runners`` (runners API): runners the user administers through membership."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=USER_SCOPES)
     owned = [r for r in ctx.state.runners.values() if ctx.state.owns_runner(user, r)]
@@ -855,7 +856,7 @@ def list_runners(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_all_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners/all`` (https://docs.gitlab.com/api/runners/): administrators only."""
+    """``GET /runners/all`` (runners API): administrators only."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=ALL_SCOPES)
     if not user.admin:
@@ -878,7 +879,7 @@ def _project_or_404(ctx: Ctx, user: User, raw: str) -> Project:
 
 
 def list_group_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /groups/:id/runners`` (https://docs.gitlab.com/api/runners/): the group's and its ancestors' runners plus instance runners."""
+    """``GET /groups/:id/runners`` (runners API): the group's and its ancestors' runners plus instance runners."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=None)
     state = ctx.state
@@ -895,7 +896,7 @@ def list_group_runners(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_project_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /projects/:id/runners`` (https://docs.gitlab.com/api/runners/): own, ancestor groups' and instance runners."""
+    """``GET /projects/:id/runners`` (runners API): own, ancestor groups' and instance runners."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=ALL_SCOPES)
     state = ctx.state
@@ -969,6 +970,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("POST", r"/jobs/request", jobs_request),
     ]
 ]
+
+
+def register(method: str, pattern: str, handler: Handler) -> None:
+    """Add a route (used by feature modules such as :mod:`.deploy_tokens`); the path is relative to ``/api/v4``."""
+    ROUTES.append((method, re.compile(f"^{pattern}$"), handler))
 
 
 def dispatch(state: State, req: Request, info: CallInfo) -> Response:

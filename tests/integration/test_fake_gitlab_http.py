@@ -1,4 +1,7 @@
-"""The fake GitLab over raw HTTP (httpx): codes, bodies and headers as GitLab documents them (https://docs.gitlab.com/api/rest/)."""
+"""The fake GitLab over raw HTTP (httpx): codes, bodies and headers as GitLab documents them.
+
+Section comments cite GitLab's documentation by the short names listed in ``tests/fake_gitlab/__init__.py``.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def runner_call(world: World, method: str, path: str, **body: Any) -> httpx.Resp
     return world.client(None).request(method, path, json=body)
 
 
-# ------------------------------------------------------------------ POST /user/runners (https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user)
+# ------------------------------------------------------------------ POST /user/runners (create a runner)
 def test_create_instance_runner_as_admin(world: World) -> None:
     response = world.client("glpat-admin").post(
         "/user/runners",
@@ -184,7 +187,7 @@ def test_create_tag_and_length_limits(world: World) -> None:
     assert len(world.gl.runners[fifty["id"]].tag_list) == 50
 
 
-# ------------------------------------------------------------------ request formats (https://docs.gitlab.com/api/rest/)
+# ------------------------------------------------------------------ request formats (REST API)
 def test_form_body_with_csv_tags_and_string_booleans(world: World) -> None:
     response = world.client("glpat-admin").post(
         "/user/runners",
@@ -251,7 +254,7 @@ def test_malformed_json_body_is_400(world: World) -> None:
     assert world.gl.runners == {}
 
 
-# ------------------------------------------------------------------ user authentication (https://docs.gitlab.com/api/rest/authentication/)
+# ------------------------------------------------------------------ user authentication (REST authentication)
 def test_missing_and_unknown_credentials_are_401(world: World) -> None:
     for client in (world.client(None), world.client("glpat-nope")):
         response = client.post("/user/runners", json={"runner_type": "instance_type"})
@@ -339,7 +342,7 @@ def test_get_current_user(world: World) -> None:
     assert response.json()["is_admin"] is True
 
 
-# ------------------------------------------------------------------ POST /runners/verify (https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ POST /runners/verify (runners API)
 def test_verify_creates_manager_and_keeps_creation_state(world: World) -> None:
     created = world.create_runner()
     world.gl.clock.advance(30)
@@ -385,7 +388,7 @@ def test_runner_token_header_alone_is_not_enough(world: World) -> None:
     assert response.status_code == 400
 
 
-# ------------------------------------------------------------------ token resets (https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ token resets (runners API, runners API)
 def test_reset_with_runner_token(world: World) -> None:
     created = world.create_runner()
     runner_call(world, "POST", "/runners/verify", token=created["token"], system_id="s_1")
@@ -441,7 +444,7 @@ def test_revoke_token_out_of_band(world: World) -> None:
     assert runner_call(world, "POST", "/runners/verify", token=new_token).status_code == 200
 
 
-# ------------------------------------------------------------------ token expiry (https://docs.gitlab.com/ci/runners/configure_runners/#authentication-token-security)
+# ------------------------------------------------------------------ token expiry (runner token expiry)
 def test_token_expiry_from_settings_and_clock(world: World) -> None:
     world.gl.settings.group_runner_token_expiration_interval = 7200
     created = world.create_runner("glpat-owner", runner_type="group_type", group_id=10)
@@ -492,7 +495,7 @@ def test_expiry_interval_is_the_minimum_over_the_hierarchy(world: World) -> None
     assert expiry(runner_type="project_type", project_id=100) == iso(WORLD_START + timedelta(seconds=10000))
 
 
-# ------------------------------------------------------------------ GET /runners/:id (https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ GET /runners/:id (runners API)
 def test_runner_details(world: World) -> None:
     created = world.create_runner(
         "glpat-pmaint", runner_type="project_type", project_id=100, description="web", tag_list=["k8s"]
@@ -558,7 +561,7 @@ def test_get_runner_errors(world: World) -> None:
     assert invalid.json() == {"error": "id is invalid"}
 
 
-# ------------------------------------------------------------------ PUT /runners/:id (https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ PUT /runners/:id (runners API)
 def test_update_runner(world: World) -> None:
     created = world.create_runner("glpat-owner", runner_type="group_type", group_id=10)
     response = world.client("glpat-owner").put(
@@ -623,7 +626,7 @@ def test_update_runner_errors(world: World) -> None:
     assert (runner.description, runner.run_untagged, runner.maximum_timeout) == ("", True, None)
 
 
-# ------------------------------------------------------------------ deletion (https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ deletion (runners API, runners API, runners API)
 def test_delete_runner_by_id(world: World) -> None:
     created = world.create_runner("glpat-owner", runner_type="group_type", group_id=10)
     runner_call(world, "POST", "/runners/verify", token=created["token"], system_id="s_1")
@@ -695,7 +698,7 @@ def test_delete_one_manager(world: World) -> None:
     assert bad.status_code == 403
 
 
-# ------------------------------------------------------------------ managers and status (https://docs.gitlab.com/api/runners/, https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ managers and status (runners API, runners API)
 def test_managers_list_and_status_over_time(world: World) -> None:
     created = world.create_runner()
     token = created["token"]
@@ -759,7 +762,7 @@ def test_never_contacted_runner_becomes_stale(world: World) -> None:
     assert world.gl.status_of(created["id"]) == "stale"
 
 
-# ------------------------------------------------------------------ POST /jobs/request (https://docs.gitlab.com/ci/runners/ (the runner job-request API, lib/api/ci/runner.rb))
+# ------------------------------------------------------------------ POST /jobs/request (job requests)
 def test_jobs_request_without_job(world: World) -> None:
     created = world.create_runner()
     world.gl.clock.advance(3)
@@ -829,7 +832,7 @@ def test_jobs_request_errors(world: World) -> None:
     assert (bad.status_code, bad.json()) == (403, {"message": "403 Forbidden"})
 
 
-# ------------------------------------------------------------------ lists (https://docs.gitlab.com/api/rest/#pagination, https://docs.gitlab.com/api/runners/)
+# ------------------------------------------------------------------ lists (REST pagination, runners API)
 def test_list_all_is_admin_only(world: World) -> None:
     world.create_runner()
     denied = world.client("glpat-owner").get("/runners/all")
