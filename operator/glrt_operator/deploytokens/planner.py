@@ -15,25 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from ..gitlab import DeployTokenInfo
 from .expiry import renewal_time
 
+# The planner reads GitLab's listing as the adapter types it.
+GitLabDeployToken = DeployTokenInfo
+
 DEFAULT_GRACE = timedelta(minutes=10)
-
-
-@dataclass(frozen=True)
-class GitLabDeployToken:
-    """A deploy token as GitLab lists it (never with its value)."""
-
-    id: int
-    name: str
-    username: str
-    expires_at: datetime | None
-    revoked: bool
-    expired: bool
-    scopes: tuple[str, ...]
-
-    def active(self, now: datetime) -> bool:
-        return not self.revoked and not self.expired and (self.expires_at is None or self.expires_at > now)
 
 
 @dataclass(frozen=True)
