@@ -168,6 +168,20 @@ def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -
         ]
     # The same rules in both modes: only where they are bound differs.
     assert namespaced["Role"][0]["rules"] == cluster["ClusterRole"][0]["rules"]
+    granted = {
+        (res, verb)
+        for rule in cluster["ClusterRole"][0]["rules"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    for resource, verb in [
+        ("deploytokens", "watch"),
+        ("deploytokens", "patch"),
+        ("deploytokens/status", "patch"),
+        ("deploytokens/finalizers", "update"),
+        ("secrets", "create"),
+    ]:
+        assert (resource, verb) in granted, f"the operator cannot {verb} {resource}"
     args = the_container(namespaced["Deployment"])["args"]
     assert args[:3] == ["run", "--namespace=ci", "--namespace=team-a"] and "--all-namespaces" not in args
 
