@@ -65,7 +65,7 @@ def test_bad_input_is_refused(
     with pytest.raises(client.ApiException) as refused:
         create(kube, namespace, changes, drop)
     assert refused.value.status == 422
-    assert message in refused.value.body
+    assert message in str(refused.value.body)
 
 
 def test_basic_auth_needs_no_registry_and_scope_is_immutable(
@@ -75,4 +75,4 @@ def test_basic_auth_needs_no_registry_and_scope_is_immutable(
     api = client.CustomObjectsApi(kube)
     with pytest.raises(client.ApiException) as refused:
         api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "pull", {"spec": {"projectId": 8}})
-    assert "projectId cannot be changed" in refused.value.body
+    assert "projectId cannot be changed" in str(refused.value.body)
