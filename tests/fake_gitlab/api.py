@@ -548,11 +548,6 @@ def get_user(ctx: Ctx, m: re.Match[str]) -> Response:
     return Response(200, {**user_basic(ctx, user), "is_admin": user.admin})
 
 
-def get_version(ctx: Ctx, m: re.Match[str]) -> Response:
-    ctx.authenticate()
-    return Response(200, {"version": "18.6.0-fake", "revision": "fake", "kas": {"enabled": False}, "enterprise": False})
-
-
 def create_user_runner(ctx: Ctx, m: re.Match[str]) -> Response:
     """``POST /user/runners`` (create a runner)."""
     user = ctx.authenticate()
@@ -660,12 +655,6 @@ def delete_manager(ctx: Ctx, m: re.Match[str]) -> Response:
         raise not_found("Runner manager not found")
     del runner.managers[system_id]
     return Response(204)
-
-
-def legacy_register(ctx: Ctx, m: re.Match[str]) -> Response:
-    """Legacy ``POST /runners`` (runners API, informative): registration tokens are disabled, as by default."""
-    _runner_token(ctx)
-    return Response(410, {"message": "410 Gone - runner registration disallowed"})
 
 
 def jobs_request(ctx: Ctx, m: re.Match[str]) -> Response:
@@ -914,48 +903,16 @@ def list_project_runners(ctx: Ctx, m: re.Match[str]) -> Response:
     return apply_filters(ctx, runners, filters)
 
 
-def get_group(ctx: Ctx, m: re.Match[str]) -> Response:
-    user = ctx.authenticate()
-    group = _group_or_404(ctx, user, m["id"])
-    full_path = ctx.state.group_full_path(group)
-    return Response(
-        200,
-        {
-            **group_entity(ctx, group),
-            "path": group.path,
-            "full_path": full_path,
-            "full_name": ctx.state.group_full_name(group),
-            "parent_id": group.parent_id,
-        },
-    )
-
-
-def get_project(ctx: Ctx, m: re.Match[str]) -> Response:
-    user = ctx.authenticate()
-    project = _project_or_404(ctx, user, m["id"])
-    full_path = ctx.state.project_full_path(project)
-    return Response(
-        200,
-        {
-            **project_entity(ctx, project),
-            "web_url": f"{ctx.req.base_url}/{full_path}",
-            "namespace": {"id": project.group_id, "full_path": ctx.state.project_namespace_path(project)},
-        },
-    )
-
-
 # (method, path regex, handler); first match wins. Routes that exist with another method give 405.
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     (method, re.compile(f"^{pattern}$"), handler)
     for method, pattern, handler in [
         ("GET", r"/user", get_user),
-        ("GET", r"/version", get_version),
         ("POST", r"/user/runners", create_user_runner),
         ("POST", r"/runners/verify", verify_runner),
         ("POST", r"/runners/reset_authentication_token", reset_token_by_token),
         ("DELETE", r"/runners/managers", delete_manager),
         ("DELETE", r"/runners", delete_runner_by_token),
-        ("POST", r"/runners", legacy_register),
         ("GET", r"/runners", list_runners),
         ("GET", r"/runners/all", list_all_runners),
         ("GET", r"/runners/(?P<id>[^/]+)", get_runner),
@@ -965,8 +922,6 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("POST", r"/runners/(?P<id>[^/]+)/reset_authentication_token", reset_token_by_id),
         ("GET", r"/groups/(?P<id>[^/]+)/runners", list_group_runners),
         ("GET", r"/projects/(?P<id>[^/]+)/runners", list_project_runners),
-        ("GET", r"/groups/(?P<id>[^/]+)", get_group),
-        ("GET", r"/projects/(?P<id>[^/]+)", get_project),
         ("POST", r"/jobs/request", jobs_request),
     ]
 ]

@@ -128,6 +128,8 @@ def test_validation_errors(world: World) -> None:
         {"message": "Username can contain only letters, digits, '_', '-', '+', and '.'"},
     )
     assert api.get(f"{url}/999").json() == {"message": "404 Not found"}
+    # `:id` may be the URL-encoded full path
+    assert api.get("/projects/platform%2Fteam%2Fweb/deploy_tokens").json() == []
     assert world.gl.deploy_tokens() == []
 
 

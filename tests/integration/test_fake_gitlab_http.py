@@ -1045,21 +1045,6 @@ def test_fake_gitlab_fixture_is_empty_with_a_real_clock(fake_gitlab: FakeGitLab)
     assert response.status_code == 401
 
 
-def test_groups_projects_and_version(world: World) -> None:
-    client = world.client("glpat-pmaint")
-    project = client.get("/projects/100").json()
-    assert (project["path_with_namespace"], project["web_url"]) == (
-        "platform/team/web",
-        f"{world.gl.url}/platform/team/web",
-    )
-    assert client.get("/projects/platform%2Fteam%2Fweb").json()["id"] == 100
-    assert client.get("/projects/200").json() == {"message": "404 Project Not Found"}
-    group = world.client("glpat-owner").get("/groups/11").json()
-    assert (group["full_path"], group["parent_id"]) == ("platform/team", 10)
-    assert client.get("/groups/10").status_code == 404
-    assert client.get("/version").json()["version"]
-
-
 def test_concurrent_creates_get_unique_ids_and_tokens(world: World) -> None:
     client = world.client("glpat-admin")
 
