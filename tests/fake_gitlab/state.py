@@ -446,6 +446,9 @@ class State:
     def group_full_path(self, group: Group) -> str:
         return "/".join(g.path for g in [*reversed(self.group_ancestors(group)), group])
 
+    def group_full_name(self, group: Group) -> str:
+        return " / ".join(g.name for g in [*reversed(self.group_ancestors(group)), group])
+
     def project_groups(self, project: Project) -> list[Group]:
         """The project's group and that group's ancestors, nearest first."""
         if project.group_id is None or project.group_id not in self.groups:
