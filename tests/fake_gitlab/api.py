@@ -35,7 +35,6 @@ from .state import (
     to_sentence,
 )
 
-STATUS_FILTERS = ("online", "offline", "stale", "never_contacted", "active", "paused")
 USER_SCOPES = ("active", "paused", "online", "offline", "never_contacted", "stale")
 ALL_SCOPES = (*USER_SCOPES, "specific", "shared", *RUNNER_TYPES)
 DEFAULT_PER_PAGE = 20
@@ -483,24 +482,17 @@ def paginate(
 @dataclass
 class ListFilters:
     type: str | None
-    status: str | None
-    paused: bool | None
-    tag_list: list[str] | None
-    version_prefix: str | None
     scope: str | None
     page: int
     per_page: int
 
 
 def list_filters(ctx: Ctx, *, scopes: tuple[str, ...] | None) -> ListFilters:
-    """Parse the list filters of runners API (400 on bad values)."""
+    """Parse the list filters the operator and python-gitlab send: type and scope (400 on bad values). GitLab's
+    other filters (status, paused, tag_list, version_prefix) are not implemented."""
     p = ctx.params
     filters = ListFilters(
         type=p.string("type", values=RUNNER_TYPES),
-        status=p.string("status", values=STATUS_FILTERS),
-        paused=p.boolean("paused"),
-        tag_list=p.str_list("tag_list"),
-        version_prefix=p.string("version_prefix"),
         scope=p.string("scope") if scopes is not None else None,
         page=1,
         per_page=DEFAULT_PER_PAGE,
@@ -526,16 +518,6 @@ def apply_filters(ctx: Ctx, runners: list[Runner], f: ListFilters) -> Response:
             out = [r for r in out if state.runner_matches_status(r, f.scope)]
     if f.type is not None:
         out = [r for r in out if r.runner_type == f.type]
-    if f.status is not None:
-        out = [r for r in out if state.runner_matches_status(r, f.status)]
-    if f.paused is not None:
-        out = [r for r in out if r.paused == f.paused]
-    if f.tag_list:
-        wanted = set(f.tag_list)
-        out = [r for r in out if wanted <= set(r.tag_list)]
-    if f.version_prefix is not None:
-        prefix = f.version_prefix
-        out = [r for r in out if any((m.version or "").startswith(prefix) for m in r.managers.values())]
     return paginate(ctx, out, f.page, f.per_page, lambda runner: runner_entity(ctx, runner))
 
 
