@@ -216,17 +216,6 @@ def test_form_body_with_bracket_array(world: World) -> None:
     assert world.gl.runners[response.json()["id"]].tag_list == ["x", "y"]
 
 
-def test_multipart_body(world: World) -> None:
-    response = world.client("glpat-admin").post(
-        "/user/runners",
-        data={"runner_type": "instance_type", "description": "multi", "tag_list": "m1,m2"},
-        files={"attachment": ("a.txt", b"ignored")},
-    )
-    assert response.status_code == 201
-    runner = world.gl.runners[response.json()["id"]]
-    assert (runner.description, runner.tag_list) == ("multi", ["m1", "m2"])
-
-
 def test_json_csv_tags_and_query_merge(world: World) -> None:
     response = world.client("glpat-admin").post(
         "/user/runners", params={"runner_type": "instance_type"}, json={"tag_list": "p,q", "paused": "true"}
