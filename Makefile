@@ -6,13 +6,22 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit demo bench binaries install clean
+.PHONY: test lint unit reconcile coverage demo bench binaries install clean
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
+
+# The use cases in-process against the fake GitLab and an in-memory Kubernetes adapter (seconds, no cluster).
+reconcile: install
+	$(BIN)/python -m pytest tests/reconcile
+
+# Line coverage of the reconcile code (the Runner use cases, the handlers, core/) from the fast tiers.
+coverage: install
+	$(BIN)/python -m pytest tests/unit tests/reconcile -q --cov=glrt_operator.runners --cov=glrt_operator.handlers \
+		--cov=glrt_operator.core --cov-report=term-missing --cov-fail-under=85
 
 lint: install
 	$(BIN)/ruff check operator tests scripts

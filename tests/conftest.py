@@ -13,6 +13,7 @@ from kubernetes import client
 
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
+from tests.harness.node import Node, NodeOptions, node_gateway
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "crds"
@@ -44,13 +45,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def control_plane() -> Iterator[ControlPlane]:
     if _binaries_error is not None:
         raise _binaries_error
-    cp = ControlPlane()
+    # The serving certificate also names the node's bridge gateway: pods reach the apiserver there.
+    cp = ControlPlane(extra_ips=[node_gateway(NodeOptions())])
     cp.start()
     _startup_seconds.append(cp.startup_seconds or 0.0)
     try:
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def node(control_plane: ControlPlane) -> Iterator[Node]:
+    """A real node (containerd + kubelet + scheduler) for tests whose subject is a pod; started on first use."""
+    n = Node(control_plane)
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,25 @@
-"""Every Kopf registration of the operator, and its settings. Handlers stay thin: they hand the body to the
-`Reconciler`, then write the status and conditions and translate failures into Kopf's retry semantics."""
+"""Every Kopf registration of the operator, and its settings. Handlers stay thin: they open a per-call context,
+hand it to a use case, then write the status and conditions and translate failures into Kopf's retry semantics."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
-from .conditions import set_condition
-from .gitlab import GitLabPool
-from .kube import GROUP, PLURAL, VERSION, Kube, describe_api_error, load_api_client
-from .reconcile import EventType, ReconcileError, Reconciler, ReconcileResult, RunnerRef
+from .adapters.gitlab import GitLabPool
+from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
+from .core.conditions import set_condition
+from .core.errors import ReconcileError
+from .core.events import EventSink, EventType
+from .runners.context import RunnerRef
+from .runners.deletion import delete_runner
+from .runners.reconcile import ReconcileOutcome, open_context, reconcile
+from .runners.status import RunnerStatus
 from .settings import OperatorConfig
 
 CONFIG = OperatorConfig.from_env()
@@ -58,8 +63,20 @@ def close(memo: kopf.Memo, **_: Any) -> None:
     memo["gitlab"].close()
 
 
+def resync_phase(uid: str, interval: float) -> float:
+    """A Runner's own offset in [0, interval), stable across restarts: spreads a fleet's resyncs over the interval
+    instead of firing them all in the same second after an operator restart."""
+    return int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0x1_0000_0000 * interval
+
+
+def resync_initial_delay(body: kopf.Body, **_: Any) -> float:
+    """The first resync one interval after the Runner is seen (the event handlers have just reconciled it), plus
+    its phase; Kopf then repeats it every interval, so the phase holds."""
+    return CONFIG.resync_interval + resync_phase(body["metadata"]["uid"], CONFIG.resync_interval)
+
+
 def _run(
-    action: Callable[[Reconciler, Callable[[EventType, str, str], None]], T],
+    use_case: Callable[[EventSink], T],
     *,
     body: kopf.Body,
     status: Mapping[str, Any],
@@ -69,9 +86,9 @@ def _run(
     retry: int,
     raise_errors: bool = True,
 ) -> T | None:
-    """Run one reconciler step for a Runner, serialised per Runner, with conditions and Events on failure."""
+    """Run one use case for a Runner, serialised per Runner, with a condition and an Event on failure."""
     generation = body["metadata"].get("generation")
-    conditions = status.get("conditions")
+    conditions = RunnerStatus.from_dict(status).conditions
 
     def emit(type_: EventType, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
@@ -79,17 +96,12 @@ def _run(
     # One lock per Runner (memo is per object): the resync timer and the event handlers never overlap.
     lock: threading.Lock = memo.setdefault("lock", threading.Lock())
     with lock:
-        reconciler = Reconciler(memo["kube"], memo["gitlab"], logger)
         try:
-            try:
-                result = action(reconciler, emit)
-            except ApiException as api_error:
-                raise ReconcileError("KubernetesAPIError", describe_api_error(api_error)) from None
+            return use_case(emit)
         except ReconcileError as exc:
-            previous: Mapping[str, Any] = next((c for c in conditions or () if c.get("type") == "Ready"), {})
-            patch.status["conditions"] = set_condition(
-                conditions, "Ready", "False", exc.reason, exc.message, generation
-            )
+            previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+            failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
+            patch.status.update(RunnerStatus.patch(conditions=tuple(failed)))
             if previous.get("message") != exc.message:  # one Event per distinct problem, not one per retry
                 emit("Warning", exc.reason, exc.message)
             logger.warning("%s: %s", exc.reason, exc.message)
@@ -99,13 +111,12 @@ def _run(
                 raise kopf.PermanentError(exc.message) from None
             delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
             raise kopf.TemporaryError(exc.message, delay=delay) from None
-    return result
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile(
+def on_runner_created_or_changed(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -115,11 +126,12 @@ def reconcile(
     retry: int,
     **_: Any,
 ) -> None:
-    _reconcile(body, spec, status, patch, memo, logger, retry=retry, raise_errors=True)
+    """Created, edited, or found at operator start: reconcile with Kopf's retries and back-off."""
+    _reconcile_and_report(body, spec, status, patch, memo, logger, retry=retry, raise_errors=True)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_interval, initial_delay=CONFIG.resync_interval)
-def resync(
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_interval, initial_delay=resync_initial_delay)
+def resync_runner(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -128,15 +140,15 @@ def resync(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Level-based drift repair and manager tracking: per Runner per interval, two GitLab reads (the runner, its
-    managers); writes only when something drifted (a runner deleted in GitLab is created anew)."""
-    if status.get("observedGeneration") != body["metadata"].get("generation"):
+    """Every interval, at the Runner's own phase: level-based drift repair and manager tracking, two GitLab reads
+    (the runner, its managers); writes only when something drifted (a runner deleted in GitLab is created anew)."""
+    if RunnerStatus.from_dict(status).observed_generation != body["metadata"].get("generation"):
         return  # the event handlers own a generation until they reconciled it, with their own back-off
-    _reconcile(body, spec, status, patch, memo, logger, retry=0, raise_errors=False)
+    _reconcile_and_report(body, spec, status, patch, memo, logger, retry=0, raise_errors=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def unregister(
+def on_runner_deleted(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -146,9 +158,10 @@ def unregister(
     retry: int,
     **_: Any,
 ) -> None:
+    """Deleted: unregister the runner in GitLab before Kopf releases the finalizer."""
     ref = RunnerRef.from_body(body)
     _run(
-        lambda r, emit: r.unregister(ref, spec, emit),
+        lambda emit: delete_runner(memo["kube"], memo["gitlab"], ref, spec, emit, logger),
         body=body,
         status=status,
         patch=patch,
@@ -158,7 +171,7 @@ def unregister(
     )
 
 
-def _reconcile(
+def _reconcile_and_report(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -170,8 +183,8 @@ def _reconcile(
     raise_errors: bool,
 ) -> None:
     ref = RunnerRef.from_body(body)
-    result = _run(
-        lambda r, emit: r.reconcile(ref, spec, emit),
+    outcome = _run(
+        lambda emit: reconcile(open_context(memo["kube"], memo["gitlab"], ref, spec, emit, logger)),
         body=body,
         status=status,
         patch=patch,
@@ -180,21 +193,23 @@ def _reconcile(
         retry=retry,
         raise_errors=raise_errors,
     )
-    _write_ready(result, body, status, patch)
+    if outcome is not None:
+        write_ready(outcome, body["metadata"].get("generation"), status, patch)
 
 
-def _write_ready(result: ReconcileResult | None, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch) -> None:
-    if result is None:
-        return
-    generation = body["metadata"].get("generation")
-    fields = result.fields
-    for key, value in fields.items():
-        patch.status[key] = value
-    patch.status["observedGeneration"] = generation
-    ready = sum(1 for r in fields["replicas"] if r["managerStatus"] == "online")
+def write_ready(
+    outcome: ReconcileOutcome, generation: int | None, status: Mapping[str, Any], patch: kopf.Patch
+) -> None:
+    """The status of a reconciled Runner: its fields, TokenValid, and Ready=True."""
+    patch.status.update(outcome.status_patch())
+    patch.status.update(RunnerStatus.patch(observed_generation=generation))
     message = (
-        f"Runner {fields['runnerId']} is registered in GitLab; {fields['readyReplicas']}/{len(fields['replicas'])} "
-        f"pod(s) ready, {ready} online in GitLab"
+        f"Runner {outcome.runner_id} is registered in GitLab; {outcome.ready_replicas}/{len(outcome.replicas)} "
+        f"pod(s) ready, {outcome.online_replicas} online in GitLab"
     )
-    conditions = set_condition(status.get("conditions"), "TokenValid", *result.token_condition, generation)
-    patch.status["conditions"] = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)
+    token = outcome.token_condition
+    conditions = set_condition(
+        RunnerStatus.from_dict(status).conditions, "TokenValid", token.status, token.reason, token.message, generation
+    )
+    ready = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)
+    patch.status.update(RunnerStatus.patch(conditions=tuple(ready)))

@@ -69,7 +69,9 @@ def test_create_registers_one_runner_and_its_children(
     ):
         assert owned_by(obj, body)
     assert status["observedGeneration"] == body["metadata"]["generation"]
-    assert "RunnerCreated" in runners.event_reasons()
+    wait_for(
+        lambda: "RunnerCreated" in runners.event_reasons(), timeout=10, message="the Event (posted asynchronously)"
+    )
 
 
 def test_spec_edit_updates_gitlab_with_put(runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
@@ -120,7 +122,9 @@ def test_runner_deleted_in_gitlab_is_recreated(runners: Runners, gitlab: FakeGit
     config = tomllib.loads(runners.secret_data("builds-runner-config")["config.toml"])
     assert_same_token(config["runners"][0]["token"], token, "config.toml vs token Secret")
     assert config["runners"][0]["id"] == new_id
-    assert "RunnerMissing" in runners.event_reasons()
+    wait_for(
+        lambda: "RunnerMissing" in runners.event_reasons(), timeout=10, message="the Event (posted asynchronously)"
+    )
 
 
 def test_delete_removes_the_runner_in_gitlab_and_the_children(
@@ -229,7 +233,7 @@ def test_bad_access_token_is_reported_and_recovers(
     runners.create(runners.manifest())
     condition = runners.wait_reason(reason)
     assert hint in condition["message"]
-    assert reason in runners.event_reasons()
+    wait_for(lambda: reason in runners.event_reasons(), timeout=10, message="the Event (posted asynchronously)")
 
     runners.put_secret("gitlab-api", {"token": PAT})
     runners.wait_ready(timeout=60)
@@ -271,7 +275,9 @@ def test_lost_reply_to_create_is_adopted_not_duplicated(
     assert len(calls(gitlab, "POST", "/user/runners")) == 1
     runner = gitlab.runners[body["status"]["runnerId"]]
     assert runners.secret_data("builds-runner-token")["token"] == runner.token  # reset: the lost token is dead
-    assert "RunnerAdopted" in runners.event_reasons()
+    wait_for(
+        lambda: "RunnerAdopted" in runners.event_reasons(), timeout=10, message="the Event (posted asynchronously)"
+    )
 
 
 def test_lost_reply_without_read_api_creates_anew_and_says_so(

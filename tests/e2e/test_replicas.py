@@ -102,6 +102,8 @@ def test_scale_down_removes_the_managers_of_gone_replicas(
         pods.pop(ordinal).stop()
     wait_for(lambda: managers(gitlab, runner_id) == {ids[0]}, timeout=40, message="one manager left")
     assert [r["ordinal"] for r in runners.wait_ready()["status"]["replicas"]] == [0]
+    # Kopf posts Events asynchronously, after the handler returned: wait for them, then check there are exactly two.
+    wait_for(lambda: runners.event_reasons().count("ManagerRemoved") >= 2, timeout=10, message="ManagerRemoved x2")
     assert runners.event_reasons().count("ManagerRemoved") == 2
 
 
@@ -114,4 +116,4 @@ def test_managers_of_no_replica_are_removed(runners: Runners, gitlab: FakeGitLab
     assert response.status_code == 204
     assert "r_madeUpByPod1" in managers(gitlab, runner_id)
     wait_for(lambda: "r_madeUpByPod1" not in managers(gitlab, runner_id), timeout=30, message="stray removed")
-    assert "UnknownManagerRemoved" in runners.event_reasons()
+    wait_for(lambda: "UnknownManagerRemoved" in runners.event_reasons(), timeout=10, message="UnknownManagerRemoved")

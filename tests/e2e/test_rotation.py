@@ -53,7 +53,7 @@ def test_editing_requested_at_rotates_exactly_once(
     config = tomllib.loads(runners.secret_data("builds-runner-config")["config.toml"])
     assert_same_token(config["runners"][0]["token"], new, "config.toml vs token Secret")
     assert status["rotationRequestedAt"] == "2026-11-22T11:00:00Z" and status["tokenRotatedAt"]
-    assert "TokenRotated" in runners.event_reasons()
+    wait_for(lambda: "TokenRotated" in runners.event_reasons(), timeout=10, message="the Event (posted asynchronously)")
     # Pods reload the new token from the Secret volume; the template (and so the pods) stay as they were.
     template = runners.apps.read_namespaced_stateful_set("builds", runners.namespace).spec.template.metadata
     assert template.annotations == checksum_before.annotations
@@ -104,7 +104,7 @@ def test_revoked_token_is_detected_and_reissued(
     condition = wait_for(lambda: runners.condition(type_="TokenValid").get("reason") == "Reissued" and True, timeout=10)
     assert condition
     assert "revoked or expired outside the operator" in runners.condition(type_="TokenValid")["message"]
-    assert "TokenRefused" in runners.event_reasons()
+    wait_for(lambda: "TokenRefused" in runners.event_reasons(), timeout=10, message="the Event (posted asynchronously)")
 
 
 def test_rotation_interrupted_by_a_crash_converges(

@@ -932,3 +932,9 @@ def dispatch(state: State, req: Request, info: CallInfo) -> Response:
     if path_known:
         return Response(405, {"error": "405 Not Allowed"})
     return Response(404, {"error": "404 Not Found"})
+
+
+# Job updates for runner stand-ins live in their own module.
+from . import jobs as _jobs  # noqa: E402 -- imports this module's names
+
+ROUTES.extend((method, re.compile(f"^{pattern}$"), handler) for method, pattern, handler in _jobs.ROUTES)

@@ -122,8 +122,16 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager as local processes; see the module docstring."""
 
-    def __init__(self, workdir: Path | None = None, *, controllers: Sequence[str] = DEFAULT_CONTROLLERS) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        controllers: Sequence[str] = DEFAULT_CONTROLLERS,
+        extra_ips: Sequence[str] = (),
+    ) -> None:
         self._workdir = workdir
+        # More addresses the serving certificate is valid for (a node's pods reach the apiserver through one).
+        self._extra_ips = tuple(extra_ips)
         self._controllers = tuple(controllers)
         self._base: Path | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -262,7 +270,7 @@ class ControlPlane:
         self._openssl("req", "-new", *ec, "-keyout", "serving.key", "-out", "serving.csr", "-subj", "/CN=127.0.0.1")
         self._pki("serving.ext").write_text(
             "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-            "DNS:kubernetes.default.svc,IP:10.0.0.1\n"
+            "DNS:kubernetes.default.svc,IP:10.0.0.1" + "".join(f",IP:{ip}" for ip in self._extra_ips) + "\n"
             "basicConstraints=critical,CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
             "extendedKeyUsage=serverAuth\n"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from glrt_operator.conditions import get_condition, set_condition
+from glrt_operator.core.conditions import get_condition, set_condition
 
 
 def test_new_condition_gets_a_transition_time() -> None:

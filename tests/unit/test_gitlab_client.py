@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from glrt_operator.gitlab import TOKEN_PROBE_SYSTEM_ID, GitLabError, GitLabPool
+from glrt_operator.adapters.gitlab import TOKEN_PROBE_SYSTEM_ID, GitLabError, GitLabPool
 
 PAT = "glpat-secret-access-token"
 RUNNER_TOKEN = "glrt-t3_secret-runner-token"

@@ -23,9 +23,24 @@ def test_every_lifecycle_handler_is_registered() -> None:
     registry = kopf.get_default_registry()
     resource = kopf.Resource("glrt.dev", "v1alpha1", "runners")
     changing = {h.id for h in registry._changing.get_all_handlers() if h.selector and h.selector.check(resource)}
-    assert {"reconcile", "unregister"} <= {i.split("/")[0] for i in changing}
-    timers = [h for h in registry._spawning.get_all_handlers() if h.id.startswith("resync")]
+    assert {"on_runner_created_or_changed", "on_runner_deleted"} <= {i.split("/")[0] for i in changing}
+    timers = [h for h in registry._spawning.get_all_handlers() if h.id.startswith("resync_runner")]
     assert timers and timers[0].interval == handlers.CONFIG.resync_interval
+    assert timers[0].initial_delay is handlers.resync_initial_delay
+
+
+def test_resyncs_of_a_fleet_are_spread_over_one_interval() -> None:
+    """Kopf's timers start together after a restart; each Runner's first resync is shifted by its own phase,
+    stable across restarts, and Kopf keeps that phase for the later ones (same interval)."""
+    interval = handlers.CONFIG.resync_interval
+    uids = [f"0b7c1f7e-1111-4000-8000-{i:012d}" for i in range(200)]
+    delays = [handlers.resync_initial_delay(body=kopf.Body({"metadata": {"uid": uid}})) for uid in uids]
+    assert all(interval <= d < 2 * interval for d in delays)
+    assert delays == [handlers.resync_initial_delay(body=kopf.Body({"metadata": {"uid": uid}})) for uid in uids]
+    # Spread: every tenth of the interval holds some of the 200 Runners, none holds more than a quarter.
+    buckets = [int((d - interval) / interval * 10) for d in delays]
+    assert {b: buckets.count(b) for b in range(10)}.keys() == set(buckets)
+    assert max(buckets.count(b) for b in range(10)) < 50 and min(buckets.count(b) for b in range(10)) > 0
 
 
 def test_timers_release_a_deleted_runner_quickly() -> None:

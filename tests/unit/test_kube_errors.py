@@ -6,7 +6,7 @@ import json
 
 from kubernetes.client.exceptions import ApiException
 
-from glrt_operator.kube import describe_api_error
+from glrt_operator.adapters.kube import describe_api_error
 
 
 def api_error(status: int, reason: str, message: str) -> ApiException:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from glrt_operator.model import DEFAULT_RENEW_BEFORE, RunnerSpec, SpecError, parse_duration
+from glrt_operator.runners.model import DEFAULT_RENEW_BEFORE, RunnerSpec, SpecError, parse_duration
 
 
 def spec(**overrides: Any) -> dict[str, Any]:

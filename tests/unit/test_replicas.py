@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from glrt_operator.builders import system_id
-from glrt_operator.gitlab import RunnerManager
-from glrt_operator.replicas import replica_statuses, stray_managers
+from glrt_operator.adapters.gitlab import RunnerManager
+from glrt_operator.runners.builders import system_id
+from glrt_operator.runners.replicas import replica_statuses, stray_managers
 
 UID = "3f0e7a2c-2222-4000-8000-000000000000"
 

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from glrt_operator.model import TokenRotation
-from glrt_operator.rotation import TokenState, renewal_due_at, rotation_reason
+from glrt_operator.runners.model import TokenRotation
+from glrt_operator.runners.rotation import TokenState, renewal_due_at, rotation_reason
+from glrt_operator.runners.status import RunnerStatus
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 UID = "0b7c1f7e-1111-4000-8000-000000000000"
+
+S = RunnerStatus.from_dict
 
 
 def token(lifetime: timedelta | None, age: timedelta = timedelta(0)) -> TokenState:
@@ -16,7 +19,7 @@ def token(lifetime: timedelta | None, age: timedelta = timedelta(0)) -> TokenSta
 
 def test_token_without_expiry_is_never_renewed() -> None:
     assert renewal_due_at(token(None), timedelta(hours=72), UID) is None
-    assert rotation_reason(TokenRotation(), {}, token(None), NOW, UID) is None
+    assert rotation_reason(TokenRotation(), S({}), token(None), NOW, UID) is None
 
 
 def test_renewal_happens_renew_before_ahead_with_at_most_ten_percent_jitter() -> None:
@@ -30,8 +33,8 @@ def test_renew_before_is_capped_at_half_the_lifetime() -> None:
     state = token(timedelta(hours=2))  # GitLab's shortest interval
     due = renewal_due_at(state, timedelta(hours=72), UID)
     assert due is not None and NOW + timedelta(minutes=54) <= due <= NOW + timedelta(hours=1)
-    assert rotation_reason(TokenRotation(), {}, state, NOW, UID) is None
-    assert rotation_reason(TokenRotation(), {}, state, NOW + timedelta(hours=1), UID) is not None
+    assert rotation_reason(TokenRotation(), S({}), state, NOW, UID) is None
+    assert rotation_reason(TokenRotation(), S({}), state, NOW + timedelta(hours=1), UID) is not None
 
 
 def test_jitter_spreads_a_fleet() -> None:
@@ -42,14 +45,14 @@ def test_jitter_spreads_a_fleet() -> None:
 
 def test_reasons_in_order_of_precedence() -> None:
     fresh = token(timedelta(days=30))
-    interrupted = rotation_reason(TokenRotation(), {"rotationStartedAt": "x"}, fresh, NOW, UID)
+    interrupted = rotation_reason(TokenRotation(), S({"rotationStartedAt": "x"}), fresh, NOW, UID)
     assert interrupted is not None and "interrupted" in interrupted
     requested = TokenRotation(requested_at="2026-11-22T10:00:00Z")
-    reason = rotation_reason(requested, {"rotationRequestedAt": "2026-11-21T10:00:00Z"}, fresh, NOW, UID)
+    reason = rotation_reason(requested, S({"rotationRequestedAt": "2026-11-21T10:00:00Z"}), fresh, NOW, UID)
     assert reason is not None and "requestedAt=2026-11-22T10:00:00Z" in reason
-    assert rotation_reason(requested, {"rotationRequestedAt": "2026-11-22T10:00:00Z"}, fresh, NOW, UID) is None
+    assert rotation_reason(requested, S({"rotationRequestedAt": "2026-11-22T10:00:00Z"}), fresh, NOW, UID) is None
     expiring = token(timedelta(days=30), age=timedelta(days=29))
-    reason = rotation_reason(TokenRotation(), {}, expiring, NOW, UID)
+    reason = rotation_reason(TokenRotation(), S({}), expiring, NOW, UID)
     assert reason is not None and reason.startswith("the token expires at")
 
 

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from glrt_operator.gitlab import RunnerDetails
-from glrt_operator.model import RunnerSpec
-from glrt_operator.runner_attributes import (
+from glrt_operator.adapters.gitlab import RunnerDetails
+from glrt_operator.runners.attributes import (
     create_attributes,
     desired_attributes,
     drifted,
@@ -12,6 +11,7 @@ from glrt_operator.runner_attributes import (
     maintenance_note,
     ownership_marker,
 )
+from glrt_operator.runners.model import RunnerSpec
 
 UID = "7f1c9a2e-0000-4000-8000-000000000001"
 SPEC = RunnerSpec.parse(

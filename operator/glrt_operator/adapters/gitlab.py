@@ -1,6 +1,7 @@
 """The GitLab adapter: every HTTP call the operator makes to GitLab, and the one place that classifies failures.
 
-Built from `reference/gitlab-api.md` (section numbers below refer to it). Tokens travel in headers or bodies only;
+Endpoints as GitLab documents them: https://docs.gitlab.com/api/runners/ and, for creation,
+https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user. Tokens travel in headers or bodies only;
 no exception, log line or repr made here ever contains one.
 """
 
@@ -46,7 +47,7 @@ class GitLabError(Exception):
 
 @dataclass(frozen=True)
 class IssuedToken:
-    """A runner token as GitLab hands it out (create and reset; sections 2.1, 2.3, 2.4)."""
+    """A runner token as GitLab hands it out (create and reset)."""
 
     token: str
     expires_at: datetime | None
@@ -63,7 +64,7 @@ class CreatedRunner:
 
 @dataclass(frozen=True)
 class RunnerDetails:
-    """The fields of `GET /runners/:id` (section 2.5) the operator compares and reports."""
+    """The fields of `GET /runners/:id` the operator compares and reports."""
 
     id: int
     runner_type: str
@@ -98,7 +99,7 @@ class RunnerDetails:
 
 @dataclass(frozen=True)
 class RunnerSummary:
-    """A list item of the runner list endpoints (section 2.10)."""
+    """A list item of the runner list endpoints."""
 
     id: int
     description: str
@@ -108,7 +109,7 @@ class RunnerSummary:
 
 @dataclass(frozen=True)
 class RunnerManager:
-    """An element of `GET /runners/:id/managers` (section 2.11)."""
+    """An element of `GET /runners/:id/managers`."""
 
     id: int
     system_id: str
@@ -161,7 +162,7 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def _error_text(response: httpx.Response) -> str:
-    """GitLab's own message (`message` or `error`, section 0.5), shortened; never echoes the request."""
+    """GitLab's own message (`message` or `error`), shortened; never echoes the request."""
     try:
         body = response.json()
     except ValueError:
@@ -232,7 +233,7 @@ class GitLabClient:
     # --- runners (user token) ---------------------------------------------------------------------------------
 
     def create_runner(self, attributes: Mapping[str, Any]) -> CreatedRunner:
-        """`POST /user/runners` (section 2.1). Not idempotent: the caller persists the result at once."""
+        """`POST /user/runners`. Not idempotent: the caller persists the result at once."""
         data = _check(self._request("POST", "/user/runners", "create runner", json=dict(attributes)), "create runner")
         body = data.json()
         return CreatedRunner(
@@ -241,20 +242,20 @@ class GitLabClient:
         )
 
     def get_runner(self, runner_id: int) -> RunnerDetails | None:
-        """`GET /runners/:id` (section 2.5); None when GitLab has no such runner."""
+        """`GET /runners/:id`; None when GitLab has no such runner."""
         response = self._request("GET", f"/runners/{runner_id}", "read runner", params={"include_projects": "false"})
         if response.status_code == 404:
             return None
         return RunnerDetails.from_json(_check(response, f"read runner {runner_id}").json())
 
     def update_runner(self, runner_id: int, attributes: Mapping[str, Any]) -> RunnerDetails:
-        """`PUT /runners/:id` (section 2.6)."""
+        """`PUT /runners/:id`."""
         action = f"update runner {runner_id}"
         response = self._request("PUT", f"/runners/{runner_id}", action, json=dict(attributes))
         return RunnerDetails.from_json(_check(response, action).json())
 
     def delete_runner(self, runner_id: int) -> bool:
-        """`DELETE /runners/:id` (section 2.7). False when it was already gone (404 counts as done)."""
+        """`DELETE /runners/:id`. False when it was already gone (404 counts as done)."""
         response = self._request("DELETE", f"/runners/{runner_id}", f"delete runner {runner_id}")
         if response.status_code == 404:
             return False
@@ -262,14 +263,14 @@ class GitLabClient:
         return True
 
     def reset_token(self, runner_id: int) -> IssuedToken:
-        """`POST /runners/:id/reset_authentication_token` (section 2.4): works even when the token has expired."""
+        """`POST /runners/:id/reset_authentication_token`: works even when the token has expired."""
         action = f"reset token of runner {runner_id}"
         response = self._request("POST", f"/runners/{runner_id}/reset_authentication_token", action)
         body = _check(response, action).json()
         return IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at")))
 
     def list_managers(self, runner_id: int) -> list[RunnerManager]:
-        """`GET /runners/:id/managers` (section 2.11; not paginated)."""
+        """`GET /runners/:id/managers` (not paginated)."""
         action = f"list managers of runner {runner_id}"
         body = _check(self._request("GET", f"/runners/{runner_id}/managers", action), action).json()
         return [
@@ -284,7 +285,7 @@ class GitLabClient:
         ]
 
     def list_runners(self, path: str, **filters: str) -> Iterator[RunnerSummary]:
-        """Walk a runner list (`/runners/all`, `/groups/:id/runners`, `/projects/:id/runners`; section 2.10)."""
+        """Walk a runner list (`/runners/all`, `/groups/:id/runners`, `/projects/:id/runners`)."""
         page = "1"
         for _ in range(MAX_PAGES):
             params = {**filters, "per_page": "100", "page": page}
@@ -300,10 +301,10 @@ class GitLabClient:
             if not page:
                 return
 
-    # --- runner-authenticated calls (section 0.4) -------------------------------------------------------------
+    # --- runner-authenticated calls (the runner token in the body, no access token) -------------------------
 
     def delete_manager(self, runner_token: str, system_id: str) -> bool:
-        """`DELETE /runners/managers` (section 2.9). False when GitLab had no such manager."""
+        """`DELETE /runners/managers`. False when GitLab had no such manager."""
         response = self._request(
             "DELETE",
             "/runners/managers",
@@ -317,7 +318,7 @@ class GitLabClient:
         return True
 
     def delete_runner_by_token(self, runner_token: str) -> bool:
-        """`DELETE /runners` with the runner's own token (section 2.8): the whole runner goes. GitLab answers 403
+        """`DELETE /runners` with the runner's own token: the whole runner goes. GitLab answers 403
         for a token it does not know, which for a runner already deleted means done: returns False then."""
         response = self._request(
             "DELETE", "/runners", "delete runner by token", json={"token": runner_token}, user_auth=False
@@ -331,7 +332,7 @@ class GitLabClient:
         """Does GitLab accept this runner token? Asked without side effects: `DELETE /runners/managers` for a
         system_id no runner sends (gitlab-runner only sends `[sr]_` ids) authenticates the token first (403 when
         refused) and then finds no manager (404), so nothing is deleted. `POST /runners/verify` would instead
-        create a `<legacy>` runner manager (section 2.2)."""
+        create a `<legacy>` runner manager."""
         response = self._request(
             "DELETE",
             "/runners/managers",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gitlab import RunnerDetails
+from ..adapters.gitlab import RunnerDetails
 from .model import RunnerSpec
 
 MARKER_PREFIX = "Managed by glrt-operator (Runner uid "
@@ -26,7 +26,7 @@ def is_owned_by(note: str | None, runner_uid: str) -> bool:
 
 
 def desired_attributes(spec: RunnerSpec, runner_uid: str) -> dict[str, Any]:
-    """The editable attributes (section 2.6 of the reference), as `PUT /runners/:id` takes them."""
+    """The editable attributes, as `PUT /runners/:id` takes them."""
     s = spec.settings
     return {
         "description": s.description,
@@ -41,7 +41,7 @@ def desired_attributes(spec: RunnerSpec, runner_uid: str) -> dict[str, Any]:
 
 
 def create_attributes(spec: RunnerSpec, runner_uid: str) -> dict[str, Any]:
-    """The body of `POST /user/runners` (section 2.1): the scope plus every server-side attribute."""
+    """The body of `POST /user/runners`: the scope plus every server-side attribute."""
     body: dict[str, Any] = {"runner_type": spec.runner_type, **desired_attributes(spec, runner_uid)}
     if spec.project_id is not None:
         body["project_id"] = spec.project_id

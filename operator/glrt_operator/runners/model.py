@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, cast
 
+from ..core import durations
+
 RunnerType = Literal["instance_type", "group_type", "project_type"]
 AccessLevel = Literal["not_protected", "ref_protected"]
 LogLevel = Literal["debug", "info", "warn", "error", "fatal", "panic"]
@@ -21,8 +23,9 @@ RUNNER_TYPES: tuple[RunnerType, ...] = ("instance_type", "group_type", "project_
 ACCESS_LEVELS: tuple[AccessLevel, ...] = ("not_protected", "ref_protected")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warn", "error", "fatal", "panic")
 
-# GitLab's own limits (reference/gitlab-api.md section 1.1). The operator appends an ownership marker of at most
-# MARKER_RESERVE characters to the maintenance note, so the user's part is shorter than GitLab's 1024.
+# GitLab's own limits (https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user). The operator appends
+# an ownership marker of at most MARKER_RESERVE characters to the maintenance note, so the user's part is shorter
+# than GitLab's 1024.
 MAX_TAGS = 50
 MAX_DESCRIPTION = 1024
 MARKER_RESERVE = 124
@@ -30,10 +33,15 @@ MAX_MAINTENANCE_NOTE = 1024 - MARKER_RESERVE
 MIN_MAXIMUM_TIMEOUT = 600
 MAX_REPLICAS = 100
 
+# Defaults live here, in this module, once: as dataclass field defaults or these constants. The parser reads them
+# from there; the CRD repeats a default only where `kubectl explain` should show it, and a test fails when the two
+# disagree (tests/unit/test_crd.py).
 DEFAULT_RUNNER_IMAGE = "registry.gitlab.com/gitlab-org/gitlab-runner:v19.4.0"
 DEFAULT_RENEW_BEFORE = timedelta(hours=72)
+DEFAULT_REPLICAS = 1
+DEFAULT_CREDENTIALS_KEY = "token"
+DEFAULT_CA_KEY = "ca.crt"
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -43,12 +51,11 @@ class SpecError(ValueError):
 
 
 def parse_duration(value: str, field_name: str) -> timedelta:
-    """Parse `72h`, `90m`, `1h30m`, `45s` (Go-style units, as Kubernetes users write them)."""
-    match = _DURATION.match(value)
-    if not value or match is None:
-        raise SpecError(f"{field_name}: {value!r} is not a duration; write it like 72h, 90m or 1h30m")
-    hours, minutes, seconds = (int(match.group(g) or 0) for g in ("h", "m", "s"))
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    """Parse `72h`, `90m`, `1h30m`, `45s`; SpecError naming `field_name` otherwise."""
+    try:
+        return durations.parse_duration(value)
+    except ValueError as exc:
+        raise SpecError(f"{field_name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class CacheSpec:
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """gitlab-runner's config.toml settings (reference/gitlab-api.md section 8.1)."""
+    """gitlab-runner's config.toml settings (https://docs.gitlab.com/runner/configuration/advanced-configuration/)."""
 
     concurrent: int = 10
     check_interval: int = 3
@@ -176,6 +183,13 @@ class RunnerSpec:
 
 # --- parsing --------------------------------------------------------------------------------------------------
 
+# The defaults of each part, read by the parser (never written again as literals).
+_SETTINGS = GitLabRunnerSettings()
+_ROTATION = TokenRotation()
+_MANAGER = ManagerPod()
+_EXECUTOR = KubernetesExecutor()
+_CONFIG = RunnerConfig()
+
 
 def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str, default: Any = None) -> Any:
     value = obj.get(key, default)
@@ -215,17 +229,19 @@ def _parse_gitlab(spec: Mapping[str, Any]) -> GitLabSpec:
     url = _get(gitlab, "url", str, "spec.gitlab", "")
     if not _URL.match(url):
         raise SpecError(f"spec.gitlab.url: {url!r} is not an http(s) URL like https://gitlab.example.com")
-    credentials = _secret_ref(gitlab, "credentialsSecretRef", "spec.gitlab", "token")
+    credentials = _secret_ref(gitlab, "credentialsSecretRef", "spec.gitlab", DEFAULT_CREDENTIALS_KEY)
     if credentials is None:
         raise SpecError("spec.gitlab.credentialsSecretRef is required: name the Secret holding the access token")
-    return GitLabSpec(url=url, credentials=credentials, ca=_secret_ref(gitlab, "caSecretRef", "spec.gitlab", "ca.crt"))
+    return GitLabSpec(
+        url=url, credentials=credentials, ca=_secret_ref(gitlab, "caSecretRef", "spec.gitlab", DEFAULT_CA_KEY)
+    )
 
 
 def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
-    description = _get(spec, "description", str, "spec", "")
+    description = _get(spec, "description", str, "spec", _SETTINGS.description)
     if len(description) > MAX_DESCRIPTION:
         raise SpecError(f"spec.description: at most {MAX_DESCRIPTION} characters")
-    note = _get(spec, "maintenanceNote", str, "spec", "")
+    note = _get(spec, "maintenanceNote", str, "spec", _SETTINGS.maintenance_note)
     if len(note) > MAX_MAINTENANCE_NOTE:
         raise SpecError(f"spec.maintenanceNote: at most {MAX_MAINTENANCE_NOTE} characters")
     tags = _get(spec, "tags", list, "spec", [])
@@ -233,10 +249,10 @@ def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
         raise SpecError("spec.tags: every tag must be a non-empty string without commas")
     if len(set(tags)) > MAX_TAGS:
         raise SpecError(f"spec.tags: at most {MAX_TAGS} tags")
-    run_untagged = _get(spec, "runUntagged", bool, "spec", True)
+    run_untagged = _get(spec, "runUntagged", bool, "spec", _SETTINGS.run_untagged)
     if not run_untagged and not tags:
         raise SpecError("spec.tags: must not be empty when spec.runUntagged is false (the runner could pick no job)")
-    access_level = _get(spec, "accessLevel", str, "spec", "not_protected")
+    access_level = _get(spec, "accessLevel", str, "spec", _SETTINGS.access_level)
     if access_level not in ACCESS_LEVELS:
         raise SpecError(f"spec.accessLevel: must be one of {', '.join(ACCESS_LEVELS)}")
     maximum_timeout = _get(spec, "maximumTimeout", int, "spec")
@@ -246,8 +262,8 @@ def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
         description=description,
         tags=tuple(sorted(set(tags))),
         run_untagged=run_untagged,
-        locked=_get(spec, "locked", bool, "spec", False),
-        paused=_get(spec, "paused", bool, "spec", False),
+        locked=_get(spec, "locked", bool, "spec", _SETTINGS.locked),
+        paused=_get(spec, "paused", bool, "spec", _SETTINGS.paused),
         access_level=cast(AccessLevel, access_level),
         maximum_timeout=maximum_timeout,
         maintenance_note=note,
@@ -261,7 +277,7 @@ def _parse_rotation(spec: Mapping[str, Any]) -> TokenRotation:
     return TokenRotation(
         requested_at=requested_at or None,
         renew_before=(
-            parse_duration(renew_before, "spec.tokenRotation.renewBefore") if renew_before else DEFAULT_RENEW_BEFORE
+            parse_duration(renew_before, "spec.tokenRotation.renewBefore") if renew_before else _ROTATION.renew_before
         ),
     )
 
@@ -271,8 +287,8 @@ def _parse_manager(spec: Mapping[str, Any]) -> ManagerPod:
     m = _get(spec, "manager", Mapping, "spec", {})
     pull_secrets = _get(m, "imagePullSecrets", list, path, [])
     return ManagerPod(
-        image=_get(m, "image", str, path, DEFAULT_RUNNER_IMAGE),
-        image_pull_policy=_get(m, "imagePullPolicy", str, path, "IfNotPresent"),
+        image=_get(m, "image", str, path, _MANAGER.image),
+        image_pull_policy=_get(m, "imagePullPolicy", str, path, _MANAGER.image_pull_policy),
         image_pull_secrets=tuple(str(s["name"]) if isinstance(s, Mapping) else str(s) for s in pull_secrets),
         service_account_name=_get(m, "serviceAccountName", str, path),
         resources=dict(_get(m, "resources", Mapping, path, {})),
@@ -292,8 +308,8 @@ def _parse_executor(config: Mapping[str, Any]) -> KubernetesExecutor:
     pull_policy = _get(k, "pullPolicy", (str, list), path, [])
     return KubernetesExecutor(
         namespace=_get(k, "namespace", str, path),
-        image=_get(k, "image", str, path, "alpine:3.20"),
-        privileged=_get(k, "privileged", bool, path, False),
+        image=_get(k, "image", str, path, _EXECUTOR.image),
+        privileged=_get(k, "privileged", bool, path, _EXECUTOR.privileged),
         service_account=_get(k, "serviceAccount", str, path),
         cpu_request=_get(k, "cpuRequest", str, path),
         cpu_limit=_get(k, "cpuLimit", str, path),
@@ -320,11 +336,11 @@ def _parse_cache(config: Mapping[str, Any]) -> CacheSpec | None:
     return CacheSpec(
         type=cast(Literal["s3", "gcs", "azure"], cache_type),
         path=_get(c, "path", str, path),
-        shared=_get(c, "shared", bool, path, False),
+        shared=_get(c, "shared", bool, path, CacheSpec.shared),
         s3_server_address=_get(s3, "serverAddress", str, f"{path}.s3"),
         s3_bucket_name=_get(s3, "bucketName", str, f"{path}.s3"),
         s3_bucket_location=_get(s3, "bucketLocation", str, f"{path}.s3"),
-        s3_insecure=_get(s3, "insecure", bool, f"{path}.s3", False),
+        s3_insecure=_get(s3, "insecure", bool, f"{path}.s3", CacheSpec.s3_insecure),
         gcs_bucket_name=_get(gcs, "bucketName", str, f"{path}.gcs"),
         azure_container_name=_get(azure, "containerName", str, f"{path}.azure"),
     )
@@ -333,10 +349,10 @@ def _parse_cache(config: Mapping[str, Any]) -> CacheSpec | None:
 def _parse_config(spec: Mapping[str, Any]) -> RunnerConfig:
     path = "spec.config"
     c = _get(spec, "config", Mapping, "spec", {})
-    concurrent = _get(c, "concurrent", int, path, 10)
+    concurrent = _get(c, "concurrent", int, path, _CONFIG.concurrent)
     if concurrent < 1:
         raise SpecError(f"{path}.concurrent: at least 1 (gitlab-runner refuses 0)")
-    log_level = _get(c, "logLevel", str, path, "info")
+    log_level = _get(c, "logLevel", str, path, _CONFIG.log_level)
     if log_level not in LOG_LEVELS:
         raise SpecError(f"{path}.logLevel: must be one of {', '.join(LOG_LEVELS)}")
     environment = _get(c, "environment", list, path, [])
@@ -347,11 +363,11 @@ def _parse_config(spec: Mapping[str, Any]) -> RunnerConfig:
         raise SpecError(f"{path}.featureFlags: every value must be true or false")
     return RunnerConfig(
         concurrent=concurrent,
-        check_interval=_get(c, "checkInterval", int, path, 3),
+        check_interval=_get(c, "checkInterval", int, path, _CONFIG.check_interval),
         log_level=cast(LogLevel, log_level),
-        shutdown_timeout=_get(c, "shutdownTimeout", int, path, 30),
-        request_concurrency=_get(c, "requestConcurrency", int, path, 1),
-        limit=_get(c, "limit", int, path, 0),
+        shutdown_timeout=_get(c, "shutdownTimeout", int, path, _CONFIG.shutdown_timeout),
+        request_concurrency=_get(c, "requestConcurrency", int, path, _CONFIG.request_concurrency),
+        limit=_get(c, "limit", int, path, _CONFIG.limit),
         output_limit=_get(c, "outputLimit", int, path),
         environment=tuple(environment),
         feature_flags={str(k): v for k, v in flags.items()},
@@ -374,7 +390,7 @@ def _parse_spec(spec: Mapping[str, Any]) -> RunnerSpec:
         raise SpecError("spec.projectId is only allowed when spec.runnerType is project_type")
     if runner_type != "group_type" and group_id is not None:
         raise SpecError("spec.groupId is only allowed when spec.runnerType is group_type")
-    replicas = _get(spec, "replicas", int, "spec", 1)
+    replicas = _get(spec, "replicas", int, "spec", DEFAULT_REPLICAS)
     if not 0 <= replicas <= MAX_REPLICAS:
         raise SpecError(f"spec.replicas: between 0 and {MAX_REPLICAS}")
     return RunnerSpec(

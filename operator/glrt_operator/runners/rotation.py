@@ -1,18 +1,18 @@
 """When the runner token must be rotated (pure).
 
 The operator owns rotation: config.toml carries no `token_expires_at`, so gitlab-runner never rotates by itself
-(reference/gitlab-api.md section 4.2) and the token in the Secret is always the one GitLab accepts.
+(https://docs.gitlab.com/runner/configuration/advanced-configuration/, `[[runners]]` token_expires_at) and the
+token in the Secret is always the one GitLab accepts.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from .model import TokenRotation
+from .status import RunnerStatus
 
 JITTER_FRACTION = 0.1  # a fleet created together spreads its renewals over 10% of the renewal window
 
@@ -45,12 +45,12 @@ def renewal_due_at(state: TokenState, renew_before: timedelta, runner_uid: str) 
 
 
 def rotation_reason(
-    rotation: TokenRotation, status: Mapping[str, Any], state: TokenState, now: datetime, runner_uid: str
+    rotation: TokenRotation, status: RunnerStatus, state: TokenState, now: datetime, runner_uid: str
 ) -> str | None:
     """Why the token must be rotated now, in words for an Event; None when it need not be."""
-    if status.get("rotationStartedAt"):
+    if status.rotation_started_at:
         return "finishing a rotation that was interrupted before the new token was stored"
-    if rotation.requested_at and rotation.requested_at != status.get("rotationRequestedAt"):
+    if rotation.requested_at and rotation.requested_at != status.rotation_requested_at:
         return f"rotation requested (spec.tokenRotation.requestedAt={rotation.requested_at})"
     due = renewal_due_at(state, rotation.renew_before, runner_uid)
     if due is not None and now >= due:

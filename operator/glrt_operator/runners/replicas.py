@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from ..adapters.gitlab import RunnerManager
 from .builders import system_id
-from .gitlab import RunnerManager
 from .model import MAX_REPLICAS
+from .status import ReplicaStatus
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,10 @@ class StrayManagers:
 
 def replica_statuses(
     runner_name: str, runner_uid: str, replicas: int, managers: Iterable[RunnerManager]
-) -> list[dict[str, Any]]:
+) -> list[ReplicaStatus]:
     """One `status.replicas[]` entry per replica, with what GitLab knows of its manager."""
     by_id = {m.system_id: m for m in managers}
-    entries = []
+    entries: list[ReplicaStatus] = []
     for ordinal in range(replicas):
         sid = system_id(runner_uid, ordinal)
         manager = by_id.get(sid)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(TypedDict):
+    """A status condition as Kubernetes' API conventions shape it (metav1.Condition)."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    observedGeneration: int | None
+    lastTransitionTime: str | None
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' timestamp form (RFC 3339, UTC, seconds)
@@ -28,12 +39,12 @@ def set_condition(
     message: str,
     generation: int | None,
     now: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """Return the conditions with `type_` set; the others are kept in their order."""
-    result = [dict(c) for c in conditions or ()]
+    result = [cast(Condition, dict(c)) for c in conditions or ()]
     previous = next((c for c in result if c.get("type") == type_), None)
     changed = previous is None or previous.get("status") != status
-    updated: dict[str, Any] = {
+    updated: Condition = {
         "type": type_,
         "status": status,
         "reason": reason,

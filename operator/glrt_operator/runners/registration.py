@@ -1,0 +1,165 @@
+"""The runner in GitLab: create it, adopt one an interrupted attempt created, keep its attributes in step, and
+notice when it was deleted behind the operator's back.
+
+The one call that is not idempotent, `POST /user/runners`, is fenced: `status.creationStartedAt` is written before
+it and the runner id and token straight after it, and the runner carries an ownership marker, so a retry or a
+restarted operator finds the runner it made instead of making a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..adapters.gitlab import GitLabClient, GitLabError, IssuedToken, parse_time
+from ..adapters.kube import Kube
+from ..core.conditions import now_iso
+from ..core.errors import ReconcileError
+from . import token
+from .attributes import create_attributes, desired_attributes, drifted, is_owned_by
+from .context import RunnerContext, RunnerRef
+from .model import RunnerSpec
+from .rotation import TokenState
+
+# How far back from `creationStartedAt` a runner may have been created and still be ours (clock skew).
+ORPHAN_WINDOW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class EnsuredRunner:
+    """The runner this Runner stands for, and its token. `fresh`: the token was issued during this call (just
+    created, adopted or restored), so it needs neither a rotation nor a validity check."""
+
+    runner_id: int
+    token: TokenState
+    fresh: bool
+
+
+def ensure_runner(ctx: RunnerContext) -> EnsuredRunner:
+    """The runner id and its token; creates, adopts or updates the runner as needed."""
+    token_secret = token.own_token_secret(ctx.kube, ctx.ref, ctx.log)
+    runner_id = ctx.status.runner_id or token.runner_id_of(token_secret)
+
+    if runner_id is not None and not _exists_in_step(ctx, int(runner_id)):
+        runner_id, token_secret = None, None
+        record_runner(ctx, None)
+
+    if runner_id is None:
+        return create_or_adopt(ctx)
+    if token.token_of(token_secret) is None:
+        return EnsuredRunner(int(runner_id), token.restore(ctx, int(runner_id)), fresh=True)
+    assert token_secret is not None
+    return EnsuredRunner(int(runner_id), token.stored_state(token_secret), fresh=False)
+
+
+def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
+    """Does the runner still exist in GitLab? If so, repair any drift of its attributes from the spec."""
+    actual = ctx.gitlab.get_runner(runner_id)
+    if actual is None:
+        ctx.emit("Warning", "RunnerMissing", f"Runner {runner_id} no longer exists in GitLab; creating a new one")
+        ctx.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
+        return False
+    changes = drifted(desired_attributes(ctx.spec, ctx.ref.uid), actual)
+    if changes:
+        ctx.gitlab.update_runner(actual.id, changes)
+        fields = ", ".join(sorted(changes))
+        ctx.emit("Normal", "RunnerUpdated", f"Updated {fields} of runner {actual.id} in GitLab")
+        ctx.log.info("updated %s of runner %s in GitLab", fields, actual.id)
+    return True
+
+
+def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
+    check_names_free(ctx.kube, ctx.ref)
+    started = parse_time(ctx.status.creation_started_at)
+    if started is not None:
+        orphan = find_orphan_or_warn(ctx, started, then="creating a new runner")
+        if orphan is not None:
+            # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
+            issued = ctx.gitlab.reset_token(orphan)
+            return _recorded(
+                ctx, orphan, issued, "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt"
+            )
+    else:
+        ctx.record(creation_started_at=now_iso())
+
+    created = ctx.gitlab.create_runner(create_attributes(ctx.spec, ctx.ref.uid))
+    message = f"Created {ctx.spec.runner_type} runner {created.id} in GitLab"
+    return _recorded(ctx, created.id, created.token, "RunnerCreated", message)
+
+
+def _recorded(ctx: RunnerContext, runner_id: int, issued: IssuedToken, reason: str, message: str) -> EnsuredRunner:
+    # Persist before anything else can fail: the token exists nowhere else.
+    token.store(ctx, runner_id, issued)
+    record_runner(ctx, runner_id)
+    ctx.emit("Normal", reason, message)
+    ctx.log.info("%s", message)
+    return EnsuredRunner(runner_id, token.issued_state(issued), fresh=True)
+
+
+def record_runner(ctx: RunnerContext, runner_id: int | None) -> None:
+    """Record the runner just created or adopted (its token already stored), or None for one gone from GitLab.
+    Both fences go: a creation is done or moot, and a rotation fence of an earlier runner must not reset the token
+    of the one that replaces it."""
+    ctx.record(runner_id=runner_id, creation_started_at=None, rotation_started_at=None)
+
+
+def check_names_free(kube: Kube, ref: RunnerRef) -> None:
+    """Before anything is created in GitLab: the objects this Runner will own must not exist, or be ours.
+    One still owned by an earlier Runner of the same name is about to be garbage-collected: wait for it."""
+    names = ref.children
+    secret_owners = {
+        f"Secret {name!r}": (kube.read_secret(ref.namespace, name) or {"owners": None})["owners"]
+        for name in (names.token_secret, names.config_secret)
+    }
+    existing = {
+        **secret_owners,
+        f"StatefulSet {names.statefulset!r}": kube.statefulset_owners(ref.namespace, names.statefulset),
+    }
+    for what, owners in existing.items():
+        if owners is None or ref.uid in owners:
+            continue
+        if owners:
+            raise ReconcileError(
+                "WaitingForCleanup", f"{what} still belongs to an earlier object; waiting for its removal"
+            )
+        raise ReconcileError(
+            "NameConflict",
+            f"{what} already exists in namespace {ref.namespace!r} and is not managed by this Runner: "
+            "delete or rename it (the operator names its objects after the Runner).",
+        )
+
+
+def find_orphan_or_warn(ctx: RunnerContext, since: datetime, then: str) -> int | None:
+    """`find_orphan`, or None with a warning saying what happens `then` when the token may not list runners."""
+    try:
+        return find_orphan(ctx.gitlab, ctx.ref, ctx.spec, since)
+    except GitLabError as exc:
+        if exc.status != 403:
+            raise
+    # Listing runners needs read_api (or api); create_runner + manage_runner alone cannot search.
+    message = (
+        "An earlier creation attempt was interrupted and the access token cannot list runners (it needs the "
+        f"read_api or api scope) to find what it may have created; {then}. Check GitLab for a "
+        f"runner whose maintenance note names Runner uid {ctx.ref.uid}."
+    )
+    ctx.emit("Warning", "OrphanSearchForbidden", message)
+    ctx.log.warning("%s", message)
+    return None
+
+
+def find_orphan(gl: GitLabClient, ref: RunnerRef, spec: RunnerSpec, since: datetime) -> int | None:
+    """A runner carrying this Runner's ownership marker, created since the recorded creation attempt."""
+    if spec.runner_type == "project_type":
+        path = f"/projects/{spec.project_id}/runners"
+    elif spec.runner_type == "group_type":
+        path = f"/groups/{spec.group_id}/runners"
+    else:
+        path = "/runners/all"
+    for item in gl.list_runners(path, type=spec.runner_type):
+        created = parse_time(item.created_at)
+        if created is None or created < since - ORPHAN_WINDOW:
+            continue
+        details = gl.get_runner(item.id)
+        if details is not None and is_owned_by(details.maintenance_note, ref.uid):
+            return item.id
+    return None

@@ -1,0 +1,142 @@
+"""The runner's `glrt-` token: where it is stored, restoring it when its Secret is lost, rotating it (on request,
+before expiry, after GitLab refused it).
+
+Every reset is fenced: `status.rotationStartedAt` is written before `POST /runners/:id/reset_authentication_token`
+and cleared once the new token is stored, so an operator that dies in between resets again on the next call
+instead of keeping a token GitLab has revoked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from ..adapters.gitlab import IssuedToken, RunnerManager, parse_time
+from ..adapters.kube import Kube
+from ..core.conditions import iso, now_iso
+from . import builders
+from .context import Logger, RunnerContext, RunnerRef
+from .rotation import TokenState, rotation_reason
+
+# A manager that contacted GitLab this recently proves the token works: no need to ask GitLab about it.
+HEALTHY_CONTACT = timedelta(minutes=10)
+TOKEN_REFUSED = "GitLab refuses the runner token (revoked or expired outside the operator); issuing a new one."
+
+
+@dataclass(frozen=True)
+class TokenCondition:
+    """The TokenValid condition to write."""
+
+    status: Literal["True", "False"]
+    reason: str
+    message: str
+
+
+ACCEPTED = TokenCondition("True", "Accepted", "GitLab accepts the runner token")
+
+
+def own_token_secret(kube: Kube, ref: RunnerRef, log: Logger) -> dict[str, Any] | None:
+    """The token Secret, unless it still belongs to an earlier Runner of the same name (awaiting garbage
+    collection): its runner is not ours to adopt."""
+    secret: dict[str, Any] | None = kube.read_secret(ref.namespace, ref.children.token_secret)
+    if secret is not None and ref.uid not in secret["owners"]:
+        log.info("ignoring token Secret left by an earlier Runner of the same name")
+        return None
+    return secret
+
+
+def runner_id_of(token_secret: Mapping[str, Any] | None) -> int | None:
+    """The runner id recorded on the token Secret (the status may have lost it)."""
+    raw = (token_secret or {}).get("annotations", {}).get(builders.ANNOTATION_RUNNER_ID)
+    return int(raw) if raw and str(raw).isdigit() else None
+
+
+def token_of(token_secret: Mapping[str, Any] | None) -> str | None:
+    value: str | None = (token_secret or {}).get("data", {}).get(builders.TOKEN_KEY) or None
+    return value
+
+
+def stored_state(token_secret: Mapping[str, Any]) -> TokenState:
+    annotations = token_secret["annotations"]
+    return TokenState(
+        token=token_secret["data"][builders.TOKEN_KEY],
+        expires_at=parse_time(annotations.get(builders.ANNOTATION_TOKEN_EXPIRES_AT)),
+        obtained_at=parse_time(annotations.get(builders.ANNOTATION_TOKEN_OBTAINED_AT)),
+    )
+
+
+def issued_state(issued: IssuedToken) -> TokenState:
+    return TokenState(token=issued.token, expires_at=issued.expires_at, obtained_at=datetime.now(UTC))
+
+
+def store(ctx: RunnerContext, runner_id: int, issued: IssuedToken) -> None:
+    """Write the token Secret. Called straight after GitLab issued the token: it exists nowhere else."""
+    ref = ctx.ref
+    ctx.kube.apply_secret(
+        builders.build_token_secret(
+            name=ref.children.token_secret,
+            namespace=ref.namespace,
+            owner=ref.owner(),
+            runner_name=ref.name,
+            runner_id=runner_id,
+            token=issued.token,
+            token_expires_at=iso(issued.expires_at),
+            token_obtained_at=now_iso(),
+        )
+    )
+
+
+def restore(ctx: RunnerContext, runner_id: int) -> TokenState:
+    """The runner exists but its token was lost (Secret deleted by hand): the only way back is a reset."""
+    issued = ctx.gitlab.reset_token(runner_id)
+    store(ctx, runner_id, issued)
+    ctx.emit("Warning", "TokenRestored", f"The token Secret was missing; reset the token of runner {runner_id}")
+    return issued_state(issued)
+
+
+def rotate(ctx: RunnerContext, runner_id: int, reason: str) -> TokenState:
+    """Reset the token and store the new one, inside the rotation fence."""
+    ctx.record(rotation_started_at=now_iso())
+    issued = ctx.gitlab.reset_token(runner_id)
+    store(ctx, runner_id, issued)
+    ctx.record(
+        rotation_started_at=None,
+        token_rotated_at=now_iso(),
+        rotation_requested_at=ctx.spec.token_rotation.requested_at,
+    )
+    ctx.emit("Normal", "TokenRotated", f"Rotated the token of runner {runner_id}: {reason}")
+    ctx.log.info("rotated the token of runner %s: %s", runner_id, reason)
+    return issued_state(issued)
+
+
+def rotate_if_due(ctx: RunnerContext, runner_id: int, token: TokenState) -> TokenState:
+    """Rotate when asked to (spec.tokenRotation.requestedAt), when the token nears its expiry, or when a
+    rotation was interrupted."""
+    reason = rotation_reason(ctx.spec.token_rotation, ctx.status, token, datetime.now(UTC), ctx.ref.uid)
+    return token if reason is None else rotate(ctx, runner_id, reason)
+
+
+@dataclass(frozen=True)
+class CheckedToken:
+    token: TokenState
+    condition: TokenCondition
+
+
+def ensure_accepted(
+    ctx: RunnerContext, runner_id: int, token: TokenState, managers: list[RunnerManager]
+) -> CheckedToken:
+    """Reissue the token when GitLab refuses it. A manager that contacted GitLab lately proves it works without
+    asking; otherwise one side-effect-free check is made."""
+    if recently_contacted(managers) or ctx.gitlab.token_is_valid(token.token):
+        return CheckedToken(token, ACCEPTED)
+    ctx.emit("Warning", "TokenRefused", TOKEN_REFUSED)
+    ctx.log.warning("%s", TOKEN_REFUSED)
+    token = rotate(ctx, runner_id, "GitLab refused the token")
+    return CheckedToken(token, TokenCondition("True", "Reissued", f"{TOKEN_REFUSED} Reissued at {now_iso()}."))
+
+
+def recently_contacted(managers: list[RunnerManager]) -> bool:
+    horizon = datetime.now(UTC) - HEALTHY_CONTACT
+    return any((t := parse_time(m.contacted_at)) is not None and t > horizon for m in managers)

@@ -1,0 +1,189 @@
+"""The reconcile tier: the use cases run in-process against the fake GitLab (a real HTTP server on loopback) and
+an in-memory stand-in for the Kubernetes adapter. Fast (no control plane), and every branch is reachable by
+arranging state in the two dicts-and-HTTP worlds, never by patching the code under test."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
+from glrt_operator.core.events import EventType
+from glrt_operator.runners.context import RunnerRef
+from glrt_operator.runners.deletion import delete_runner
+from glrt_operator.runners.reconcile import ReconcileOutcome, open_context, reconcile
+from tests.fake_gitlab import FakeGitLab
+
+NAMESPACE = "ci"
+UID = "5d1c6c8e-0000-4000-8000-00000000abcd"
+# A real CA certificate (the first of certifi's bundle): the pool builds an SSL context from it.
+CA_PEM = Path(certifi.where()).read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+LOG = logging.getLogger("tests.reconcile")
+
+
+class InMemoryKube:
+    """The methods of `glrt_operator.adapters.kube.Kube` the use cases call, over dicts. `fail[method]` makes a
+    method raise that ApiException (as the apiserver would, e.g. 403 for a missing RBAC rule)."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.statefulsets: dict[str, dict[str, Any]] = {}
+        self.sts_owners: dict[str, list[str]] = {}
+        self.pods: set[str] = set()
+        self.status: dict[str, Any] = {}
+        self.ready = 0
+        self.fail: dict[str, ApiException] = {}
+        self.status_writes: list[dict[str, Any]] = []
+
+    def _check(self, method: str) -> None:
+        if method in self.fail:
+            raise self.fail[method]
+
+    def put_secret(self, name: str, data: Mapping[str, str], owners: list[str] | None = None) -> None:
+        self.secrets[name] = {"annotations": {}, "data": dict(data), "owners": list(owners or [])}
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check("read_secret")
+        assert namespace == NAMESPACE
+        secret = self.secrets.get(name)
+        return None if secret is None else {k: (v.copy() if hasattr(v, "copy") else v) for k, v in secret.items()}
+
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        secret = self.read_secret(namespace, name)
+        return None if secret is None else secret["data"].get(key)
+
+    def apply_secret(self, secret: Mapping[str, Any]) -> None:
+        self._check("apply_secret")
+        meta = secret["metadata"]
+        self.secrets[meta["name"]] = {
+            "annotations": dict(meta.get("annotations") or {}),
+            "data": {k: base64.b64decode(v).decode() for k, v in secret["data"].items()},
+            "owners": [o["uid"] for o in meta.get("ownerReferences", [])],
+            "type": secret.get("type"),
+        }
+
+    def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        self._check("apply_statefulset")
+        meta = statefulset["metadata"]
+        self.statefulsets[meta["name"]] = dict(statefulset)
+        self.sts_owners[meta["name"]] = [o["uid"] for o in meta.get("ownerReferences", [])]
+
+    def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
+        self._check("statefulset_owners")
+        return self.sts_owners.get(name)
+
+    def ready_replicas(self, namespace: str, name: str) -> int:
+        return self.ready
+
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        return name in self.pods
+
+    def read_runner_status(self, namespace: str, name: str) -> dict[str, Any]:
+        self._check("read_runner_status")
+        return dict(self.status)
+
+    def patch_runner_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A JSON merge patch: None removes the field."""
+        self._check("patch_runner_status")
+        self.status_writes.append(dict(status))
+        for key, value in status.items():
+            if value is None:
+                self.status.pop(key, None)
+            else:
+                self.status[key] = value
+
+
+class RecordingPool(GitLabPool):
+    """The real pool; remembers which CA bundle each client was asked for (the CA paths are about exactly that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, bool, str | None]] = []  # (api_url, with access token, CA)
+
+    def client(self, api_url: str, access_token: str, ca_pem: str | None = None) -> GitLabClient:
+        self.requests.append((api_url, bool(access_token), ca_pem))
+        return super().client(api_url, access_token, ca_pem)
+
+
+@dataclass
+class Env:
+    gitlab: FakeGitLab
+    kube: InMemoryKube
+    pool: RecordingPool
+    spec: dict[str, Any]
+    events: list[tuple[EventType, str, str]] = field(default_factory=list)
+    ref: RunnerRef = field(default_factory=lambda: RunnerRef(NAMESPACE, "builds", UID))
+
+    def emit(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+    def reconcile(self) -> ReconcileOutcome:
+        return reconcile(open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG))  # type: ignore[arg-type]
+
+    def delete(self) -> None:
+        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG)  # type: ignore[arg-type]
+
+    def use_token(self, token: str) -> None:
+        self.kube.put_secret("gitlab-api", {"token": token})
+
+    def token_secret(self) -> dict[str, Any]:
+        return self.kube.secrets["builds-runner-token"]
+
+    def runner_token(self) -> str:
+        token: str = self.token_secret()["data"]["token"]
+        return token
+
+    def posts(self) -> int:
+        return len([c for c in self.gitlab.calls if c.method == "POST" and c.path.endswith("/user/runners")])
+
+    def resets(self) -> int:
+        return len([c for c in self.gitlab.calls if c.path.endswith("/reset_authentication_token")])
+
+
+@pytest.fixture(scope="session")
+def gitlab_server() -> Iterator[FakeGitLab]:
+    with FakeGitLab().running() as gl:
+        yield gl
+
+
+@pytest.fixture
+def env(gitlab_server: FakeGitLab) -> Iterator[Env]:
+    gl = gitlab_server
+    gl.reset()
+    if not hasattr(gl, "_seeded"):
+        owner = gl.add_user("owner")
+        gl.add_group(70, "platform", owners=[owner])
+        gl.add_project(7, "web", group_id=70, maintainers=[owner])
+        gl.add_access_token("glpat-api", owner, scopes=["api"])
+        gl.add_access_token("glpat-admin", gl.add_user("admin", admin=True), scopes=["api"])
+        # Enough to create, update, rotate and delete, not to list runners (no read_api).
+        gl.add_access_token("glpat-both", owner, scopes=["create_runner", "manage_runner"])
+        gl._seeded = True  # type: ignore[attr-defined]
+    kube = InMemoryKube()
+    pool = RecordingPool()
+    spec = {
+        "gitlab": {"url": gl.url, "credentialsSecretRef": {"name": "gitlab-api", "key": "token"}},
+        "runnerType": "project_type",
+        "projectId": 7,
+        "description": "builds",
+        "tags": ["docker"],
+        "replicas": 1,
+    }
+    e = Env(gitlab=gl, kube=kube, pool=pool, spec=spec)
+    e.use_token("glpat-api\n")
+    try:
+        yield e
+    finally:
+        pool.close()
+    assert gl.internal_errors == []
