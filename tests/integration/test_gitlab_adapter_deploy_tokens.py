@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from glrt_operator.gitlab import GitLabError, GitLabPool
+from glrt_operator.adapters.gitlab import GitLabError, GitLabPool
 
 from .conftest import World
 

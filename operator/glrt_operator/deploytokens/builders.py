@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..builders import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, owner_reference
+from ..runners.builders.common import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, owner_reference
 from .model import DOCKERCONFIGJSON, SecretSpec
 
 GROUP_VERSION = "glrt.dev/v1alpha1"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, cast
 
-from ..model import GitLabSpec, SpecError, _get, _parse_gitlab, parse_duration
+from ..runners.model import GitLabSpec, SpecError, _get, _parse_gitlab, parse_duration
 
 Scope = Literal["read_repository", "read_registry", "write_registry", "read_package_registry", "write_package_registry"]
 SecretType = Literal["kubernetes.io/dockerconfigjson", "kubernetes.io/basic-auth"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ..gitlab import DeployTokenInfo
+from ..adapters.gitlab import DeployTokenInfo
 from .expiry import renewal_time
 
 # The planner reads GitLab's listing as the adapter types it.

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from glrt_operator.deploytokens.model import DeployTokenSpec
-from glrt_operator.model import SpecError
+from glrt_operator.runners.model import SpecError
 
 
 def body(**overrides: Any) -> dict[str, Any]:
