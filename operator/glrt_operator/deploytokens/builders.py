@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ KIND = "DeployToken"
 LABEL_DEPLOY_TOKEN = "glrt.dev/deploytoken"
 ANNOTATION_TOKEN_ID = "glrt.dev/deploy-token-id"
 ANNOTATION_EXPIRES_AT = "glrt.dev/deploy-token-expires-at"
+ANNOTATION_ISSUED_AT = "glrt.dev/deploy-token-issued-at"
 NAME_PREFIX = "glrt-"
 MAX_TOKEN_NAME = 255  # GitLab stores the name in a varchar(255)
 UID_CHARS = 8
@@ -50,12 +52,15 @@ def secret(
     username: str,
     token: str,
     expires_at: datetime | None,
+    issued_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The whole Secret: owned by the `DeployToken` (garbage-collected with it), labelled, annotated with the
     token's id and expiry. The token itself is only in ``data``."""
     annotations = {ANNOTATION_TOKEN_ID: str(token_id)}
     if expires_at is not None:
         annotations[ANNOTATION_EXPIRES_AT] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if issued_at is not None:
+        annotations[ANNOTATION_ISSUED_AT] = issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -82,6 +87,27 @@ def secret_token_id(secret_obj: dict[str, Any] | None) -> int | None:
         return None
     raw = ((secret_obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TOKEN_ID)
     return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+def credentials(spec: SecretSpec, data: Mapping[str, str]) -> tuple[str, str] | None:
+    """(username, token) back from a Secret's decoded ``data`` written in the format of ``spec`` (any registry
+    entry: the registry may have changed since); None when it holds none."""
+    if spec.type == DOCKERCONFIGJSON:
+        try:
+            auths = json.loads(data.get(".dockerconfigjson", "")).get("auths") or {}
+        except (ValueError, AttributeError):
+            return None
+        entry = next(iter(auths.values()), None) if isinstance(auths, dict) else None
+        if not isinstance(entry, dict) or not entry.get("username") or not entry.get("password"):
+            return None
+        return str(entry["username"]), str(entry["password"])
+    username, token = data.get("username"), data.get("password")
+    return (username, token) if username and token else None
+
+
+def encoded(data: Mapping[str, str]) -> dict[str, str]:
+    """Decoded Secret data (as the Kubernetes adapter reads it) in the form `secret()` builds, to compare."""
+    return {k: _b64(v) for k, v in data.items()}
 
 
 def _b64(value: str) -> str:

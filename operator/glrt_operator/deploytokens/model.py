@@ -30,6 +30,9 @@ DOCKERCONFIGJSON: SecretType = "kubernetes.io/dockerconfigjson"
 
 DEFAULT_VALID_FOR = timedelta(hours=720)
 DEFAULT_RENEW_BEFORE = timedelta(hours=168)
+# How long a superseded token stays valid after the Secret got its successor: pods and kubelets that read the
+# Secret earlier (mounted Secrets refresh within about a minute) keep pulling meanwhile.
+DEFAULT_GRACE_PERIOD = timedelta(minutes=10)
 # GitLab accepts letters, digits, '_', '-', '+', '.' and at most 255 characters in a deploy token's username.
 USERNAME_RE = re.compile(r"^[a-zA-Z0-9_+.-]{1,255}$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -54,6 +57,7 @@ class DeployTokenSpec:
     valid_for: timedelta
     renew_before: timedelta
     secret: SecretSpec
+    grace_period: timedelta = DEFAULT_GRACE_PERIOD
 
     @property
     def scope_path(self) -> str:
@@ -89,15 +93,16 @@ class DeployTokenSpec:
             valid_for=valid_for,
             renew_before=renew_before,
             secret=_parse_secret(spec),
+            grace_period=_duration(spec, "gracePeriod", DEFAULT_GRACE_PERIOD, allow_zero=True),
         )
 
 
-def _duration(spec: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
+def _duration(spec: Mapping[str, Any], key: str, default: timedelta, allow_zero: bool = False) -> timedelta:
     raw = _get(spec, key, str, "spec")
     if raw is None:
         return default
     value = parse_duration(raw, f"spec.{key}")
-    if value <= timedelta(0):
+    if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
         raise SpecError(f"spec.{key}: must be longer than zero")
     return value
 

@@ -39,6 +39,7 @@ class DeployTokenState:
     token_id: int | None = None
     issued_at: datetime | None = None  # when the current token was created (GitLab does not list it)
     secret_token_id: int | None = None  # the id annotated on the Secret
+    secret_issued_at: datetime | None = None  # and when that token was created
     retiring: tuple[Retiring, ...] = ()
 
 
@@ -49,6 +50,7 @@ class CreateReason(StrEnum):
     EXPIRED = "the current token has expired"
     MISSING = "the current token is gone from GitLab"
     SECRET_STALE = "the Secret does not hold the current token"
+    SPEC_CHANGED = "the scopes or the username changed (GitLab cannot edit a deploy token)"
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,11 @@ def plan(
     state: DeployTokenState,
     now: datetime,
     grace: timedelta = DEFAULT_GRACE,
+    scopes: Sequence[str] | None = None,
+    username: str | None = None,
 ) -> Plan:
-    """The actions for now. ``tokens`` is GitLab's list for the scope (any names; only ``name`` is ours)."""
+    """The actions for now. ``tokens`` is GitLab's list for the scope (any names; only ``name`` is ours).
+    ``scopes`` and ``username`` are what the spec asks for: a current token that differs is replaced."""
     ours = {t.id: t for t in tokens if t.name == name}
     adopt = None
     held = ours.get(state.secret_token_id) if state.secret_token_id is not None else None
@@ -86,7 +91,11 @@ def plan(
         adopt = held.id
         old = [Retiring(state.token_id, now + grace)] if state.token_id is not None else []
         state = DeployTokenState(
-            token_id=held.id, issued_at=None, secret_token_id=held.id, retiring=(*state.retiring, *old)
+            token_id=held.id,
+            issued_at=state.secret_issued_at,
+            secret_token_id=held.id,
+            secret_issued_at=state.secret_issued_at,
+            retiring=(*state.retiring, *old),
         )
     current = ours.get(state.token_id) if state.token_id is not None else None
 
@@ -119,13 +128,15 @@ def plan(
         reason = CreateReason.EXPIRED
     elif state.secret_token_id != current.id:
         reason = CreateReason.SECRET_STALE
+    elif (scopes is not None and set(current.scopes) != set(scopes)) or (username and current.username != username):
+        reason = CreateReason.SPEC_CHANGED
     elif current.expires_at is not None:
         due = renewal_time(current.expires_at, state.issued_at, renew_before, uid)
         if now >= due:
             reason = CreateReason.RENEWAL
 
     keep_until = None
-    if reason is CreateReason.RENEWAL:
+    if reason in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED):
         # Never three active at once: a token still retiring from an earlier renewal goes now.
         revoke += [Revoke(r.token_id, "superseded twice") for r in retiring]
         retiring = []
