@@ -35,7 +35,7 @@ def test_valid_object_gets_the_defaults(kube: client.ApiClient, namespace: str, 
     assert "deploytokens.glrt.dev" in crd_installed
     created = create(kube, namespace, {})
     spec = created["spec"]
-    assert (spec["validFor"], spec["renewBefore"]) == ("720h", "168h")
+    assert (spec["validFor"], spec["renewBefore"], spec["gracePeriod"]) == ("720h", "168h", "10m")
     assert spec["secret"]["type"] == "kubernetes.io/dockerconfigjson"
     assert spec["gitlab"]["credentialsSecretRef"]["key"] == "token"
 
@@ -76,3 +76,7 @@ def test_basic_auth_needs_no_registry_and_scope_is_immutable(
     with pytest.raises(client.ApiException) as refused:
         api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "pull", {"spec": {"projectId": 8}})
     assert "projectId cannot be changed" in str(refused.value.body)
+    for secret in ({"name": "other"}, {"type": "kubernetes.io/dockerconfigjson", "registry": "r.example.com"}):
+        with pytest.raises(client.ApiException) as refused:
+            api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "pull", {"spec": {"secret": secret}})
+        assert "secret.name and secret.type cannot be changed" in str(refused.value.body)

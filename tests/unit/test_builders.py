@@ -30,7 +30,7 @@ from glrt_operator.runners.builders import (
     render_config_toml,
     system_id,
 )
-from glrt_operator.runners.model import DEFAULT_RUNNER_IMAGE, RunnerSpec
+from glrt_operator.runners.model import DEFAULT_RUNNER_IMAGE, RunnerSpec, SpecError
 
 TOKEN = "glrt-t1_SECRETsecretSECRET123"
 UID = "6f1c2a6e-0d7b-4b8e-9a59-7c1f2b8e4d11"
@@ -340,6 +340,15 @@ def test_spec_namespace_wins_over_default() -> None:
 def test_pull_policy_string_becomes_a_list() -> None:
     spec = spec_of({"config": {"kubernetes": {"pullPolicy": "always"}}})
     assert parse(render(spec))["runners"][0]["kubernetes"]["pull_policy"] == ["always"]
+
+
+def test_image_pull_secrets_for_job_pods() -> None:
+    # A DeployToken's Secret handed to the job pods (`image_pull_secrets` of [runners.kubernetes]).
+    spec = spec_of({"config": {"kubernetes": {"imagePullSecrets": ["registry-pull", "other.pull"]}}})
+    assert parse(render(spec))["runners"][0]["kubernetes"]["image_pull_secrets"] == ["registry-pull", "other.pull"]
+    assert "image_pull_secrets" not in parse(render(spec_of()))["runners"][0]["kubernetes"]
+    with pytest.raises(SpecError, match="imagePullSecrets"):
+        spec_of({"config": {"kubernetes": {"imagePullSecrets": ["Not A Name"]}}})
 
 
 def test_no_ca_file_unless_given() -> None:

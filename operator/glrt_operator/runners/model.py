@@ -97,6 +97,8 @@ class KubernetesExecutor:
     pull_policy: tuple[str, ...] = ()
     node_selector: Mapping[str, str] = field(default_factory=dict)
     poll_timeout: int | None = None
+    # Secrets (e.g. a DeployToken's dockerconfigjson) job pods pull their images with: `image_pull_secrets`.
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,16 @@ def _parse_executor(config: Mapping[str, Any]) -> KubernetesExecutor:
         pull_policy=(pull_policy,) if isinstance(pull_policy, str) else tuple(pull_policy),
         node_selector=_str_map(k.get("nodeSelector"), f"{path}.nodeSelector"),
         poll_timeout=_get(k, "pollTimeout", int, path),
+        image_pull_secrets=_names(_get(k, "imagePullSecrets", list, path, []), f"{path}.imagePullSecrets"),
     )
+
+
+def _names(values: list[Any], path: str) -> tuple[str, ...]:
+    """Secret names (strings, as gitlab-runner's image_pull_secrets takes them)."""
+    for value in values:
+        if not isinstance(value, str) or not _K8S_NAME.match(value):
+            raise SpecError(f"{path}: {value!r} is not a Secret name")
+    return tuple(values)
 
 
 def _parse_cache(config: Mapping[str, Any]) -> CacheSpec | None:

@@ -74,3 +74,19 @@ def test_secret_token_id_tolerates_foreign_secrets() -> None:
     assert builders.secret_token_id(None) is None
     assert builders.secret_token_id({"metadata": {}}) is None
     assert builders.secret_token_id({"metadata": {"annotations": {"glrt.dev/deploy-token-id": "x"}}}) is None
+
+
+def test_credentials_read_back_from_either_format() -> None:
+    docker = SecretSpec(name="s", type="kubernetes.io/dockerconfigjson", registry="registry.example.com")
+    data = {k: decode(v) for k, v in builders.secret_data(docker, "u", TOKEN).items()}
+    creds = builders.credentials(docker, data)
+    assert creds is not None and creds[0] == "u" and fp(creds[1]) == fp(TOKEN)
+    moved = SecretSpec(name="s", type="kubernetes.io/dockerconfigjson", registry="elsewhere:5050")
+    assert builders.credentials(moved, data) == creds  # a registry change still finds the token
+    basic = SecretSpec(name="s", type="kubernetes.io/basic-auth", registry=None)
+    data = {k: decode(v) for k, v in builders.secret_data(basic, "u", TOKEN).items()}
+    assert builders.credentials(basic, data) == creds
+    assert builders.encoded(data) == builders.secret_data(basic, "u", TOKEN)
+    for broken in ({}, {".dockerconfigjson": "not json"}, {".dockerconfigjson": '{"auths": {"r": {}}}'}):
+        assert builders.credentials(docker, broken) is None
+    assert builders.credentials(basic, {"username": "u"}) is None

@@ -127,3 +127,21 @@ def test_token_without_expiry_is_never_renewed() -> None:
 def test_delete_revokes_every_active_token_of_ours() -> None:
     tokens = [tok(1), tok(2, revoked=True), tok(3), tok(4, name="other"), tok(5, expires=NOW)]
     assert to_revoke_on_delete(NAME, tokens, NOW) == [1, 3]
+
+
+def test_changed_scopes_or_username_replace_the_token_with_grace() -> None:
+    p = plan(renew_before=WEEK, uid="uid-1", name=NAME, tokens=[tok(1)], state=healthy(), now=NOW, scopes=["x"])
+    assert p.create is CreateReason.SPEC_CHANGED and p.keep_current_until == NOW + timedelta(minutes=10)
+    p = plan(renew_before=WEEK, uid="uid-1", name=NAME, tokens=[tok(1)], state=healthy(), now=NOW, username="u1")
+    assert p.create is None  # the same username
+    p = plan(renew_before=WEEK, uid="uid-1", name=NAME, tokens=[tok(1)], state=healthy(), now=NOW, username="new")
+    assert p.create is CreateReason.SPEC_CHANGED
+
+
+def test_adopted_token_keeps_its_creation_time_from_the_secret() -> None:
+    # a short-lived token adopted after a crash is renewed at mid-life, not at once
+    expires = NOW + timedelta(hours=2)
+    state = DeployTokenState(token_id=1, issued_at=ISSUED, secret_token_id=2, secret_issued_at=NOW)
+    p = run([tok(1), tok(2, expires=expires)], state)
+    assert p.adopt == 2 and p.create is None
+    assert p.next_check is not None and p.next_check > NOW

@@ -51,6 +51,7 @@ def _kubernetes_table(k: KubernetesExecutor, default_namespace: str | None) -> d
     _set_if(table, "pull_policy", list(k.pull_policy))
     _set_if(table, "node_selector", {key: k.node_selector[key] for key in sorted(k.node_selector)})
     _set_if(table, "poll_timeout", k.poll_timeout)
+    _set_if(table, "image_pull_secrets", list(k.image_pull_secrets))
     return table
 
 
