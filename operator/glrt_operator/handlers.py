@@ -3,6 +3,7 @@ hand it to a use case, then write the status and conditions and translate failur
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -316,7 +317,7 @@ def on_deploy_token_changed(
 
 
 @kopf.daemon(GROUP, VERSION, DEPLOY_TOKENS, cancellation_timeout=30)
-def renew_deploy_token(
+async def renew_deploy_token(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -326,11 +327,14 @@ def renew_deploy_token(
     **_: Any,
 ) -> None:
     """Wakes at the token's renewal time or the end of a grace period, else every resync interval; failures back
-    off exponentially (no hot loop). `body` and `spec` are live views: edits are seen at the next wake-up."""
+    off exponentially (no hot loop). `body` and `spec` are live views: edits are seen at the next wake-up.
+    Async, so that sleeping daemons hold no worker thread; each reconcile runs in Kopf's executor."""
     failures = 0
     delay = deploy_tokens.wakeup_in(deploy_tokens.next_check_of(status), datetime.now(UTC), CONFIG.resync_interval)
-    while not stopped.wait(delay):
-        outcome = _reconcile_deploy_token(body, spec, memo, logger, retry=0, raise_errors=False)
+    while not await stopped.wait(delay):
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: _reconcile_deploy_token(body, spec, memo, logger, retry=0, raise_errors=False)
+        )
         failures = 0 if outcome is not None else failures + 1
         if outcome is None:
             delay = CONFIG.backoff(failures - 1)

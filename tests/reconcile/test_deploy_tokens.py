@@ -6,6 +6,7 @@ Short lifetimes come from the fake's `deploy_token_lifetime_seconds` knob (token
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -193,7 +194,7 @@ def test_group_token_with_an_owner(dt: DT) -> None:
 
 
 def test_renewal_creates_the_next_token_then_revokes_the_previous_after_grace(dt: DT) -> None:
-    short_lived(dt, lifetime=2, grace="1s")
+    short_lived(dt, lifetime=6, grace="1s")
     first = dt.reconcile()
     assert first.renewal_time is not None and first.next_check == first.renewal_time
     assert dt.reconcile().token_id == first.token_id  # not due yet
@@ -459,7 +460,7 @@ class Stopped:
         self.wakeups = wakeups
         self.waits: list[float] = []
 
-    def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 (Kopf's signature)
         self.waits.append(timeout)
         self.wakeups -= 1
         return self.wakeups < 0
@@ -468,15 +469,19 @@ class Stopped:
 def test_daemon_wakes_at_the_renewal_time_and_backs_off_on_failure(dt: DT, posted: list[tuple[str, str]]) -> None:
     body = body_of(dt)
     stopped = Stopped(wakeups=1)
-    handlers.renew_deploy_token(
-        body=body, spec=body["spec"], status=body["status"], memo=memo_of(dt), logger=LOG, stopped=stopped
+    asyncio.run(
+        handlers.renew_deploy_token(
+            body=body, spec=body["spec"], status=body["status"], memo=memo_of(dt), logger=LOG, stopped=stopped
+        )
     )
     assert stopped.waits[0] == handlers.CONFIG.resync_interval  # nothing known yet
     assert 0 < stopped.waits[1] <= handlers.CONFIG.resync_interval and dt.status["tokenId"]
     del dt.kube.secrets["gitlab-api"]
     stopped = Stopped(wakeups=2)
-    handlers.renew_deploy_token(
-        body=body, spec=body["spec"], status=dict(dt.status), memo=memo_of(dt), logger=LOG, stopped=stopped
+    asyncio.run(
+        handlers.renew_deploy_token(
+            body=body, spec=body["spec"], status=dict(dt.status), memo=memo_of(dt), logger=LOG, stopped=stopped
+        )
     )
     assert stopped.waits[1:] == [handlers.CONFIG.backoff(0), handlers.CONFIG.backoff(1)]
     assert posted[-1] == ("Warning", "CredentialsMissing")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from ..adapters.gitlab import parse_time
@@ -82,4 +83,9 @@ class DeployTokenStatus:
 
 
 def retiring_status(retiring: tuple[Retiring, ...]) -> tuple[RetiringStatus, ...]:
-    return tuple(RetiringStatus(tokenId=r.token_id, revokeAt=iso(r.revoke_at) or "") for r in retiring)
+    """The status entries; `revokeAt` rounded up to the second the status stores, so no grace period is cut."""
+    return tuple(RetiringStatus(tokenId=r.token_id, revokeAt=iso(_ceil(r.revoke_at)) or "") for r in retiring)
+
+
+def _ceil(value: datetime) -> datetime:
+    return value if not value.microsecond else value.replace(microsecond=0) + timedelta(seconds=1)
