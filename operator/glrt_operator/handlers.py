@@ -332,6 +332,9 @@ async def renew_deploy_token(
     failures = 0
     delay = deploy_tokens.wakeup_in(deploy_tokens.next_check_of(status), datetime.now(UTC), CONFIG.resync_interval)
     while not await stopped.wait(delay):
+        if (body.get("status") or {}).get("observedGeneration") != body["metadata"].get("generation"):
+            delay = CONFIG.resync_interval  # the event handlers own a generation until they reconciled it
+            continue
         outcome = await asyncio.get_running_loop().run_in_executor(
             None, lambda: _reconcile_deploy_token(body, spec, memo, logger, retry=0, raise_errors=False)
         )

@@ -466,23 +466,32 @@ class Stopped:
         return self.wakeups < 0
 
 
-def test_daemon_wakes_at_the_renewal_time_and_backs_off_on_failure(dt: DT, posted: list[tuple[str, str]]) -> None:
+def run_daemon(dt: DT, wakeups: int, status: dict[str, Any]) -> Stopped:
     body = body_of(dt)
-    stopped = Stopped(wakeups=1)
-    asyncio.run(
-        handlers.renew_deploy_token(
-            body=body, spec=body["spec"], status=body["status"], memo=memo_of(dt), logger=LOG, stopped=stopped
-        )
+    body["status"].update(status)
+    stopped = Stopped(wakeups)
+    daemon = handlers.renew_deploy_token(
+        body=body, spec=body["spec"], status=body["status"], memo=memo_of(dt), logger=LOG, stopped=stopped
     )
+    asyncio.run(daemon)
+    return stopped
+
+
+def test_daemon_leaves_an_unreconciled_generation_to_the_event_handlers(dt: DT) -> None:
+    stopped = run_daemon(dt, wakeups=2, status={})
+    assert stopped.waits == [handlers.CONFIG.resync_interval] * 3 and dt.gitlab.calls == []
+
+
+def test_daemon_wakes_at_the_renewal_time_and_backs_off_on_failure(dt: DT, posted: list[tuple[str, str]]) -> None:
+    stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
     assert stopped.waits[0] == handlers.CONFIG.resync_interval  # nothing known yet
     assert 0 < stopped.waits[1] <= handlers.CONFIG.resync_interval and dt.status["tokenId"]
+    short_lived(dt, lifetime=4)
+    dt.gitlab.revoke_deploy_token(dt.status["tokenId"])  # reissued with the short lifetime
+    stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
+    assert stopped.waits[1] < 2.0  # woken for the renewal, at about half the 4 s lifetime
     del dt.kube.secrets["gitlab-api"]
-    stopped = Stopped(wakeups=2)
-    asyncio.run(
-        handlers.renew_deploy_token(
-            body=body, spec=body["spec"], status=dict(dt.status), memo=memo_of(dt), logger=LOG, stopped=stopped
-        )
-    )
+    stopped = run_daemon(dt, wakeups=2, status={**dt.status, "observedGeneration": 1})
     assert stopped.waits[1:] == [handlers.CONFIG.backoff(0), handlers.CONFIG.backoff(1)]
     assert posted[-1] == ("Warning", "CredentialsMissing")
 
