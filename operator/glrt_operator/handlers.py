@@ -4,6 +4,7 @@ hand it to a use case, then write the status and conditions and translate failur
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import threading
@@ -335,8 +336,11 @@ async def renew_deploy_token(
         if (body.get("status") or {}).get("observedGeneration") != body["metadata"].get("generation"):
             delay = CONFIG.resync_interval  # the event handlers own a generation until they reconciled it
             continue
+        # In Kopf's executor, with this task's context: kopf.event() finds the operator's settings there.
         outcome = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: _reconcile_deploy_token(body, spec, memo, logger, retry=0, raise_errors=False)
+            None,
+            contextvars.copy_context().run,
+            lambda: _reconcile_deploy_token(body, spec, memo, logger, retry=0, raise_errors=False),
         )
         failures = 0 if outcome is not None else failures + 1
         if outcome is None:
