@@ -197,8 +197,11 @@ def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | N
         )
     )
     retiring = p.retiring
+    keep_until = None
     if p.keep_current_until is not None and replaced is not None:
-        retiring = (*retiring, Retiring(replaced.id, p.keep_current_until))
+        # The grace period counts from now, when the Secret holds the successor.
+        keep_until = datetime.now(UTC) + ctx.spec.grace_period
+        retiring = (*retiring, Retiring(replaced.id, keep_until))
     ctx.record(
         token_id=info.id,
         username=info.username,
@@ -209,8 +212,8 @@ def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | N
     )
     verb = "Renewed" if p.create in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED) else "Created"
     message = f"{verb} deploy token {info.id} ({p.create}); Secret {ctx.spec.secret.name!r} holds it"
-    if p.keep_current_until is not None and replaced is not None:
-        message += f"; deploy token {replaced.id} stays valid until {iso(p.keep_current_until)}"
+    if keep_until is not None and replaced is not None:
+        message += f"; deploy token {replaced.id} stays valid until {iso(keep_until)}"
     ctx.emit("Normal", f"Token{verb}", message)
     ctx.log.info("%s", message)
     return created
