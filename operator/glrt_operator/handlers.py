@@ -291,12 +291,8 @@ def write_deploy_token_ready(
 ) -> None:
     """The status of a reconciled DeployToken: its fields, TokenValid, and Ready=True."""
     stored = DeployTokenStatus.from_dict(kube.read_deploy_token_status(ref.namespace, ref.name))
-    token = (
-        ("True", "Reissued", outcome.reissued)
-        if outcome.reissued
-        else ("True", "Accepted", "GitLab lists the token as active")
-    )
-    conditions = set_condition(stored.conditions, "TokenValid", token[0], token[1], token[2], generation)  # type: ignore[arg-type]
+    reason, detail = ("Reissued", outcome.reissued) if outcome.reissued else ("Accepted", "GitLab lists it as active")
+    conditions = set_condition(stored.conditions, "TokenValid", "True", reason, detail, generation)
     expiry = f"expires {outcome.status_patch()['expiresAt']}" if outcome.expires_at else "never expires"
     message = f"Deploy token {outcome.token_id} ({outcome.username}) is in the Secret; it {expiry}"
     ready = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)

@@ -141,7 +141,7 @@ class DeployTokens:
     def token_name(self, name: str) -> str:
         return "glrt-" + f"{self.namespace}-{name}-" + self.get(name)["metadata"]["uid"].replace("-", "")[:8]
 
-    def ours(self, name: str, uid_name: str | None = None) -> list[Any]:
+    def ours(self, name: str) -> list[Any]:
         prefix = f"glrt-{self.namespace}-{name}-"
         return [t for t in self.gitlab.deploy_tokens() if t.name.startswith(prefix)]
 
