@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "deploytokens"
@@ -80,3 +82,10 @@ def test_basic_auth_needs_no_registry_and_scope_is_immutable(
         with pytest.raises(client.ApiException) as refused:
             api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "pull", {"spec": {"secret": secret}})
         assert "secret.name and secret.type cannot be changed" in str(refused.value.body)
+
+
+def test_the_example_is_accepted(kube: client.ApiClient, namespace: str, crd_installed: list[str]) -> None:
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "deploytoken.yaml").read_text())
+    body["metadata"]["namespace"] = namespace
+    created = client.CustomObjectsApi(kube).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    assert created["spec"]["secret"]["registry"] == "registry.example.com"
