@@ -21,7 +21,7 @@ reconcile: install
 # Line coverage of the reconcile code (the Runner use cases, the handlers, core/) from the fast tiers.
 coverage: install
 	$(BIN)/python -m pytest tests/unit tests/reconcile -q --cov=glrt_operator.runners --cov=glrt_operator.handlers \
-		--cov=glrt_operator.core --cov-report=term-missing --cov-fail-under=85
+		--cov=glrt_operator.core --cov=glrt_operator.deploytokens --cov-report=term-missing --cov-fail-under=85
 
 lint: install
 	$(BIN)/ruff check operator tests scripts

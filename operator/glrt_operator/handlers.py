@@ -11,17 +11,20 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import kopf
 
 from . import metrics
 from .adapters.gitlab import THROTTLED, GitLabPool, parse_time
-from .adapters.kube import GROUP, PLURAL, VERSION, Kube, load_api_client
+from .adapters.kube import DEPLOY_TOKENS, GROUP, PLURAL, VERSION, Kube, load_api_client
 from .core.conditions import set_condition
 from .core.errors import classify
 from .core.events import EventSink, EventType
+from .deploytokens import reconcile as deploy_tokens
+from .deploytokens.context import DeployTokenRef
+from .deploytokens.status import DeployTokenStatus
 from .runners.context import RunnerRef
 from .runners.deletion import delete_runner
 from .runners.reconcile import ReconcileOutcome, open_context, reconcile
@@ -331,3 +334,152 @@ def write_ready(
     )
     ready = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)
     patch.status.update(RunnerStatus.patch(conditions=tuple(ready)))
+
+
+# === DeployToken ===============================================================================================
+# Event handlers reconcile at once (with Kopf's retries); a daemon per object wakes at its renewal time or the end
+# of a grace period (at least every resync interval) for level-based renewal, revocation and repair.
+DELETE_ATTEMPTS = 5  # then a deletion whose access token is gone lets the object go (the tokens still expire)
+
+
+def _run_deploy_token(
+    use_case: Callable[[EventSink], T],
+    *,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    retry: int,
+    raise_errors: bool,
+) -> T | None:
+    """Run one use case for a DeployToken, serialised per object; on failure Ready=False and one Event per
+    distinct problem. Status goes through the adapter (daemons have no end-of-handler patch)."""
+    kube: Kube = memo["kube"]
+    meta = body["metadata"]
+
+    def emit(type_: EventType, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    lock: threading.Lock = memo.setdefault("lock", threading.Lock())
+    with lock:
+        try:
+            with metrics.observe_reconcile("deploytoken"):
+                return use_case(emit)
+        except Exception as raised:  # every failure becomes a condition (core.errors.classify)
+            exc = classify(raised)
+            metrics.DEPLOY_TOKEN.observe_ready(meta["namespace"], meta["name"], "False")
+            conditions = DeployTokenStatus.from_dict(kube.read_deploy_token_status(meta["namespace"], meta["name"]))
+            previous: Mapping[str, Any] = next((c for c in conditions.conditions if c.get("type") == "Ready"), {})
+            failed = set_condition(
+                conditions.conditions, "Ready", "False", exc.reason, exc.message, meta.get("generation")
+            )
+            kube.patch_deploy_token_status(
+                meta["namespace"], meta["name"], DeployTokenStatus.patch(conditions=tuple(failed))
+            )
+            if previous.get("message") != exc.message:
+                emit("Warning", exc.reason, exc.message)
+            logger.warning("%s: %s", exc.reason, exc.message)
+            if not raise_errors:
+                return None
+            if exc.permanent:
+                raise kopf.PermanentError(exc.message) from None
+            raise kopf.TemporaryError(exc.message, delay=max(exc.delay or 0.0, CONFIG.backoff(retry))) from None
+
+
+def _reconcile_deploy_token(
+    body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, *, retry: int, raise_errors: bool
+) -> deploy_tokens.DeployTokenOutcome | None:
+    ref = DeployTokenRef.from_body(body)
+    outcome = _run_deploy_token(
+        lambda emit: deploy_tokens.reconcile(
+            deploy_tokens.open_context(memo["kube"], memo["gitlab"], ref, spec, emit, logger)
+        ),
+        body=body,
+        memo=memo,
+        logger=logger,
+        retry=retry,
+        raise_errors=raise_errors,
+    )
+    if outcome is not None:
+        write_deploy_token_ready(memo["kube"], ref, outcome, body["metadata"].get("generation"))
+        metrics.observe_deploy_token(
+            ref.namespace, ref.name, expires_at=outcome.expires_at, renewal_at=outcome.renewal_time, ready="True"
+        )
+    return outcome
+
+
+def write_deploy_token_ready(
+    kube: Kube, ref: DeployTokenRef, outcome: deploy_tokens.DeployTokenOutcome, generation: int | None
+) -> None:
+    """The status of a reconciled DeployToken: its fields, TokenValid, and Ready=True."""
+    stored = DeployTokenStatus.from_dict(kube.read_deploy_token_status(ref.namespace, ref.name))
+    reason, detail = ("Reissued", outcome.reissued) if outcome.reissued else ("Accepted", "GitLab lists it as active")
+    conditions = set_condition(stored.conditions, "TokenValid", "True", reason, detail, generation)
+    expiry = f"expires {outcome.status_patch()['expiresAt']}" if outcome.expires_at else "never expires"
+    message = f"Deploy token {outcome.token_id} ({outcome.username}) is in the Secret; it {expiry}"
+    ready = set_condition(conditions, "Ready", "True", "Reconciled", message, generation)
+    kube.patch_deploy_token_status(
+        ref.namespace,
+        ref.name,
+        {**outcome.status_patch(), **DeployTokenStatus.patch(observed_generation=generation, conditions=tuple(ready))},
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, DEPLOY_TOKENS)
+@kopf.on.create(GROUP, VERSION, DEPLOY_TOKENS)
+@kopf.on.update(GROUP, VERSION, DEPLOY_TOKENS, field="spec")
+def on_deploy_token_changed(
+    body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+) -> None:
+    """Created, edited, or found at operator start: reconcile with Kopf's retries and back-off."""
+    _reconcile_deploy_token(body, spec, memo, logger, retry=retry, raise_errors=True)
+
+
+@kopf.daemon(GROUP, VERSION, DEPLOY_TOKENS, cancellation_timeout=30)
+async def renew_deploy_token(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
+) -> None:
+    """Wakes at the token's renewal time or the end of a grace period, else every resync interval; failures back
+    off exponentially (no hot loop). `body` and `spec` are live views: edits are seen at the next wake-up.
+    Async, so that sleeping daemons hold no worker thread; each reconcile runs in Kopf's executor."""
+    failures = 0
+    delay = deploy_tokens.wakeup_in(deploy_tokens.next_check_of(status), datetime.now(UTC), CONFIG.resync_interval)
+    while not await stopped.wait(delay):
+        if (body.get("status") or {}).get("observedGeneration") != body["metadata"].get("generation"):
+            delay = CONFIG.resync_interval  # the event handlers own a generation until they reconciled it
+            continue
+        # In Kopf's executor, with this task's context: kopf.event() finds the operator's settings there.
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            None,
+            contextvars.copy_context().run,
+            lambda: _reconcile_deploy_token(body, spec, memo, logger, retry=0, raise_errors=False),
+        )
+        failures = 0 if outcome is not None else failures + 1
+        if outcome is None:
+            delay = CONFIG.backoff(failures - 1)
+        else:
+            delay = deploy_tokens.wakeup_in(outcome.next_check, datetime.now(UTC), CONFIG.resync_interval)
+
+
+@kopf.on.delete(GROUP, VERSION, DEPLOY_TOKENS)
+def on_deploy_token_deleted(
+    body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+) -> None:
+    """Deleted: revoke its tokens in GitLab before Kopf releases the finalizer."""
+    ref = DeployTokenRef.from_body(body)
+    _run_deploy_token(
+        lambda emit: deploy_tokens.delete_deploy_token(
+            memo["kube"], memo["gitlab"], ref, spec, emit, logger, give_up=retry >= DELETE_ATTEMPTS
+        ),
+        body=body,
+        memo=memo,
+        logger=logger,
+        retry=retry,
+        raise_errors=True,
+    )
+    metrics.forget_deploy_token(ref.namespace, ref.name)  # reached only once its tokens are revoked (or let go)

@@ -25,7 +25,8 @@ import yaml
 from kubernetes import client
 
 from tests.conftest import REPO_ROOT
-from tests.e2e.conftest import PAT, Runners, assert_no_secrets, assert_same_token
+from tests.e2e import test_deploy_tokens as deploy_tokens
+from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_no_secrets, assert_same_token
 from tests.fake_gitlab import FakeGitLab
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
@@ -176,6 +177,20 @@ def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -
         ]
     # The same rules in both modes: only where they are bound differs.
     assert namespaced["Role"][0]["rules"] == cluster["ClusterRole"][0]["rules"]
+    granted = {
+        (res, verb)
+        for rule in cluster["ClusterRole"][0]["rules"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    for resource, verb in [
+        ("deploytokens", "watch"),
+        ("deploytokens", "patch"),
+        ("deploytokens/status", "patch"),
+        ("deploytokens/finalizers", "update"),
+        ("secrets", "create"),
+    ]:
+        assert (resource, verb) in granted, f"the operator cannot {verb} {resource}"
     args = the_container(namespaced["Deployment"])["args"]
     assert args[:3] == ["run", "--namespace=ci", "--namespace=team-a"] and "--all-namespaces" not in args
 
@@ -391,6 +406,35 @@ def test_operator_runs_a_runner_lifecycle_as_the_service_account(
     assert_no_secrets(output, runners, gitlab)
 
 
+def test_operator_runs_a_deploy_token_lifecycle_as_the_service_account(
+    request: pytest.FixtureRequest, kube: client.ApiClient, install: Install, gitlab: FakeGitLab, tmp_path: Path
+) -> None:
+    namespace = install.watched[0] if install.watched else request.getfixturevalue("namespace")
+    maintainer = gitlab.add_user(f"deploy-{install.mode}")
+    gitlab.add_project_member(PROJECT_ID, maintainer, "maintainer")
+    gitlab.add_access_token(deploy_tokens.PAT, maintainer, scopes=["api"])
+    tokens = deploy_tokens.DeployTokens(kube, namespace, gitlab)
+    tokens.put_secret("gitlab-deploy-api", {"token": deploy_tokens.PAT})
+    body = tokens.manifest("pull-as-sa")
+    body["spec"]["gitlab"]["credentialsSecretRef"]["name"] = "gitlab-deploy-api"
+    operator = ChartOperator(install, tmp_path).start()
+    try:
+        tokens.create(body)
+        status = tokens.wait_ready("pull-as-sa")["status"]
+        token_id, username, value = tokens.credentials("pull-as-sa")
+        assert status["tokenId"] == token_id and tokens.active("pull-as-sa") == [token_id]
+        assert tokens.registry_accepts(username, value)
+        wait_for(lambda: tokens.events("TokenCreated"), timeout=10, message="TokenCreated event")
+        tokens.delete("pull-as-sa")
+        wait_for(lambda: not tokens.active("pull-as-sa"), timeout=60, message="token revoked on delete")
+    finally:
+        operator.stop()
+    output = operator.output()
+    denied = [line for line in output.splitlines() if namespace in line and "forbidden" in line.lower()]
+    assert not denied, "\n".join(denied)
+    deploy_tokens.assert_no_secrets(output, tokens)
+
+
 # --- what the ServiceAccount must not be able to do ---------------------------------------------------------------
 
 
@@ -412,6 +456,8 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("list", "pods"),  # a Runner's pods by label: which replicas drain
         ("patch", "pods"),  # an annotation after a token rotation: the kubelet refreshes the Secret at once
         ("create", "events"),
+        ("patch", "deploytokens.glrt.dev"),
+        ("patch", "deploytokens.glrt.dev", "--subresource=status"),
     ]
     for verb, *what in allowed:
         assert can_i(control_plane, install, verb, *what, "-n", watched), (verb, what)
@@ -422,6 +468,7 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("delete", "secrets", "-n", watched),
         ("delete", "statefulsets.apps", "-n", watched),  # children go by garbage collection
         ("delete", "runners.glrt.dev", "-n", watched),
+        ("delete", "deploytokens.glrt.dev", "-n", watched),
         ("create", "pods", "-n", watched),
         ("delete", "pods", "-n", watched),  # pods stop only through the StatefulSet, always drained
         ("update", "pods", "-n", watched),

@@ -1,7 +1,21 @@
 """A stateful fake GitLab HTTP server for tests, the demo and benchmarks.
 
-Built from ``/work/shared/reference/gitlab-api.md``: the runner endpoints of the REST API (``/api/v4``), with
-fault injection and a control API under ``/-/fake/``. Typical use::
+The runner and deploy-token endpoints of GitLab's REST API (``/api/v4``) and the registry's token check, with
+fault injection and a control API under ``/-/fake/``. Comments in this package cite GitLab's documentation by
+these short names:
+
+- REST API: https://docs.gitlab.com/api/rest/ (REST pagination: its #pagination section; REST status codes:
+  https://docs.gitlab.com/api/rest/troubleshooting/; REST authentication: https://docs.gitlab.com/api/rest/authentication/)
+- runners API: https://docs.gitlab.com/api/runners/ ; create a runner:
+  https://docs.gitlab.com/api/users/#create-a-runner-linked-to-a-user
+- runner token expiry: https://docs.gitlab.com/ci/runners/configure_runners/#authentication-token-security
+- token prefixes: https://docs.gitlab.com/security/tokens/#token-prefixes
+- job requests: ``POST /jobs/request``, used by gitlab-runner, defined in GitLab's ``lib/api/ci/runner.rb``
+  (https://gitlab.com/gitlab-org/gitlab)
+- rate limits: https://docs.gitlab.com/security/rate_limits/ ; permissions: https://docs.gitlab.com/user/permissions/
+- deploy tokens: https://docs.gitlab.com/api/deploy_tokens/ and https://docs.gitlab.com/user/project/deploy_tokens/
+
+Typical use::
 
     with FakeGitLab().running() as gl:
         alice = gl.add_user("alice", admin=True)

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin", action="store_true", help="make 'demo' an administrator")
     for name in ("runner", "group-runner", "project-runner"):
         parser.add_argument(
-            f"--{name}-token-expiration-interval", type=int, default=None, metavar="SECONDS", help="ref §4.1"
+            f"--{name}-token-expiration-interval",
+            type=int,
+            default=None,
+            metavar="SECONDS",
+            help="runner token expiry",
         )
     parser.add_argument("--verbose", action="store_true", help="log method, path and status of each API call")
     return parser

@@ -1,7 +1,7 @@
 """The GitLab REST endpoints of the fake, paths relative to ``/api/v4``.
 
-Each handler reproduces the status codes, bodies and checks of ``/work/shared/reference/gitlab-api.md`` (cited as
-"ref §N"). The order of checks follows Grape's: authentication and scopes (``before`` blocks), then parameter
+Each handler reproduces the status codes, bodies and checks GitLab documents (short names as in the package
+docstring). The order of checks follows Grape's: authentication and scopes (``before`` blocks), then parameter
 validation (400 ``{"error": ...}``), then lookups (404), permissions (403) and model validation.
 Handlers run with the owner's state lock held.
 """
@@ -35,13 +35,12 @@ from .state import (
     to_sentence,
 )
 
-STATUS_FILTERS = ("online", "offline", "stale", "never_contacted", "active", "paused")
 USER_SCOPES = ("active", "paused", "online", "offline", "never_contacted", "stale")
 ALL_SCOPES = (*USER_SCOPES, "specific", "shared", *RUNNER_TYPES)
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
-MAX_COUNTED = 10_000  # ref §0.6
-# PUT /runners/:id editable fields, in Grape's declaration order (ref §2.6)
+MAX_COUNTED = 10_000  # REST pagination
+# PUT /runners/:id editable fields, in Grape's declaration order (runners API)
 EDITABLE_FIELDS = (
     "description",
     "active",
@@ -72,7 +71,7 @@ class Request:
 
     @property
     def params(self) -> dict[str, Any]:
-        """Query and body merged, the body winning (ref §0.1)."""
+        """Query and body merged, the body winning (REST API)."""
         return {**self.query, **self.body}
 
 
@@ -101,7 +100,7 @@ class CallInfo:
     runner_id: int | None = None
 
 
-# ------------------------------------------------------------------ error shapes (ref §0.5)
+# ------------------------------------------------------------------ error shapes (REST status codes)
 def grape_error(*messages: str) -> ApiError:
     return ApiError(400, {"error": ", ".join(messages)})
 
@@ -122,7 +121,7 @@ def not_found(resource: str | None = None) -> ApiError:
     return ApiError(404, {"message": f"404 {resource} Not Found" if resource else "404 Not Found"})
 
 
-# --------------------------------------------------------------------- parameters (ref §0.1)
+# --------------------------------------------------------------------- parameters (REST API)
 class Params:
     """Grape-style coercion; errors collect in declaration order and are raised together."""
 
@@ -211,7 +210,7 @@ class Params:
 
 # ----------------------------------------------------------------------------- context
 def allowed_scopes(method: str, path: str) -> list[str]:
-    """Token scopes that grant this request (ref §0.3)."""
+    """Token scopes that grant this request (REST authentication)."""
     scopes = ["api"]
     if method in ("GET", "HEAD"):
         scopes.append("read_api")
@@ -234,7 +233,7 @@ class Ctx:
         self.params = Params(req.params)
 
     def authenticate(self) -> User:
-        """User-token authentication and scope check (ref §0.3)."""
+        """User-token authentication and scope check (REST authentication)."""
         headers = self.req.headers
         token = headers.get("private-token")
         auth = headers.get("authorization", "")
@@ -279,7 +278,7 @@ class Ctx:
         return user
 
     def runner_from_token(self, token: str) -> Runner:
-        """Runner-token authentication (ref §0.4): unknown, expired or deleted → 403."""
+        """Runner-token authentication (REST API): unknown, expired or deleted → 403."""
         runner = self.state.runner_for_token(token)
         if runner is None or self.state.token_expired(runner):
             raise forbidden()
@@ -315,7 +314,7 @@ def user_basic(ctx: Ctx, user: User) -> dict[str, Any]:
 
 
 def runner_entity(ctx: Ctx, runner: Runner) -> dict[str, Any]:
-    """The list fields (ref §2.10 item shape)."""
+    """The list fields (runners API item shape)."""
     state = ctx.state
     body: dict[str, Any] = {
         "id": runner.id,
@@ -359,7 +358,7 @@ def group_entity(ctx: Ctx, group: Group) -> dict[str, Any]:
 
 
 def runner_details(ctx: Ctx, runner: Runner, user: User, *, include_projects: bool = True) -> dict[str, Any]:
-    """RunnerDetails (ref §2.5); ``maintenance_note`` only for callers who may update the runner."""
+    """RunnerDetails (runners API); ``maintenance_note`` only for callers who may update the runner."""
     state = ctx.state
     latest = state.latest_manager(runner)
     body = runner_entity(ctx, runner)
@@ -386,7 +385,7 @@ def runner_details(ctx: Ctx, runner: Runner, user: User, *, include_projects: bo
 
 
 def manager_entity(ctx: Ctx, manager: Manager) -> dict[str, Any]:
-    """ref §2.11 element shape."""
+    """runners API element shape."""
     return {
         "id": manager.id,
         "system_id": manager.system_id,
@@ -411,7 +410,7 @@ def model_errors(
     maximum_timeout: int | None,
     tags_changed: bool,
 ) -> dict[str, list[str]]:
-    """``Ci::Runner`` validations (ref §1.1), as ``{attribute: [message, ...]}``."""
+    """``Ci::Runner`` validations (runners API), as ``{attribute: [message, ...]}``."""
     errors: dict[str, list[str]] = {}
     too_long = f"is too long (maximum is {MAX_TEXT_LENGTH} characters)"
     if description is not None and len(description) > MAX_TEXT_LENGTH:
@@ -447,7 +446,7 @@ def _page_params(ctx: Ctx) -> tuple[int, int]:
 def paginate(
     ctx: Ctx, items: list[Any], page: int, per_page: int, render: Callable[[Any], Any] = lambda item: item
 ) -> Response:
-    """Offset pagination with GitLab's headers (ref §0.6); ``render`` turns the page's items into JSON."""
+    """Offset pagination with GitLab's headers (REST pagination); ``render`` turns the page's items into JSON."""
     total = len(items)
     total_pages = max(1, -(-total // per_page))
     chunk = [render(item) for item in items[(page - 1) * per_page : page * per_page]]
@@ -483,24 +482,17 @@ def paginate(
 @dataclass
 class ListFilters:
     type: str | None
-    status: str | None
-    paused: bool | None
-    tag_list: list[str] | None
-    version_prefix: str | None
     scope: str | None
     page: int
     per_page: int
 
 
 def list_filters(ctx: Ctx, *, scopes: tuple[str, ...] | None) -> ListFilters:
-    """Parse the list filters of ref §2.10 (400 on bad values)."""
+    """Parse the list filters the operator and python-gitlab send: type and scope (400 on bad values). GitLab's
+    other filters (status, paused, tag_list, version_prefix) are not implemented."""
     p = ctx.params
     filters = ListFilters(
         type=p.string("type", values=RUNNER_TYPES),
-        status=p.string("status", values=STATUS_FILTERS),
-        paused=p.boolean("paused"),
-        tag_list=p.str_list("tag_list"),
-        version_prefix=p.string("version_prefix"),
         scope=p.string("scope") if scopes is not None else None,
         page=1,
         per_page=DEFAULT_PER_PAGE,
@@ -526,16 +518,6 @@ def apply_filters(ctx: Ctx, runners: list[Runner], f: ListFilters) -> Response:
             out = [r for r in out if state.runner_matches_status(r, f.scope)]
     if f.type is not None:
         out = [r for r in out if r.runner_type == f.type]
-    if f.status is not None:
-        out = [r for r in out if state.runner_matches_status(r, f.status)]
-    if f.paused is not None:
-        out = [r for r in out if r.paused == f.paused]
-    if f.tag_list:
-        wanted = set(f.tag_list)
-        out = [r for r in out if wanted <= set(r.tag_list)]
-    if f.version_prefix is not None:
-        prefix = f.version_prefix
-        out = [r for r in out if any((m.version or "").startswith(prefix) for m in r.managers.values())]
     return paginate(ctx, out, f.page, f.per_page, lambda runner: runner_entity(ctx, runner))
 
 
@@ -548,13 +530,8 @@ def get_user(ctx: Ctx, m: re.Match[str]) -> Response:
     return Response(200, {**user_basic(ctx, user), "is_admin": user.admin})
 
 
-def get_version(ctx: Ctx, m: re.Match[str]) -> Response:
-    ctx.authenticate()
-    return Response(200, {"version": "18.6.0-fake", "revision": "fake", "kas": {"enabled": False}, "enterprise": False})
-
-
 def create_user_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /user/runners`` (ref §2.1)."""
+    """``POST /user/runners`` (create a runner)."""
     user = ctx.authenticate()
     p = ctx.params
     runner_type = p.string("runner_type", required=True, values=RUNNER_TYPES)
@@ -623,7 +600,7 @@ def _runner_token(ctx: Ctx, *extra_required: str) -> tuple[str, dict[str, str | 
 
 
 def verify_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /runners/verify`` (ref §2.2): 200, heartbeat, manager upsert, ``creation_state`` unchanged."""
+    """``POST /runners/verify`` (runners API): 200, heartbeat, manager upsert, ``creation_state`` unchanged."""
     p = ctx.params
     token = p.string("token", required=True)
     system_id = p.string("system_id")
@@ -636,7 +613,7 @@ def verify_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def reset_token_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /runners/reset_authentication_token`` (ref §2.3): 201, old token dead at once."""
+    """``POST /runners/reset_authentication_token`` (runners API): 201, old token dead at once."""
     token, _ = _runner_token(ctx)
     runner = ctx.runner_from_token(token)
     new_token = ctx.state.rotate_token(runner)
@@ -644,7 +621,7 @@ def reset_token_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def delete_runner_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``DELETE /runners`` (ref §2.8): deletes the runner itself."""
+    """``DELETE /runners`` (runners API): deletes the runner itself."""
     token, _ = _runner_token(ctx)
     runner = ctx.runner_from_token(token)
     ctx.state.delete_runner(runner)
@@ -652,7 +629,7 @@ def delete_runner_by_token(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def delete_manager(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``DELETE /runners/managers`` (ref §2.9): removes one manager; runner and token live on."""
+    """``DELETE /runners/managers`` (runners API): removes one manager; runner and token live on."""
     token, extra = _runner_token(ctx, "system_id")
     runner = ctx.runner_from_token(token)
     system_id = extra["system_id"]
@@ -662,14 +639,8 @@ def delete_manager(ctx: Ctx, m: re.Match[str]) -> Response:
     return Response(204)
 
 
-def legacy_register(ctx: Ctx, m: re.Match[str]) -> Response:
-    """Legacy ``POST /runners`` (ref §2.14, informative): registration tokens are disabled, as by default."""
-    _runner_token(ctx)
-    return Response(410, {"message": "410 Gone - runner registration disallowed"})
-
-
 def jobs_request(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /jobs/request`` (ref §2.13)."""
+    """``POST /jobs/request`` (job requests)."""
     p = ctx.params
     token = p.string("token", required=True)
     system_id = p.string("system_id")
@@ -690,7 +661,7 @@ def jobs_request(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def job_payload(ctx: Ctx, job: Job, runner: Runner) -> dict[str, Any]:
-    """A minimal job with the fields ref §2.13 names; the test's payload overrides them."""
+    """A minimal job with the fields job requests names; the test's payload overrides them."""
     timeout = runner.maximum_timeout or 3600
     sha = "0" * 40
     payload: dict[str, Any] = {
@@ -733,7 +704,7 @@ def job_payload(ctx: Ctx, job: Job, runner: Runner) -> dict[str, Any]:
 
 
 def get_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners/:id`` (ref §2.5)."""
+    """``GET /runners/:id`` (runners API)."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     include_projects = ctx.params.boolean("include_projects")
@@ -745,7 +716,7 @@ def get_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def update_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``PUT /runners/:id`` (ref §2.6)."""
+    """``PUT /runners/:id`` (runners API)."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     p = ctx.params
@@ -804,7 +775,7 @@ def update_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def delete_runner(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``DELETE /runners/:id`` (ref §2.7)."""
+    """``DELETE /runners/:id`` (runners API)."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     runner = ctx.find_runner(raw)
@@ -826,7 +797,7 @@ def delete_runner(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_managers(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners/:id/managers`` (ref §2.11): every manager, not paginated."""
+    """``GET /runners/:id/managers`` (runners API): every manager, not paginated."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     runner = ctx.find_runner(raw)
@@ -837,7 +808,7 @@ def list_managers(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def reset_token_by_id(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``POST /runners/:id/reset_authentication_token`` (ref §2.4): works on an expired token too."""
+    """``POST /runners/:id/reset_authentication_token`` (runners API): works on an expired token too."""
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     runner = ctx.find_runner(raw)
@@ -848,7 +819,7 @@ def reset_token_by_id(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners`` (ref §2.10): runners the user administers through membership."""
+    """``GET /runners`` (runners API): runners the user administers through membership."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=USER_SCOPES)
     owned = [r for r in ctx.state.runners.values() if ctx.state.owns_runner(user, r)]
@@ -856,7 +827,7 @@ def list_runners(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_all_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /runners/all`` (ref §2.10): administrators only."""
+    """``GET /runners/all`` (runners API): administrators only."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=ALL_SCOPES)
     if not user.admin:
@@ -879,7 +850,7 @@ def _project_or_404(ctx: Ctx, user: User, raw: str) -> Project:
 
 
 def list_group_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /groups/:id/runners`` (ref §2.10): the group's and its ancestors' runners plus instance runners."""
+    """``GET /groups/:id/runners`` (runners API): the group's and its ancestors' runners plus instance runners."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=None)
     state = ctx.state
@@ -896,7 +867,7 @@ def list_group_runners(ctx: Ctx, m: re.Match[str]) -> Response:
 
 
 def list_project_runners(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /projects/:id/runners`` (ref §2.10): own, ancestor groups' and instance runners."""
+    """``GET /projects/:id/runners`` (runners API): own, ancestor groups' and instance runners."""
     user = ctx.authenticate()
     filters = list_filters(ctx, scopes=ALL_SCOPES)
     state = ctx.state
@@ -914,48 +885,16 @@ def list_project_runners(ctx: Ctx, m: re.Match[str]) -> Response:
     return apply_filters(ctx, runners, filters)
 
 
-def get_group(ctx: Ctx, m: re.Match[str]) -> Response:
-    user = ctx.authenticate()
-    group = _group_or_404(ctx, user, m["id"])
-    full_path = ctx.state.group_full_path(group)
-    return Response(
-        200,
-        {
-            **group_entity(ctx, group),
-            "path": group.path,
-            "full_path": full_path,
-            "full_name": ctx.state.group_full_name(group),
-            "parent_id": group.parent_id,
-        },
-    )
-
-
-def get_project(ctx: Ctx, m: re.Match[str]) -> Response:
-    user = ctx.authenticate()
-    project = _project_or_404(ctx, user, m["id"])
-    full_path = ctx.state.project_full_path(project)
-    return Response(
-        200,
-        {
-            **project_entity(ctx, project),
-            "web_url": f"{ctx.req.base_url}/{full_path}",
-            "namespace": {"id": project.group_id, "full_path": ctx.state.project_namespace_path(project)},
-        },
-    )
-
-
 # (method, path regex, handler); first match wins. Routes that exist with another method give 405.
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     (method, re.compile(f"^{pattern}$"), handler)
     for method, pattern, handler in [
         ("GET", r"/user", get_user),
-        ("GET", r"/version", get_version),
         ("POST", r"/user/runners", create_user_runner),
         ("POST", r"/runners/verify", verify_runner),
         ("POST", r"/runners/reset_authentication_token", reset_token_by_token),
         ("DELETE", r"/runners/managers", delete_manager),
         ("DELETE", r"/runners", delete_runner_by_token),
-        ("POST", r"/runners", legacy_register),
         ("GET", r"/runners", list_runners),
         ("GET", r"/runners/all", list_all_runners),
         ("GET", r"/runners/(?P<id>[^/]+)", get_runner),
@@ -965,11 +904,14 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("POST", r"/runners/(?P<id>[^/]+)/reset_authentication_token", reset_token_by_id),
         ("GET", r"/groups/(?P<id>[^/]+)/runners", list_group_runners),
         ("GET", r"/projects/(?P<id>[^/]+)/runners", list_project_runners),
-        ("GET", r"/groups/(?P<id>[^/]+)", get_group),
-        ("GET", r"/projects/(?P<id>[^/]+)", get_project),
         ("POST", r"/jobs/request", jobs_request),
     ]
 ]
+
+
+def register(method: str, pattern: str, handler: Handler) -> None:
+    """Add a route (used by feature modules such as :mod:`.deploy_tokens`); the path is relative to ``/api/v4``."""
+    ROUTES.append((method, re.compile(f"^{pattern}$"), handler))
 
 
 def dispatch(state: State, req: Request, info: CallInfo) -> Response:

@@ -14,7 +14,7 @@ are neither recorded nor subject to faults.
 | ``PATCH /-/fake/runners/{id}`` | edit runner fields directly, as a person in the UI would (no validation) |
 | ``DELETE /-/fake/runners/{id}`` | delete a runner behind the operator's back (token revoked) |
 | ``POST /-/fake/reset`` | clear runners, calls, faults |
-| ``GET/PUT /-/fake/settings`` | token expiration intervals (ref §4.1) |
+| ``GET/PUT /-/fake/settings`` | token expiration intervals (runner token expiry) |
 | ``POST /-/fake/jobs`` | queue a job ``{"runner_id"?, "tags"?, "payload"?}`` for ``/jobs/request`` |
 """
 

@@ -2,8 +2,8 @@
 
 A :class:`FaultSet` is an ordered list of :class:`Fault` rules; for each API request the first rule that matches
 (method, path regex, not yet used up) fires. Faults never apply to the control API under ``/-/fake/``.
-The 429 shapes follow ref §0.5 and §7 of ``/work/shared/reference/gitlab-api.md``. The database-migration
-back-off of ref §7.3 is ``Fault(kind="rate_limit_app", message="Executing database migrations. Please retry
+The 429 shapes follow REST status codes and rate limits. The database-migration
+back-off of rate limits is ``Fault(kind="rate_limit_app", message="Executing database migrations. Please retry
 later.", retry_after=60)``.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 FAULT_KINDS = (
     "latency",  # wait `seconds`, then handle normally
     "status",  # answer `status` with {"message": ...}, request not processed
-    "rate_limit_rack",  # Rack::Attack 429: text/plain "Retry later\n", RateLimit-* and Retry-After (ref §7.1)
-    "rate_limit_app",  # application 429: JSON message and Retry-After (ref §7.2)
+    "rate_limit_rack",  # Rack::Attack 429: text/plain "Retry later\n", RateLimit-* and Retry-After (rate limits)
+    "rate_limit_app",  # application 429: JSON message and Retry-After (rate limits)
     "drop",  # read the request, close the connection without a response; request not processed
     "drop_after_commit",  # process the request fully, then close without sending the response
     "hold_after_commit",  # process the request fully, then wait `seconds` before sending the response
@@ -43,7 +43,7 @@ class Fault:
     kind: str = "status"
     status: int = 503
     seconds: float = 0.0
-    retry_after: int | None = None  # Retry-After seconds; 429 kinds default to GitLab's 60 (ref §0.5)
+    retry_after: int | None = None  # Retry-After seconds; 429 kinds default to GitLab's 60 (REST status codes)
     count: int | None = None
     message: str | None = None
     skip: int = 0

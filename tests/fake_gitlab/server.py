@@ -2,8 +2,8 @@
 
 A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) in a background thread. ``/api/v4/...`` goes to :mod:`.api`
 under one state lock, after fault injection (:mod:`.faults`); ``/-/fake/...`` goes to :mod:`.control`.
-Request bodies are JSON, urlencoded or multipart form data, merged with the query (ref §0.1 of
-``/work/shared/reference/gitlab-api.md``). Nothing here ever logs or prints a token.
+Request bodies are JSON, urlencoded or multipart form data, merged with the query
+(REST API). Nothing here ever logs or prints a token.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
-from email import policy
-from email.parser import BytesParser
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api, control
+from . import api, control, deploy_tokens
+from .deploy_tokens import DeployToken
 from .faults import APP_RATE_LIMIT_MESSAGE, Fault, FaultSet
 from .state import (
     AccessToken,
@@ -45,6 +44,7 @@ from .state import (
 )
 
 API_PREFIX = "/api/v4"
+REGISTRY_AUTH_PATH = "/jwt/auth"
 CONTROL_PREFIX = "/-/fake"
 FILTERED = "[FILTERED]"
 # Body parameters whose values are safe to keep in the call log (everything else: names only).
@@ -97,24 +97,12 @@ def parse_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
-    """JSON, urlencoded or multipart body → params; raises ``ValueError`` on a malformed body."""
+    """JSON or urlencoded body → params (multipart, used by no client here, is ignored); ``ValueError`` if malformed."""
     if not raw:
         return {}
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "application/x-www-form-urlencoded":
         return parse_pairs(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
-    if media == "multipart/form-data":
-        message = BytesParser(policy=policy.HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
-        )
-        pairs: list[tuple[str, Any]] = []
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True)
-            if name:
-                data = payload if isinstance(payload, bytes) else b""
-                pairs.append((str(name), data.decode("utf-8", errors="replace")))
-        return parse_pairs(pairs)
     if media in ("application/json", "") or media.endswith("+json"):
         try:
             data = json.loads(raw)
@@ -263,7 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
             self._send(control.handle(fake, self.command, path, split.query, raw))
             return
-        if not path.startswith(API_PREFIX + "/"):
+        # The registry's token endpoint lives outside /api/v4; it goes through the same faults and call log.
+        if not path.startswith(API_PREFIX + "/") and path != REGISTRY_AUTH_PATH:
             self._send(api.Response(404, {"error": "404 Not Found"}))
             return
         fake_time = fake.clock.now()
@@ -271,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or fake.url.removeprefix("http://")
         req = api.Request(
             method=self.command,
-            path=path[len(API_PREFIX) :],
+            path=path if path == REGISTRY_AUTH_PATH else path[len(API_PREFIX) :],
             query=parse_pairs(list(query_pairs)),
             body={},
             headers={k.lower(): v for k, v in self.headers.items()},
@@ -315,7 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _fault_response(fault: Fault) -> api.Response:
-    """The response of a short-circuit fault (ref §0.5, §7)."""
+    """The response of a short-circuit fault (REST status codes, rate limits)."""
     if fault.kind == "rate_limit_rack":
         reset = int(time.time()) + fault.retry_after_seconds  # real time: clients compare it with their own clock
         return api.Response(
@@ -456,7 +445,7 @@ class FakeGitLab:
         developers: list[User] | None = None,
         name: str | None = None,
     ) -> Group:
-        """Add a group; returns the live object (set its ref §4.1 interval fields freely)."""
+        """Add a group; returns the live object (set its runner token expiry interval fields freely)."""
         with self._lock:
             return self._state.add_group(
                 group_id,
@@ -512,7 +501,7 @@ class FakeGitLab:
 
     @property
     def settings(self) -> Settings:
-        """Live instance settings (ref §4.1); applied at runner creation and at every reset."""
+        """Live instance settings (runner token expiry); applied at runner creation and at every reset."""
         return self._state.settings
 
     # ---------------------------------------------------------------- reading state
@@ -550,7 +539,7 @@ class FakeGitLab:
             return list(self._state.calls)
 
     def status_of(self, runner_id: int) -> str:
-        """The REST ``status`` of a runner now (ref §1.3)."""
+        """The REST ``status`` of a runner now (runners API)."""
         with self._lock:
             return self._state.runner_status(self._state.runners[runner_id])
 
@@ -586,7 +575,7 @@ class FakeGitLab:
             return self._state.create_runner(runner_type=runner_type, creator=None, **fields).snapshot()
 
     def add_runner_project(self, runner_id: int, project_id: int) -> None:
-        """Assign a project runner to one more project (for the multi-project rules of ref §2.7)."""
+        """Assign a project runner to one more project (for the multi-project rules of runners API)."""
         with self._lock:
             runner = self._state.runners[runner_id]
             if project_id not in runner.project_ids:
@@ -595,7 +584,7 @@ class FakeGitLab:
     def enqueue_job(
         self, runner_id: int | None = None, tags: list[str] | None = None, payload: dict[str, Any] | None = None
     ) -> int:
-        """Queue a job for ``POST /jobs/request`` (ref §2.13); returns its id."""
+        """Queue a job for ``POST /jobs/request`` (job requests); returns its id."""
         with self._lock:
             return self._state.enqueue_job(runner_id=runner_id, tags=tags, payload=payload).id
 
@@ -605,8 +594,49 @@ class FakeGitLab:
         with self._lock:
             return [(j.id, j.assigned_runner_id, j.assigned_system_id) for j in self._state.assigned_jobs]
 
+    def deploy_tokens(self) -> list[DeployToken]:
+        """Copies of every deploy token, revoked and expired ones included (the ``token`` field is the secret)."""
+        with self._lock:
+            return [copy.copy(t) for t in self._state.deploy_tokens.values()]
+
+    def active_deploy_tokens(self) -> list[DeployToken]:
+        with self._lock:
+            now = self._state.clock.now()
+            return [copy.copy(t) for t in self._state.deploy_tokens.values() if t.active(now)]
+
+    def revoke_deploy_token(self, token_id: int) -> None:
+        """Revoke out of band, as a user would in GitLab's settings page."""
+        with self._lock:
+            self._state.deploy_tokens[token_id].revoked = True
+
+    def create_deploy_token(
+        self,
+        *,
+        name: str,
+        scopes: list[str],
+        project_id: int | None = None,
+        group_id: int | None = None,
+        username: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> DeployToken:
+        """Create directly (a stray or a token someone else made); the reply carries the token."""
+        with self._lock:
+            state = self._state
+            return copy.copy(
+                deploy_tokens.create(
+                    state,
+                    name=name,
+                    scopes=scopes,
+                    username=username,
+                    expires_at=expires_at,
+                    project=state.projects[project_id] if project_id is not None else None,
+                    group=state.groups[group_id] if group_id is not None else None,
+                )
+            )
+
     def reset(self) -> None:
-        """Clear runners, calls, jobs and faults; keep users, groups, projects, access tokens, settings and the
+        """Clear runners, deploy tokens, calls, jobs and faults; keep users, groups, projects, access tokens,
+        settings and the
         clock. The cleared runners' tokens are added to ``revoked_tokens``."""
         with self._lock:
             self._state.clear_runtime()

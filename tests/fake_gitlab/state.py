@@ -1,6 +1,6 @@
 """Data model and business rules of the fake GitLab.
 
-Everything here follows ``/work/shared/reference/gitlab-api.md`` (cited below as "ref §N"). The classes are plain
+Everything here follows GitLab's public documentation, cited by URL below. The classes are plain
 data; :class:`State` is not thread-safe by itself: the owner (:class:`tests.fake_gitlab.FakeGitLab`) holds one
 lock around every use of it.
 """
@@ -13,24 +13,27 @@ import string
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# ref §1.3
+if TYPE_CHECKING:
+    from .deploy_tokens import DeployToken
+
+# runners API
 ONLINE_CONTACT_TIMEOUT = timedelta(hours=2)
 STALE_TIMEOUT = timedelta(days=7)
 
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
-# ref §0.7: glrt- plus a partition marker t1_ (instance), t2_ (group), t3_ (project).
+# token prefixes: glrt- plus a partition marker t1_ (instance), t2_ (group), t3_ (project).
 TOKEN_PREFIXES = {"instance_type": "glrt-t1_", "group_type": "glrt-t2_", "project_type": "glrt-t3_"}
 TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
 assert len(TOKEN_ALPHABET) == 64
 TOKEN_RANDOM_LENGTH = 20
-# ref §1.2: a request without system_id is filed under this manager key.
+# runners API: a request without system_id is filed under this manager key.
 LEGACY_SYSTEM_ID = "<legacy>"
-MAX_TEXT_LENGTH = 1024  # description, maintenance_note (ref §1.1)
-MAX_TAGS = 50  # ref §1.1
-MIN_MAXIMUM_TIMEOUT = 600  # ref §1.1
+MAX_TEXT_LENGTH = 1024  # description, maintenance_note (runners API)
+MAX_TAGS = 50  # runners API
+MIN_MAXIMUM_TIMEOUT = 600  # runners API
 
 # GitLab access levels
 DEVELOPER = 30
@@ -39,7 +42,7 @@ OWNER = 50
 
 
 def iso(dt: datetime | None) -> str | None:
-    """ISO 8601 UTC with milliseconds, e.g. ``2024-06-09T11:12:02.507Z`` (ref §0.2); ``None`` stays ``None``."""
+    """ISO 8601 UTC with milliseconds, e.g. ``2024-06-09T11:12:02.507Z`` (REST API); ``None`` stays ``None``."""
     if dt is None:
         return None
     dt = dt.astimezone(UTC)
@@ -138,7 +141,7 @@ class User:
 class Group:
     """A group; members inherit their role in every subgroup and project below (GitLab inherited membership).
 
-    The interval fields are the namespace settings of ref §4.1 (seconds or ``None``).
+    The interval fields are the namespace settings of runner token expiry (seconds or ``None``).
     """
 
     id: int
@@ -155,7 +158,7 @@ class Group:
 
 @dataclass
 class Project:
-    """A project; ``runner_token_expiration_interval`` is its CI/CD setting of ref §4.1."""
+    """A project; ``runner_token_expiration_interval`` is its CI/CD setting of runner token expiry."""
 
     id: int
     path: str
@@ -170,7 +173,7 @@ class Project:
 
 @dataclass
 class AccessToken:
-    """A personal (or group/project) access token; scopes as in ref §0.3."""
+    """A personal (or group/project) access token; scopes as in REST authentication."""
 
     token: str = field(repr=False)
     user_id: int
@@ -181,16 +184,20 @@ class AccessToken:
 
 @dataclass
 class Settings:
-    """Instance settings of ref §4.1 (seconds, ``None`` = no expiry). Applied at creation and at every reset."""
+    """Instance settings (runner token expiry; seconds, ``None`` = no expiry), applied at creation and every reset."""
 
     runner_token_expiration_interval: int | None = None
     group_runner_token_expiration_interval: int | None = None
     project_runner_token_expiration_interval: int | None = None
+    # Test knob, not a GitLab setting: deploy tokens created with an expiry date expire this many seconds after
+    # creation instead of at 00:00 UTC of the date, so that renewals can be tested in seconds.
+    deploy_token_lifetime_seconds: int | None = None
 
     FIELDS = (
         "runner_token_expiration_interval",
         "group_runner_token_expiration_interval",
         "project_runner_token_expiration_interval",
+        "deploy_token_lifetime_seconds",
     )
 
     def as_dict(self) -> dict[str, int | None]:
@@ -199,7 +206,7 @@ class Settings:
 
 @dataclass
 class Manager:
-    """A runner manager (``ci_runner_machines``, ref §1.2), one per ``(runner, system_id)``."""
+    """A runner manager (``ci_runner_machines``, runners API), one per ``(runner, system_id)``."""
 
     id: int
     system_id: str
@@ -222,7 +229,7 @@ class Manager:
 
 @dataclass
 class Runner:
-    """A runner (``ci_runners``, ref §1.1). ``paused`` is the negation of GitLab's ``active``."""
+    """A runner (``ci_runners``, runners API). ``paused`` is the negation of GitLab's ``active``."""
 
     id: int
     runner_type: str
@@ -246,7 +253,7 @@ class Runner:
     updated_at: datetime | None = None
     registration_type: str = "authenticated_user"
     name: str | None = None
-    # opaque job-queue value sent back as X-GitLab-Last-Update (ref §2.13)
+    # opaque job-queue value sent back as X-GitLab-Last-Update (job requests)
     queue_value: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     @property
@@ -286,7 +293,7 @@ class Call:
 
 @dataclass
 class Job:
-    """A pending CI job handed out by ``POST /jobs/request`` (ref §2.13)."""
+    """A pending CI job handed out by ``POST /jobs/request`` (job requests)."""
 
     id: int
     payload: dict[str, Any] = field(repr=False)
@@ -321,6 +328,8 @@ class State:
         self.calls: list[Call] = []
         self.pending_jobs: list[Job] = []
         self.assigned_jobs: list[Job] = []
+        self.deploy_tokens: dict[int, DeployToken] = {}
+        self.next_deploy_token_id = 1
         self._next_user_id = 1
         self._next_runner_id = 1
         self._next_manager_id = 1
@@ -413,6 +422,8 @@ class State:
         that tests scanning output for leaked secrets still know them after a reset.
         """
         self.revoked_tokens.update(self.token_index)
+        self.revoked_tokens.update(t.token for t in self.deploy_tokens.values())
+        self.deploy_tokens.clear()
         self.runners.clear()
         self.token_index.clear()
         self.calls.clear()
@@ -494,7 +505,7 @@ class State:
         return max(levels)
 
     def can_create_runner(self, user: User, runner_type: str, group: Group | None, project: Project | None) -> bool:
-        """ref §2.1 permissions: instance = admin; group = group Owner; project = Maintainer+ (ref §9)."""
+        """create a runner permissions: instance = admin; group = group Owner; project = Maintainer+ (permissions)."""
         if user.admin:
             return True
         if runner_type == "group_type" and group is not None:
@@ -516,11 +527,11 @@ class State:
         return False
 
     def can_update_runner(self, user: User, runner: Runner) -> bool:
-        """ref §2.4/§2.6: admin for instance runners, group Owner, project Maintainer."""
+        """runners API: admin for instance runners, group Owner, project Maintainer."""
         return user.admin or self.owns_runner(user, runner)
 
     def can_read_runner(self, user: User, runner: Runner) -> bool:
-        """ref §2.5: any user may read instance runners; others need the update right."""
+        """runners API: any user may read instance runners; others need the update right."""
         return runner.runner_type == "instance_type" or self.can_update_runner(user, runner)
 
     # ------------------------------------------------------------------ tokens
@@ -530,7 +541,7 @@ class State:
         return min(present) if present else None
 
     def token_interval(self, runner: Runner) -> int | None:
-        """The expiration interval of ref §4.1 for this runner (seconds or ``None``)."""
+        """The expiration interval of runner token expiry for this runner (seconds or ``None``)."""
         s = self.settings
         if runner.runner_type == "instance_type":
             return s.runner_token_expiration_interval
@@ -563,7 +574,7 @@ class State:
                 return token
 
     def token_expired(self, runner: Runner) -> bool:
-        """ref §4.1: a token at or past ``token_expires_at`` is refused everywhere."""
+        """runner token expiry: a token at or past ``token_expires_at`` is refused everywhere."""
         return runner.token_expires_at is not None and runner.token_expires_at <= self.clock.now()
 
     def runner_for_token(self, token: str) -> Runner | None:
@@ -572,7 +583,7 @@ class State:
         return self.runners.get(runner_id) if runner_id is not None else None
 
     def rotate_token(self, runner: Runner) -> str:
-        """ref §2.3/§2.4: new token at once, old one dead, expiry recomputed from the current settings."""
+        """runners API: new token at once, old one dead, expiry recomputed from the current settings."""
         self.revoked_tokens.add(runner.token)
         self.token_index.pop(runner.token, None)
         runner.token = self._new_token(runner.runner_type)
@@ -598,7 +609,7 @@ class State:
         access_level: str = "not_protected",
         maximum_timeout: int | None = None,
     ) -> Runner:
-        """Create a runner in state ``started`` with a fresh ``glrt-`` token (ref §2.1)."""
+        """Create a runner in state ``started`` with a fresh ``glrt-`` token (create a runner)."""
         now = self.clock.now()
         runner = Runner(
             id=self._next_runner_id,
@@ -626,7 +637,7 @@ class State:
         return runner
 
     def delete_runner(self, runner: Runner) -> None:
-        """ref §2.7/§2.8: the runner, all its managers and its token go at once."""
+        """runners API: the runner, all its managers and its token go at once."""
         self.runners.pop(runner.id, None)
         self.token_index.pop(runner.token, None)
         self.revoked_tokens.add(runner.token)
@@ -641,7 +652,7 @@ class State:
         ip_address: str | None,
         finish: bool,
     ) -> Manager:
-        """ref §1.2/§2.2/§2.13: touch the runner and find-or-create the manager, then update it from ``info``."""
+        """runners API: touch the runner and find-or-create the manager, then update it from ``info``."""
         now = self.clock.now()
         runner.contacted_at = now
         if finish:
@@ -673,13 +684,13 @@ class State:
         return latest <= self.clock.now() - STALE_TIMEOUT
 
     def is_online(self, contacted_at: datetime | None) -> bool | None:
-        """ref §1.3: ``contacted_at > now - 2h``; ``None`` when never contacted."""
+        """runners API: ``contacted_at > now - 2h``; ``None`` when never contacted."""
         if contacted_at is None:
             return None
         return contacted_at > self.clock.now() - ONLINE_CONTACT_TIMEOUT
 
     def runner_status(self, runner: Runner) -> str:
-        """The deprecated REST status of ref §1.3: stale, never_contacted, online/offline, paused."""
+        """The deprecated REST status of runners API: stale, never_contacted, online/offline, paused."""
         if self._is_stale(runner.created_at, runner.contacted_at):
             return "stale"
         if runner.contacted_at is None:
@@ -689,7 +700,7 @@ class State:
         return "paused"
 
     def manager_status(self, manager: Manager) -> str:
-        """ref §1.3: stale, never_contacted (creation not finished), online/offline."""
+        """runners API: stale, never_contacted (creation not finished), online/offline."""
         if self._is_stale(manager.created_at, manager.contacted_at):
             return "stale"
         if manager.creation_state != "finished":
@@ -697,7 +708,7 @@ class State:
         return "online" if self.is_online(manager.contacted_at) else "offline"
 
     def runner_matches_status(self, runner: Runner, status: str) -> bool:
-        """The list filters of ref §1.3."""
+        """The list filters of runners API."""
         if status == "online":
             return bool(self.is_online(runner.contacted_at))
         if status == "offline":
@@ -724,7 +735,7 @@ class State:
         tags: list[str] | None = None,
         payload: dict[str, Any] | None = None,
     ) -> Job:
-        """Queue a job; runners that could take it get a new queue value (ref §2.13 "ticked")."""
+        """Queue a job; runners that could take it get a new queue value (job requests "ticked")."""
         job = Job(id=self._next_job_id, payload=dict(payload or {}), runner_id=runner_id, tags=list(tags or []))
         self._next_job_id += 1
         self.pending_jobs.append(job)

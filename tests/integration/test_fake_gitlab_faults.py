@@ -234,6 +234,7 @@ def test_control_settings_jobs_and_reset(world: World) -> None:
         "runner_token_expiration_interval": 7200,
         "group_runner_token_expiration_interval": None,
         "project_runner_token_expiration_interval": None,
+        "deploy_token_lifetime_seconds": None,
     }
     job = ctl.post("/jobs", json={"payload": {"steps": []}})
     assert job.status_code == 201

@@ -48,6 +48,7 @@ class InMemoryKube:
         self.fail: dict[str, ApiException] = {}
         self.status_writes: list[dict[str, Any]] = []
         self.dry_runs = 0
+        self.deploy_token_status: dict[str, Any] = {}
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -128,6 +129,21 @@ class InMemoryKube:
                 self.status.pop(key, None)
             else:
                 self.status[key] = value
+
+    # --- DeployToken -----------------------------------------------------------------------------------------
+    def read_deploy_token_status(self, namespace: str, name: str) -> dict[str, Any]:
+        self._check("read_deploy_token_status")
+        return dict(self.deploy_token_status)
+
+    def patch_deploy_token_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A JSON merge patch: None removes the field."""
+        self._check("patch_deploy_token_status")
+        self.status_writes.append(dict(status))
+        for key, value in status.items():
+            if value is None:
+                self.deploy_token_status.pop(key, None)
+            else:
+                self.deploy_token_status[key] = value
 
 
 class RecordingPool(GitLabPool):

@@ -73,21 +73,22 @@ The operator's permissions: exactly the calls it makes, each one needed (tests/e
 operator as this ServiceAccount). Identical in both modes; only where they are bound differs.
 */}}
 {{- define "glrt-operator.rules" -}}
-# Kopf lists and watches Runners, and merge/JSON-patches them for its finalizer and progress annotations.
+# Kopf lists and watches Runners and DeployTokens, and merge/JSON-patches them for its finalizer and progress
+# annotations.
 - apiGroups: ["glrt.dev"]
-  resources: ["runners"]
+  resources: ["runners", "deploytokens"]
   verbs: ["list", "watch", "patch"]
 # Status: read before acting (not the event's snapshot), written by Kopf and at once after each GitLab write.
 - apiGroups: ["glrt.dev"]
-  resources: ["runners/status"]
+  resources: ["runners/status", "deploytokens/status"]
   verbs: ["get", "patch"]
 # Setting blockOwnerDeletion on the children's owner references needs this where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
 - apiGroups: ["glrt.dev"]
-  resources: ["runners/finalizers"]
+  resources: ["runners/finalizers", "deploytokens/finalizers"]
   verbs: ["update"]
-# Secrets: the access token and CA are read by name; the token and config Secrets are server-side applied
-# (an apply that creates needs create too). No list or watch: the operator never enumerates Secrets.
+# Secrets: the access token and CA are read by name; the token, config and deploy-token Secrets are server-side
+# applied (an apply that creates needs create too). No list or watch: the operator never enumerates Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

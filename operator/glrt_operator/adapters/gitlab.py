@@ -13,9 +13,9 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -162,6 +162,45 @@ class RunnerManager:
     status: str | None
     contacted_at: str | None
     version: str | None
+
+
+# === deploy token results (https://docs.gitlab.com/api/deploy_tokens/) =====================================
+@dataclass(frozen=True)
+class DeployTokenInfo:
+    """A deploy token as GitLab lists it (never with its value)."""
+
+    id: int
+    name: str
+    username: str
+    expires_at: datetime | None
+    revoked: bool
+    expired: bool
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeployTokenInfo:
+        return cls(
+            id=int(data["id"]),
+            name=str(data.get("name") or ""),
+            username=str(data.get("username") or ""),
+            expires_at=parse_time(data.get("expires_at")),
+            revoked=bool(data.get("revoked")),
+            expired=bool(data.get("expired")),
+            scopes=tuple(str(s) for s in data.get("scopes") or ()),
+        )
+
+    def active(self, now: datetime) -> bool:
+        """Usable now: GitLab's `expired` flag lags (it compares dates), so the instant is checked too."""
+        return not self.revoked and not self.expired and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True)
+class CreatedDeployToken:
+    info: DeployTokenInfo
+    token: str
+
+    def __repr__(self) -> str:  # keep the token out of any log or traceback that prints this object
+        return f"CreatedDeployToken(info={self.info!r}, token=<redacted>)"
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -458,6 +497,58 @@ class GitLabClient:
             return True
         _check(response, "check runner token")
         return True
+
+    # === deploy tokens (https://docs.gitlab.com/api/deploy_tokens/) ==========================================
+    # One block, so it can move as a whole with the package split. `scope_path` is `projects/<id>` or
+    # `groups/<id>`: a project needs a Maintainer's token; a group needs Maintainer to read and Owner to create
+    # or revoke; the access token needs scope `api`.
+
+    def create_deploy_token(
+        self, scope_path: str, *, name: str, scopes: Sequence[str], expires_on: date | None, username: str | None
+    ) -> CreatedDeployToken:
+        """`POST /<scope_path>/deploy_tokens`. Not idempotent, and the only reply holding the token: the caller
+        stores it at once. GitLab expires it at 00:00 UTC of `expires_on`."""
+        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+        if expires_on is not None:
+            body["expires_at"] = f"{expires_on.isoformat()}T00:00:00Z"
+        if username:
+            body["username"] = username
+        action = f"create deploy token in {scope_path}"
+        data = _check(self._request("POST", f"/{scope_path}/deploy_tokens", action, json=body), action).json()
+        return CreatedDeployToken(info=DeployTokenInfo.from_json(data), token=str(data["token"]))
+
+    def list_deploy_tokens(self, scope_path: str) -> list[DeployTokenInfo]:
+        """`GET /<scope_path>/deploy_tokens`, every page, revoked and expired tokens included."""
+        action = f"list deploy tokens of {scope_path}"
+        tokens: list[DeployTokenInfo] = []
+        page = "1"
+        for _ in range(MAX_PAGES):
+            params = {"per_page": "100", "page": page}
+            response = _check(self._request("GET", f"/{scope_path}/deploy_tokens", action, params=params), action)
+            tokens += [DeployTokenInfo.from_json(item) for item in response.json()]
+            page = response.headers.get("x-next-page", "")
+            if not page:
+                break
+        return tokens
+
+    def get_deploy_token(self, scope_path: str, token_id: int) -> DeployTokenInfo | None:
+        """`GET /<scope_path>/deploy_tokens/:id`; None when GitLab has no such token."""
+        action = f"read deploy token {token_id} of {scope_path}"
+        response = self._request("GET", f"/{scope_path}/deploy_tokens/{token_id}", action)
+        if response.status_code == 404:
+            return None
+        return DeployTokenInfo.from_json(_check(response, action).json())
+
+    def revoke_deploy_token(self, scope_path: str, token_id: int) -> bool:
+        """`DELETE /<scope_path>/deploy_tokens/:id` revokes the token. False when it was already gone (404)."""
+        action = f"revoke deploy token {token_id} of {scope_path}"
+        response = self._request("DELETE", f"/{scope_path}/deploy_tokens/{token_id}", action)
+        if response.status_code == 404:
+            return False
+        _check(response, action)
+        return True
+
+    # === end of deploy tokens ================================================================================
 
 
 class GitLabPool:

@@ -211,3 +211,19 @@ class Kube:
         self._custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}, _content_type=_MERGE
         )
+
+    # === DeployToken (the deploytokens package) ==============================================================
+
+    def read_deploy_token_status(self, namespace: str, name: str) -> dict[str, Any]:
+        """The DeployToken's status as stored now (not the snapshot of the event that woke the handler)."""
+        body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, DEPLOY_TOKENS, name)
+        return dict(cast(dict[str, Any], body).get("status") or {})
+
+    def patch_deploy_token_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Write status at once: the fences and token ids must survive a crash of the operator."""
+        self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, DEPLOY_TOKENS, name, {"status": dict(status)}, _content_type=_MERGE
+        )
+
+
+DEPLOY_TOKENS = "deploytokens"

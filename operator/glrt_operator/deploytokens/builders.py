@@ -1,0 +1,114 @@
+"""Pure builders for what the operator creates for a `DeployToken`: its name in GitLab and its Secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..runners.builders.common import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, owner_reference
+from .model import DOCKERCONFIGJSON, SecretSpec
+
+GROUP_VERSION = "glrt.dev/v1alpha1"
+KIND = "DeployToken"
+LABEL_DEPLOY_TOKEN = "glrt.dev/deploytoken"
+ANNOTATION_TOKEN_ID = "glrt.dev/deploy-token-id"
+ANNOTATION_EXPIRES_AT = "glrt.dev/deploy-token-expires-at"
+ANNOTATION_ISSUED_AT = "glrt.dev/deploy-token-issued-at"
+NAME_PREFIX = "glrt-"
+MAX_TOKEN_NAME = 255  # GitLab stores the name in a varchar(255)
+UID_CHARS = 8
+
+
+def token_name(namespace: str, name: str, uid: str) -> str:
+    """The deploy token's name in GitLab, the marker of what this object created: ``glrt-<ns>-<name>-<uid8>``.
+
+    The uid part tells apart objects re-created under the same name; the middle is shortened if needed, never the
+    uid. It can never be ``gitlab-deploy-token``, the name GitLab hands to CI jobs on its own."""
+    suffix = "-" + uid.replace("-", "")[:UID_CHARS]
+    middle = f"{namespace}-{name}"[: MAX_TOKEN_NAME - len(NAME_PREFIX) - len(suffix)]
+    return f"{NAME_PREFIX}{middle}{suffix}"
+
+
+def secret_data(spec: SecretSpec, username: str, token: str) -> dict[str, str]:
+    """The Secret's ``data`` (base64 values) in the format its type asks for."""
+    if spec.type == DOCKERCONFIGJSON:
+        assert spec.registry is not None  # the model requires it for this type
+        auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+        config = {"auths": {spec.registry: {"username": username, "password": token, "auth": auth}}}
+        return {".dockerconfigjson": _b64(json.dumps(config, sort_keys=True))}
+    return {"username": _b64(username), "password": _b64(token)}
+
+
+def secret(
+    spec: SecretSpec,
+    *,
+    owner_name: str,
+    owner_uid: str,
+    namespace: str,
+    token_id: int,
+    username: str,
+    token: str,
+    expires_at: datetime | None,
+    issued_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The whole Secret: owned by the `DeployToken` (garbage-collected with it), labelled, annotated with the
+    token's id and expiry. The token itself is only in ``data``."""
+    annotations = {ANNOTATION_TOKEN_ID: str(token_id)}
+    if expires_at is not None:
+        annotations[ANNOTATION_EXPIRES_AT] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if issued_at is not None:
+        annotations[ANNOTATION_ISSUED_AT] = issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": spec.type,
+        "metadata": {
+            "name": spec.name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_NAME: "deploy-token",
+                LABEL_INSTANCE: owner_name,
+                LABEL_MANAGED_BY: "glrt-operator",
+                LABEL_DEPLOY_TOKEN: owner_name,
+            },
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(GROUP_VERSION, KIND, owner_name, owner_uid)],
+        },
+        "data": secret_data(spec, username, token),
+    }
+
+
+def secret_token_id(secret_obj: dict[str, Any] | None) -> int | None:
+    """The token id a Secret says it holds (None for no Secret or one without the annotation)."""
+    if not secret_obj:
+        return None
+    raw = ((secret_obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TOKEN_ID)
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+def credentials(spec: SecretSpec, data: Mapping[str, str]) -> tuple[str, str] | None:
+    """(username, token) back from a Secret's decoded ``data`` written in the format of ``spec`` (any registry
+    entry: the registry may have changed since); None when it holds none."""
+    if spec.type == DOCKERCONFIGJSON:
+        try:
+            auths = json.loads(data.get(".dockerconfigjson", "")).get("auths") or {}
+        except (ValueError, AttributeError):
+            return None
+        entry = next(iter(auths.values()), None) if isinstance(auths, dict) else None
+        if not isinstance(entry, dict) or not entry.get("username") or not entry.get("password"):
+            return None
+        return str(entry["username"]), str(entry["password"])
+    username, token = data.get("username"), data.get("password")
+    return (username, token) if username and token else None
+
+
+def encoded(data: Mapping[str, str]) -> dict[str, str]:
+    """Decoded Secret data (as the Kubernetes adapter reads it) in the form `secret()` builds, to compare."""
+    return {k: _b64(v) for k, v in data.items()}
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()

@@ -1,0 +1,165 @@
+"""What to do next for one `DeployToken` (pure): create, revoke after grace, reissue, revoke strays.
+
+GitLab cannot rotate a deploy token, and shows its value once. So the token the Secret holds is the only usable
+one: renewal creates the next token, writes the Secret, and revokes the previous one only after a grace period
+(pods that read the old Secret keep pulling meanwhile). A token with our name that is neither current nor
+waiting out its grace is a stray (a create whose reply was lost, or a crash before the Secret was written); its
+value is unknown, so it cannot be adopted and is revoked before anything is created, which keeps at most two
+active tokens per object (current + previous in grace) at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from ..adapters.gitlab import DeployTokenInfo
+from .expiry import renewal_time
+
+# The planner reads GitLab's listing as the adapter types it.
+GitLabDeployToken = DeployTokenInfo
+
+DEFAULT_GRACE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Retiring:
+    """A superseded token still active for pods that read the old Secret, until ``revoke_at``."""
+
+    token_id: int
+    revoke_at: datetime
+
+
+@dataclass(frozen=True)
+class DeployTokenState:
+    """What the status and the Secret say (the fences included)."""
+
+    token_id: int | None = None
+    issued_at: datetime | None = None  # when the current token was created (GitLab does not list it)
+    secret_token_id: int | None = None  # the id annotated on the Secret
+    secret_issued_at: datetime | None = None  # and when that token was created
+    retiring: tuple[Retiring, ...] = ()
+
+
+class CreateReason(StrEnum):
+    INITIAL = "no token yet"
+    RENEWAL = "the current token is due for renewal"
+    REVOKED = "the current token was revoked in GitLab"
+    EXPIRED = "the current token has expired"
+    MISSING = "the current token is gone from GitLab"
+    SECRET_STALE = "the Secret does not hold the current token"
+    SPEC_CHANGED = "the scopes or the username changed (GitLab cannot edit a deploy token)"
+
+
+@dataclass(frozen=True)
+class Revoke:
+    token_id: int
+    why: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    revoke: tuple[Revoke, ...] = ()  # do these first
+    create: CreateReason | None = None  # then create the next token, write the Secret, record it
+    keep_current_until: datetime | None = None  # with `create`: when to revoke the token being replaced (grace)
+    next_check: datetime | None = None  # the earliest time anything becomes due
+    retiring: tuple[Retiring, ...] = field(default=())  # what stays in the status after this plan's revocations
+    adopt: int | None = None  # record this token (the Secret already holds it) as current before anything else
+
+
+def plan(
+    *,
+    renew_before: timedelta,
+    uid: str,
+    name: str,
+    tokens: Sequence[GitLabDeployToken],
+    state: DeployTokenState,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+    scopes: Sequence[str] | None = None,
+    username: str | None = None,
+) -> Plan:
+    """The actions for now. ``tokens`` is GitLab's list for the scope (any names; only ``name`` is ours).
+    ``scopes`` and ``username`` are what the spec asks for: a current token that differs is replaced."""
+    ours = {t.id: t for t in tokens if t.name == name}
+    adopt = None
+    held = ours.get(state.secret_token_id) if state.secret_token_id is not None else None
+    if held is not None and held.id != state.token_id and held.active(now):
+        # A crash after the Secret was written and before the status was: the Secret is the truth.
+        adopt = held.id
+        old = [Retiring(state.token_id, now + grace)] if state.token_id is not None else []
+        state = DeployTokenState(
+            token_id=held.id,
+            issued_at=state.secret_issued_at,
+            secret_token_id=held.id,
+            secret_issued_at=state.secret_issued_at,
+            retiring=(*state.retiring, *old),
+        )
+    current = ours.get(state.token_id) if state.token_id is not None else None
+
+    revoke: list[Revoke] = []
+    retiring: list[Retiring] = []
+    for r in state.retiring:
+        t = ours.get(r.token_id)
+        if t is None or not t.active(now):
+            continue  # already gone: nothing to do
+        if now >= r.revoke_at:
+            revoke.append(Revoke(r.token_id, "its grace period after renewal is over"))
+        else:
+            retiring.append(r)
+    known = {state.token_id, *(r.token_id for r in state.retiring)}
+    revoke += [
+        Revoke(t.id, "a stray token (a lost reply or an interrupted renewal)")
+        for t in ours.values()
+        if t.id not in known and t.active(now)
+    ]
+
+    reason: CreateReason | None = None
+    due: datetime | None = None
+    if state.token_id is None:
+        reason = CreateReason.INITIAL
+    elif current is None:
+        reason = CreateReason.MISSING
+    elif current.revoked:
+        reason = CreateReason.REVOKED
+    elif not current.active(now):
+        reason = CreateReason.EXPIRED
+    elif state.secret_token_id != current.id:
+        reason = CreateReason.SECRET_STALE
+    elif (scopes is not None and set(current.scopes) != set(scopes)) or (username and current.username != username):
+        reason = CreateReason.SPEC_CHANGED
+    elif current.expires_at is not None:
+        due = renewal_time(current.expires_at, state.issued_at, renew_before, uid)
+        if now >= due:
+            reason = CreateReason.RENEWAL
+
+    keep_until = None
+    if reason in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED):
+        # Never three active at once: a token still retiring from an earlier renewal goes now.
+        revoke += [Revoke(r.token_id, "superseded twice") for r in retiring]
+        retiring = []
+        keep_until = now + grace
+    elif reason is not None and current is not None and current.active(now):
+        # The Secret lost the current token (SECRET_STALE): nothing can still be using it through the Secret.
+        revoke.append(Revoke(current.id, "replaced: the Secret no longer holds it"))
+
+    candidates = [r.revoke_at for r in retiring]
+    if due is not None and reason is None:
+        candidates.append(due)
+    if keep_until is not None:
+        candidates.append(keep_until)
+    return Plan(
+        revoke=tuple(revoke),
+        create=reason,
+        keep_current_until=keep_until,
+        next_check=min(candidates) if candidates else None,
+        retiring=tuple(retiring),
+        adopt=adopt,
+    )
+
+
+def to_revoke_on_delete(name: str, tokens: Sequence[GitLabDeployToken], now: datetime) -> list[int]:
+    """Deletion: every active token carrying our name (current, retiring and strays); gone ones count as done."""
+    return [t.id for t in tokens if t.name == name and t.active(now)]

@@ -1,0 +1,330 @@
+"""Keeping one `DeployToken`'s token alive in its Secret: create, renew, reissue, revoke strays, and delete.
+
+Level-based: each call lists the scope's deploy tokens (one GET), asks the pure planner what is due, and does only
+that. Steady state makes no write to GitLab or the cluster.
+
+The one call that is not idempotent, `POST .../deploy_tokens`, is made inside a fence (`status.creationStartedAt`)
+and every token it makes carries this object's name marker (`glrt-<ns>-<name>-<uid8>`). Its value is shown once
+and goes straight into the Secret, annotated with its id, before the status records it. So after a crash or a lost
+reply: a token the Secret holds is adopted; one it does not hold (its value lost) is a stray and revoked before the
+next is created. Either way one active token per creation remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import metrics
+from ..adapters.gitlab import CreatedDeployToken, DeployTokenInfo, GitLabError, GitLabPool, parse_time
+from ..adapters.kube import Kube
+from ..core.conditions import iso
+from ..core.errors import ReconcileError
+from ..core.events import EventSink
+from . import builders
+from .context import (
+    DeployTokenContext,
+    DeployTokenRef,
+    Logger,
+    check_secret_free,
+    connect,
+    failures_explained,
+    parse_spec,
+)
+from .expiry import expiry_date, renewal_time
+from .planner import CreateReason, Plan, Retiring, plan, to_revoke_on_delete
+from .status import DeployTokenStatus, retiring_status
+
+# Out-of-band losses: a Warning Event and the TokenValid condition say what happened.
+OUT_OF_BAND = {
+    CreateReason.REVOKED: "TokenRevoked",
+    CreateReason.EXPIRED: "TokenExpired",
+    CreateReason.MISSING: "TokenMissing",
+    CreateReason.SECRET_STALE: "SecretStale",
+}
+
+# Why a token replaced the previous one, as the rotation metric's reason (the first token is no rotation).
+ROTATION_REASONS = {
+    CreateReason.RENEWAL: "expiring",
+    CreateReason.SPEC_CHANGED: "requested",
+    CreateReason.REVOKED: "refused",
+    CreateReason.EXPIRED: "refused",
+    CreateReason.MISSING: "refused",
+    CreateReason.SECRET_STALE: "secret_lost",
+}
+
+
+@dataclass(frozen=True)
+class DeployTokenOutcome:
+    """What one reconcile leaves: the token in the Secret, when to look again, and whether it was reissued."""
+
+    token_id: int
+    username: str
+    expires_at: datetime | None
+    renewal_time: datetime | None
+    next_check: datetime | None
+    reissued: str | None  # why the token was replaced out of band (for TokenValid), None otherwise
+
+    def status_patch(self) -> dict[str, Any]:
+        return DeployTokenStatus.patch(
+            token_id=self.token_id,
+            username=self.username,
+            expires_at=iso(self.expires_at),
+            renewal_time=iso(self.renewal_time),
+        )
+
+
+def open_context(
+    kube: Kube, pool: GitLabPool, ref: DeployTokenRef, spec: Mapping[str, Any], emit: EventSink, log: Logger
+) -> DeployTokenContext:
+    """Parse the spec, refuse a Secret name someone else holds, connect, read the status as stored now."""
+    parsed = parse_spec(spec)
+    with failures_explained(parsed):
+        check_secret_free(kube, ref, parsed)
+        gitlab = connect(kube, pool, ref, parsed)
+        status = DeployTokenStatus.from_dict(kube.read_deploy_token_status(ref.namespace, ref.name))
+    return DeployTokenContext(ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log)
+
+
+def reconcile(ctx: DeployTokenContext) -> DeployTokenOutcome:
+    with failures_explained(ctx.spec):
+        now = datetime.now(UTC)
+        tokens = ctx.gitlab.list_deploy_tokens(ctx.spec.scope_path)
+        secret = ctx.kube.read_secret(ctx.ref.namespace, ctx.spec.secret.name)
+        held = _held_credentials(ctx, secret)
+        annotations = (secret or {}).get("annotations", {})
+        state = ctx.status.planner_state(
+            builders.secret_token_id({"metadata": {"annotations": annotations}}) if held else None,
+            annotations.get(builders.ANNOTATION_ISSUED_AT),
+        )
+        p = plan(
+            renew_before=ctx.spec.renew_before,
+            uid=ctx.ref.uid,
+            name=ctx.ref.token_name,
+            tokens=tokens,
+            state=state,
+            now=now,
+            grace=ctx.spec.grace_period,
+            scopes=ctx.spec.scopes,
+            username=ctx.spec.username,
+        )
+        ours = {t.id: t for t in tokens if t.name == ctx.ref.token_name}
+        if p.adopt is not None:
+            _adopt(ctx, ours[p.adopt], state.secret_issued_at, p)
+        _revoke(ctx, p)
+        if p.create is None:
+            current = ours[int(ctx.status.token_id or 0)]
+            assert held is not None  # the planner creates when the Secret does not hold the current token
+            _repair_secret(ctx, secret, current, held[1])
+            if ctx.status.creation_started_at is not None:
+                ctx.record(creation_started_at=None)  # an interrupted creation left nothing behind to act on
+            return _outcome(ctx, current, p.next_check, None)
+        replaced = ours.get(ctx.status.token_id or 0)
+        reissued = _report_loss(ctx, p.create, replaced)
+        created = create_token(ctx, p, replaced)
+        return _outcome(ctx, created.info, _next_check(ctx, created.info), reissued)
+
+
+def _held_credentials(ctx: DeployTokenContext, secret: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(username, token) in our Secret, None without a readable one (deleted or edited by hand)."""
+    if secret is None:
+        return None
+    return builders.credentials(ctx.spec.secret, secret["data"])
+
+
+def _adopt(ctx: DeployTokenContext, token: DeployTokenInfo, issued_at: datetime | None, p: Plan) -> None:
+    """A crash between writing the Secret and the status: the Secret's token is the current one."""
+    ctx.record(
+        token_id=token.id,
+        username=token.username,
+        expires_at=iso(token.expires_at),
+        issued_at=iso(issued_at),
+        creation_started_at=None,
+        retiring=retiring_status(p.retiring),
+    )
+    ctx.log.info("adopted deploy token %s, which the Secret holds (an interrupted renewal)", token.id)
+
+
+def _revoke(ctx: DeployTokenContext, p: Plan) -> None:
+    for r in p.revoke:
+        gone = not ctx.gitlab.revoke_deploy_token(ctx.spec.scope_path, r.token_id)
+        stray = r.why.startswith("a stray")
+        if not gone:
+            ctx.emit(
+                "Warning" if stray else "Normal",
+                "StrayTokenRevoked" if stray else "TokenRevoked",
+                f"Revoked deploy token {r.token_id} in GitLab: {r.why}",
+            )
+        ctx.log.info("revoked deploy token %s: %s", r.token_id, r.why)
+    retiring = retiring_status(p.retiring)
+    if p.revoke and ctx.status.retiring != retiring:
+        ctx.record(retiring=retiring)
+
+
+def _report_loss(ctx: DeployTokenContext, reason: CreateReason, replaced: DeployTokenInfo | None) -> str | None:
+    """A Warning Event when the token was lost out of band; the reason, for the TokenValid condition."""
+    event = OUT_OF_BAND.get(reason)
+    if event is None:
+        return None
+    which = f"deploy token {replaced.id}" if replaced is not None else f"deploy token {ctx.status.token_id}"
+    message = f"{which[0].upper()}{which[1:]}: {reason}; issuing a new one"
+    ctx.emit("Warning", event, message)
+    ctx.log.warning("%s", message)
+    return f"{reason}; reissued"
+
+
+def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | None) -> CreatedDeployToken:
+    """Create the next token inside the fence, write it to the Secret at once, then record it (and the token it
+    replaces, kept until its grace period ends)."""
+    assert p.create is not None
+    now = datetime.now(UTC).replace(microsecond=0)  # as the status stores it, so every reader computes alike
+    ctx.record(creation_started_at=iso(now))
+    try:
+        created = ctx.gitlab.create_deploy_token(
+            ctx.spec.scope_path,
+            name=ctx.ref.token_name,
+            scopes=ctx.spec.scopes,
+            expires_on=expiry_date(now, ctx.spec.valid_for),
+            username=ctx.spec.username,
+        )
+    except GitLabError as exc:
+        if exc.status is not None and not exc.retryable:
+            ctx.record(creation_started_at=None)  # refused: nothing was created
+        raise
+    info = created.info
+    ctx.kube.apply_secret(
+        builders.secret(
+            ctx.spec.secret,
+            owner_name=ctx.ref.name,
+            owner_uid=ctx.ref.uid,
+            namespace=ctx.ref.namespace,
+            token_id=info.id,
+            username=info.username,
+            token=created.token,
+            expires_at=info.expires_at,
+            issued_at=now,
+        )
+    )
+    retiring = p.retiring
+    keep_until = None
+    if p.keep_current_until is not None and replaced is not None:
+        # The grace period counts from now, when the Secret holds the successor.
+        keep_until = datetime.now(UTC) + ctx.spec.grace_period
+        retiring = (*retiring, Retiring(replaced.id, keep_until))
+    ctx.record(
+        token_id=info.id,
+        username=info.username,
+        expires_at=iso(info.expires_at),
+        issued_at=iso(now),
+        creation_started_at=None,
+        retiring=retiring_status(retiring),
+    )
+    verb = "Renewed" if p.create in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED) else "Created"
+    message = f"{verb} deploy token {info.id} ({p.create}); Secret {ctx.spec.secret.name!r} holds it"
+    if keep_until is not None and replaced is not None:
+        message += f"; deploy token {replaced.id} stays valid until {iso(keep_until)}"
+    ctx.emit("Normal", f"Token{verb}", message)
+    ctx.log.info("%s", message)
+    if (reason := ROTATION_REASONS.get(p.create)) is not None:
+        metrics.DEPLOY_TOKEN.count_rotation(ctx.ref.namespace, ctx.ref.name, reason)
+    return created
+
+
+def _repair_secret(
+    ctx: DeployTokenContext, secret: Mapping[str, Any] | None, current: DeployTokenInfo, token: str
+) -> None:
+    """Rewrite the Secret when its content no longer matches the spec (e.g. spec.secret.registry changed)."""
+    desired = builders.secret(
+        ctx.spec.secret,
+        owner_name=ctx.ref.name,
+        owner_uid=ctx.ref.uid,
+        namespace=ctx.ref.namespace,
+        token_id=current.id,
+        username=current.username,
+        token=token,
+        expires_at=current.expires_at,
+        issued_at=parse_time(ctx.status.issued_at),
+    )
+    if secret is not None and builders.encoded(secret["data"]) == desired["data"]:
+        return
+    ctx.kube.apply_secret(desired)
+    ctx.emit("Normal", "SecretUpdated", f"Rewrote Secret {ctx.spec.secret.name!r} to match spec.secret")
+
+
+def _next_check(ctx: DeployTokenContext, token: DeployTokenInfo) -> datetime | None:
+    """After a creation: the earliest of the new token's renewal and the end of any grace period."""
+    times = [t for r in ctx.status.retiring if (t := parse_time(r["revokeAt"])) is not None]
+    renewal = _renewal(ctx, token)
+    return min([*times, renewal]) if renewal is not None else (min(times) if times else None)
+
+
+def _renewal(ctx: DeployTokenContext, token: DeployTokenInfo) -> datetime | None:
+    """As the planner computes it: GitLab's expiry, the recorded creation time."""
+    if token.expires_at is None:
+        return None
+    return renewal_time(token.expires_at, parse_time(ctx.status.issued_at), ctx.spec.renew_before, ctx.ref.uid)
+
+
+def _outcome(
+    ctx: DeployTokenContext, token: DeployTokenInfo, next_check: datetime | None, reissued: str | None
+) -> DeployTokenOutcome:
+    return DeployTokenOutcome(
+        token_id=token.id,
+        username=token.username,
+        expires_at=token.expires_at,
+        renewal_time=_renewal(ctx, token),
+        next_check=next_check,
+        reissued=reissued,
+    )
+
+
+def delete_deploy_token(
+    kube: Kube,
+    pool: GitLabPool,
+    ref: DeployTokenRef,
+    spec: Mapping[str, Any],
+    emit: EventSink,
+    log: Logger,
+    *,
+    give_up: bool = False,
+) -> None:
+    """Revoke every active token of this object in GitLab (current, retiring, strays); gone counts as done. The
+    Secret goes by garbage collection. `give_up`: when the access token is missing (often: the namespace is being
+    deleted), warn and let the object go rather than hold it forever; the tokens still expire on their own."""
+    status = DeployTokenStatus.from_dict(kube.read_deploy_token_status(ref.namespace, ref.name))
+    if status.token_id is None and status.creation_started_at is None and not status.retiring:
+        return  # never got as far as GitLab
+    parsed = parse_spec(spec)
+    with failures_explained(parsed):
+        try:
+            gitlab = connect(kube, pool, ref, parsed)
+        except ReconcileError as exc:
+            if not give_up:
+                raise
+            message = f"Could not revoke deploy token {status.token_id} in GitLab: {exc.message} Revoke it there."
+            emit("Warning", "RevokeSkipped", message)
+            log.warning("%s", message)
+            return
+        tokens = gitlab.list_deploy_tokens(parsed.scope_path)
+        for token_id in to_revoke_on_delete(ref.token_name, tokens, datetime.now(UTC)):
+            if gitlab.revoke_deploy_token(parsed.scope_path, token_id):
+                emit("Normal", "TokenRevoked", f"Revoked deploy token {token_id} in GitLab")
+                log.info("revoked deploy token %s in GitLab", token_id)
+
+
+def wakeup_in(next_check: datetime | None, now: datetime, resync: float, minimum: float = 0.2) -> float:
+    """Seconds until the next look (pure): at `next_check` when it comes before the resync interval."""
+    if next_check is None:
+        return resync
+    return min(resync, max(minimum, (next_check - now).total_seconds()))
+
+
+def next_check_of(status: Mapping[str, Any]) -> datetime | None:
+    """When a stored status says to look again (renewal or the end of a grace period): the renewal daemon's first
+    wait after an operator restart."""
+    typed = DeployTokenStatus.from_dict(status)
+    times = [parse_time(typed.renewal_time), *(parse_time(r["revokeAt"]) for r in typed.retiring)]
+    known = [t for t in times if t is not None]
+    return min(known) if known else None

@@ -1,0 +1,91 @@
+"""The typed status of a `DeployToken`, and the one way to turn changes of it into a status patch.
+
+Field names are the snake_case of the CRD's status properties (a test checks that the CRD declares every one:
+the apiserver would silently prune an undeclared field). Times are RFC 3339 strings, as stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
+
+from ..adapters.gitlab import parse_time
+from ..core.conditions import Condition, iso
+from .planner import DeployTokenState, Retiring
+
+
+class RetiringStatus(TypedDict):
+    """A superseded token kept valid until `revokeAt` (one `status.retiring[]` entry)."""
+
+    tokenId: int
+    revokeAt: str
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+@dataclass(frozen=True)
+class DeployTokenStatus:
+    observed_generation: int | None = None
+    token_id: int | None = None
+    username: str | None = None
+    expires_at: str | None = None
+    renewal_time: str | None = None
+    # When the current token was created: GitLab does not list it, and it caps the renewal window.
+    issued_at: str | None = None
+    # Fence of `POST .../deploy_tokens`: set just before it, cleared once the token is recorded.
+    creation_started_at: str | None = None
+    retiring: tuple[RetiringStatus, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> DeployTokenStatus:
+        """From `body["status"]`; unknown keys (Kopf's own) are ignored."""
+        raw = raw or {}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = raw.get(_camel(f.name))
+            if value is None:
+                continue
+            values[f.name] = tuple(dict(v) for v in value) if f.name in ("retiring", "conditions") else value
+        return cls(**values)
+
+    @staticmethod
+    def patch(**changes: Any) -> dict[str, Any]:
+        """The status patch for `changes` (snake_case names; None clears a field)."""
+        names = {f.name for f in dataclasses.fields(DeployTokenStatus)}
+        unknown = changes.keys() - names
+        if unknown:
+            raise TypeError(f"not DeployTokenStatus fields: {sorted(unknown)}")
+        return {_camel(k): list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+
+    def updated(self, **changes: Any) -> DeployTokenStatus:
+        return dataclasses.replace(self, **changes)
+
+    def planner_state(self, secret_token_id: int | None, secret_issued_at: str | None) -> DeployTokenState:
+        """What the planner needs: this status plus what the Secret says it holds."""
+        return DeployTokenState(
+            token_id=self.token_id,
+            issued_at=parse_time(self.issued_at),
+            secret_token_id=secret_token_id,
+            secret_issued_at=parse_time(secret_issued_at),
+            retiring=tuple(
+                Retiring(int(r["tokenId"]), revoke_at)
+                for r in self.retiring
+                if (revoke_at := parse_time(r["revokeAt"])) is not None
+            ),
+        )
+
+
+def retiring_status(retiring: tuple[Retiring, ...]) -> tuple[RetiringStatus, ...]:
+    """The status entries; `revokeAt` rounded up to the second the status stores, so no grace period is cut."""
+    return tuple(RetiringStatus(tokenId=r.token_id, revokeAt=iso(_ceil(r.revoke_at)) or "") for r in retiring)
+
+
+def _ceil(value: datetime) -> datetime:
+    return value if not value.microsecond else value.replace(microsecond=0) + timedelta(seconds=1)
