@@ -107,8 +107,7 @@ def measure_rotation(rotations: int) -> None:
         print(f"rotation figures skipped: no node on this machine ({reason})")
         return
     with ControlPlane(extra_ips=[node_gateway(NodeOptions())]) as cp, node_harness.running(cp) as node:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
+        cp.install_crds(REPO / "crds")
         print("with the operator touching the pods after storing the token (now):")
         now = rotation_blackouts(cp, node, rotations, refresh=True)
         print("without (GLRT_REFRESH_PODS=false; the kubelet's periodic sync alone, as before):")

@@ -329,8 +329,7 @@ def main() -> int:
     ):
         logs = args.logs or scratch
         Path(logs).mkdir(parents=True, exist_ok=True)
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
+        cp.install_crds(REPO / "crds")
         setup_gitlab(gitlab)
         if args.runners:
             peaks.append(fleet_run(cp, gitlab, args, Path(logs)).peak_kib)

@@ -379,8 +379,7 @@ def main() -> int:
     random.seed(args.seed)
     started = time.monotonic()
     with ControlPlane() as cp, FakeGitLab().running() as gitlab, tempfile.TemporaryDirectory() as logs:
-        cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/runners.glrt.dev")
+        cp.install_crds(REPO / "crds")
         owner = gitlab.add_user("platform")
         gitlab.add_group(3, "platform", owners=[owner])
         gitlab.add_project(PROJECT_ID, "builds", group_id=3, maintainers=[owner])

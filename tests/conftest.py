@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
 from tests.harness import binaries
@@ -108,16 +107,4 @@ def namespace(request: pytest.FixtureRequest, kube: client.ApiClient) -> Iterato
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: ControlPlane) -> list[str]:
     """Server-side applies every CRD in crds/ and waits until each is Established; returns their names."""
-    files = sorted(p for p in CRD_DIR.iterdir() if p.suffix in (".yaml", ".yml"))
-    names = []
-    for path in files:
-        control_plane.kubectl("apply", "--server-side", "--field-manager=glrt-tests", "-f", str(path))
-        with path.open() as f:
-            names += [
-                doc["metadata"]["name"]
-                for doc in yaml.safe_load_all(f)
-                if doc and doc.get("kind") == "CustomResourceDefinition"
-            ]
-    if names:
-        control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
-    return names
+    return control_plane.install_crds(CRD_DIR)

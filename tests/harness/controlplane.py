@@ -476,6 +476,28 @@ class ControlPlane:
             argv.append(f"--as={as_user}")
         return self._run([*argv, *args], input=input, check=check, timeout=timeout)
 
+    def install_crds(self, directory: Path, timeout: float = 60.0) -> list[str]:
+        """Server-side apply every CRD file in ``directory`` and wait until each is Established and served;
+        returns their names. Polled: `kubectl wait` fails outright on a CRD whose status has no conditions yet."""
+        files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+        names: list[str] = []
+        for path in files:
+            self.kubectl("apply", "--server-side", "--field-manager=glrt-tests", "-f", str(path))
+            with path.open() as f:
+                names += [
+                    d["metadata"]["name"]
+                    for d in yaml.safe_load_all(f)
+                    if d and d.get("kind") == "CustomResourceDefinition"
+                ]
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while self.kubectl("get", f"crd/{name}", "-o", f"jsonpath={jsonpath}", check=False).stdout != "True":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"CRD {name} not Established after {timeout:.0f} s")
+                time.sleep(0.2)
+        return names
+
     def helm(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
         """Run the pinned helm against the control plane, with its config and cache kept in the temp dir."""
         home = self.dir / "helm"
