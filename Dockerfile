@@ -9,8 +9,12 @@ COPY . .
 RUN pip install --no-cache-dir --root-user-action=ignore --prefix=/install .
 
 FROM python:3.11-slim
+# MALLOC_ARENA_MAX: glibc gives each thread its own malloc arena (up to 8 per core); with the operator's worker
+# and resync threads that fragments memory. Two arenas: at 1,000 Runners the RSS after creation drops from about
+# 300 MiB to under 200 MiB (`make bench`), with no measurable cost in time.
 ENV PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2
 COPY --from=build /install /usr/local
 # A fixed numeric UID/GID (10001, as in the chart's securityContext), so runAsNonRoot can be verified.
 RUN groupadd --system --gid 10001 glrt \

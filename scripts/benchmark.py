@@ -187,6 +187,7 @@ def operator_env(args: argparse.Namespace, resync: float) -> dict[str, str]:
         "GLRT_GITLAB_REQUESTS_PER_MINUTE": str(args.budget),
         "GLRT_ERROR_BACKOFF": "5",
         "GLRT_ERROR_BACKOFF_MAX": "60",
+        "MALLOC_ARENA_MAX": "2",  # as the operator image sets it (Dockerfile)
     }
     env.update(item.split("=", 1) for item in args.env)
     return env
