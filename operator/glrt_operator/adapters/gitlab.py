@@ -340,6 +340,8 @@ class GitLabClient:
                 params=params,
                 headers=self._headers if user_auth else None,
             )
+            # Before the slot is released: a caller waiting for it must already see a pause this answer asks for.
+            self._budget.observe(response.status_code, response.headers)
         except (httpx.LocalProtocolError, UnicodeError):
             # A header or body that cannot be encoded: nothing was sent, and a retry would fail the same way.
             raise GitLabError(
@@ -362,7 +364,6 @@ class GitLabClient:
         finally:
             self._budget.release()
         metrics.observe_gitlab_call(method, path, response, started, user_auth)
-        self._budget.observe(response.status_code, response.headers)
         return response
 
     # --- runners (user token) ---------------------------------------------------------------------------------
