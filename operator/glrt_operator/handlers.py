@@ -9,18 +9,18 @@ import functools
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import kopf
 
 from . import metrics
 from .adapters.gitlab import THROTTLED, GitLabPool, parse_time
 from .adapters.kube import DEPLOY_TOKENS, GROUP, PLURAL, VERSION, Kube, load_api_client
-from .core.conditions import set_condition
-from .core.errors import classify
+from .core.conditions import Condition, set_condition
+from .core.errors import ReconcileError, classify
 from .core.events import EventSink, EventType
 from .deploytokens import reconcile as deploy_tokens
 from .deploytokens.context import DeployTokenRef
@@ -109,9 +109,7 @@ def _run(
     connection, a 5xx, a 429) leaves the conditions as they are and is retried soon, with back-off."""
     generation = body["metadata"].get("generation")
     conditions = RunnerStatus.from_dict(status).conditions
-
-    def emit(type_: EventType, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
+    emit = _event_sink(body)
 
     # One lock per Runner (memo is per object): the resync timer and the event handlers never overlap.
     lock: threading.Lock = memo.setdefault("lock", threading.Lock())
@@ -132,18 +130,43 @@ def _run(
             if tolerate_transient and exc.transient and not exc.permanent:
                 logger.info("%s: %s (retrying in %.0f s before reporting it)", exc.reason, exc.message, delay)
                 raise kopf.TemporaryError(exc.message, delay=delay) from None
-            previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
-            failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
-            patch.status.update(RunnerStatus.patch(conditions=tuple(failed)))
+            failed = _report_failure(exc, conditions, generation, emit, logger)
+            patch.status.update(RunnerStatus.patch(conditions=failed))
             metrics.RUNNER.observe_ready(body["metadata"]["namespace"], body["metadata"]["name"], "False")
-            if previous.get("message") != exc.message:  # one Event per distinct problem, not one per retry
-                emit("Warning", exc.reason, exc.message)
-            logger.warning("%s: %s", exc.reason, exc.message)
             if not raise_errors:
                 return None
-            if exc.permanent:
-                raise kopf.PermanentError(exc.message) from None
-            raise kopf.TemporaryError(exc.message, delay=delay) from None
+            _raise_for_kopf(exc, delay)
+
+
+def _event_sink(body: kopf.Body) -> EventSink:
+    def emit(type_: EventType, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    return emit
+
+
+def _report_failure(
+    exc: ReconcileError,
+    conditions: Sequence[Mapping[str, Any]],
+    generation: int | None,
+    emit: EventSink,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> tuple[Condition, ...]:
+    """A failure as Ready=False with its reason and message (the conditions to write), one Warning Event per
+    distinct problem (not one per retry) and one log line, never a traceback."""
+    previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    failed = set_condition(conditions, "Ready", "False", exc.reason, exc.message, generation)
+    if previous.get("message") != exc.message:
+        emit("Warning", exc.reason, exc.message)
+    logger.warning("%s: %s", exc.reason, exc.message)
+    return tuple(failed)
+
+
+def _raise_for_kopf(exc: ReconcileError, delay: float) -> NoReturn:
+    """Kopf's retry semantics: a permanent failure waits for an edit, any other is retried after `delay`."""
+    if exc.permanent:
+        raise kopf.PermanentError(exc.message) from None
+    raise kopf.TemporaryError(exc.message, delay=delay) from None
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -355,10 +378,7 @@ def _run_deploy_token(
     distinct problem. Status goes through the adapter (daemons have no end-of-handler patch)."""
     kube: Kube = memo["kube"]
     meta = body["metadata"]
-
-    def emit(type_: EventType, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
-
+    emit = _event_sink(body)
     lock: threading.Lock = memo.setdefault("lock", threading.Lock())
     with lock:
         try:
@@ -367,22 +387,12 @@ def _run_deploy_token(
         except Exception as raised:  # every failure becomes a condition (core.errors.classify)
             exc = classify(raised)
             metrics.DEPLOY_TOKEN.observe_ready(meta["namespace"], meta["name"], "False")
-            conditions = DeployTokenStatus.from_dict(kube.read_deploy_token_status(meta["namespace"], meta["name"]))
-            previous: Mapping[str, Any] = next((c for c in conditions.conditions if c.get("type") == "Ready"), {})
-            failed = set_condition(
-                conditions.conditions, "Ready", "False", exc.reason, exc.message, meta.get("generation")
-            )
-            kube.patch_deploy_token_status(
-                meta["namespace"], meta["name"], DeployTokenStatus.patch(conditions=tuple(failed))
-            )
-            if previous.get("message") != exc.message:
-                emit("Warning", exc.reason, exc.message)
-            logger.warning("%s: %s", exc.reason, exc.message)
+            stored = DeployTokenStatus.from_dict(kube.read_deploy_token_status(meta["namespace"], meta["name"]))
+            failed = _report_failure(exc, stored.conditions, meta.get("generation"), emit, logger)
+            kube.patch_deploy_token_status(meta["namespace"], meta["name"], DeployTokenStatus.patch(conditions=failed))
             if not raise_errors:
                 return None
-            if exc.permanent:
-                raise kopf.PermanentError(exc.message) from None
-            raise kopf.TemporaryError(exc.message, delay=max(exc.delay or 0.0, CONFIG.backoff(retry))) from None
+            _raise_for_kopf(exc, max(exc.delay or 0.0, CONFIG.backoff(retry)))
 
 
 def _reconcile_deploy_token(

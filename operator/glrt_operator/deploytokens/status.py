@@ -6,14 +6,13 @@ the apiserver would silently prune an undeclared field). Times are RFC 3339 stri
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from ..adapters.gitlab import parse_time
 from ..core.conditions import Condition, iso
+from ..core.status import TypedStatus
 from .planner import DeployTokenState, Retiring
 
 
@@ -24,13 +23,10 @@ class RetiringStatus(TypedDict):
     revokeAt: str
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 @dataclass(frozen=True)
-class DeployTokenStatus:
+class DeployTokenStatus(TypedStatus):
+    LIST_FIELDS = frozenset({"retiring", "conditions"})
+
     observed_generation: int | None = None
     token_id: int | None = None
     username: str | None = None
@@ -42,30 +38,6 @@ class DeployTokenStatus:
     creation_started_at: str | None = None
     retiring: tuple[RetiringStatus, ...] = ()
     conditions: tuple[Condition, ...] = ()
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> DeployTokenStatus:
-        """From `body["status"]`; unknown keys (Kopf's own) are ignored."""
-        raw = raw or {}
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = raw.get(_camel(f.name))
-            if value is None:
-                continue
-            values[f.name] = tuple(dict(v) for v in value) if f.name in ("retiring", "conditions") else value
-        return cls(**values)
-
-    @staticmethod
-    def patch(**changes: Any) -> dict[str, Any]:
-        """The status patch for `changes` (snake_case names; None clears a field)."""
-        names = {f.name for f in dataclasses.fields(DeployTokenStatus)}
-        unknown = changes.keys() - names
-        if unknown:
-            raise TypeError(f"not DeployTokenStatus fields: {sorted(unknown)}")
-        return {_camel(k): list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
-
-    def updated(self, **changes: Any) -> DeployTokenStatus:
-        return dataclasses.replace(self, **changes)
 
     def planner_state(self, secret_token_id: int | None, secret_issued_at: str | None) -> DeployTokenState:
         """What the planner needs: this status plus what the Secret says it holds."""

@@ -6,12 +6,11 @@ the apiserver would silently prune an undeclared field).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from ..core.conditions import Condition
+from ..core.status import TypedStatus
 
 
 class ReplicaStatus(TypedDict):
@@ -28,13 +27,10 @@ class ReplicaStatus(TypedDict):
     draining: NotRequired[bool]
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 @dataclass(frozen=True)
-class RunnerStatus:
+class RunnerStatus(TypedStatus):
+    LIST_FIELDS = frozenset({"replicas", "conditions"})
+
     observed_generation: int | None = None
     runner_id: int | None = None
     # Fence of `POST /user/runners`: set just before it, cleared once the runner is recorded.
@@ -52,32 +48,3 @@ class RunnerStatus:
     ready_replicas: int | None = None
     replicas: tuple[ReplicaStatus, ...] = ()
     conditions: tuple[Condition, ...] = ()
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> RunnerStatus:
-        """From `body["status"]`; unknown keys (another version's, Kopf's own) are ignored."""
-        raw = raw or {}
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = raw.get(_camel(f.name))
-            if value is None:
-                continue
-            values[f.name] = tuple(dict(v) for v in value) if f.name in ("replicas", "conditions") else value
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, by its CRD name."""
-        return self.patch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-
-    @staticmethod
-    def patch(**changes: Any) -> dict[str, Any]:
-        """The status patch for `changes` (snake_case field names; None clears a field): the one place that maps
-        fields to their CRD names, used both for writes at once and for the handler's end-of-call patch."""
-        names = {f.name for f in dataclasses.fields(RunnerStatus)}
-        unknown = changes.keys() - names
-        if unknown:
-            raise TypeError(f"not RunnerStatus fields: {sorted(unknown)}")
-        return {_camel(k): list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
-
-    def updated(self, **changes: Any) -> RunnerStatus:
-        return dataclasses.replace(self, **changes)

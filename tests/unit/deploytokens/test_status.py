@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from glrt_operator.core.status import camel
 from glrt_operator.deploytokens.planner import Retiring
-from glrt_operator.deploytokens.status import DeployTokenStatus, _camel, retiring_status
+from glrt_operator.deploytokens.status import DeployTokenStatus, retiring_status
 
 CRD = Path(__file__).resolve().parents[3] / "crds" / "deploytokens.glrt.dev.yaml"
 
@@ -19,7 +20,7 @@ CRD = Path(__file__).resolve().parents[3] / "crds" / "deploytokens.glrt.dev.yaml
 def test_every_status_field_is_declared_in_the_crd() -> None:
     schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     declared = set(schema["properties"]["status"]["properties"])
-    fields = {_camel(f.name) for f in dataclasses.fields(DeployTokenStatus)}
+    fields = {camel(f.name) for f in dataclasses.fields(DeployTokenStatus)}
     assert fields == declared
 
 

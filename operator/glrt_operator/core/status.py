@@ -1,0 +1,48 @@
+"""What every typed status shares: a frozen dataclass whose field names are the snake_case of the CRD's status
+properties, read from `body["status"]` and written as a patch by one mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+
+def camel(name: str) -> str:
+    """A field name as the CRD spells it: `token_expires_at` -> `tokenExpiresAt`."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class TypedStatus:
+    """Mixed into a frozen dataclass of status fields. `LIST_FIELDS` are lists of objects, kept as tuples."""
+
+    LIST_FIELDS: ClassVar[frozenset[str]] = frozenset({"conditions"})
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> Self:
+        """From `body["status"]`; unknown keys (another version's, Kopf's own) are ignored."""
+        raw = raw or {}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            value = raw.get(camel(f.name))
+            if value is None:
+                continue
+            values[f.name] = tuple(dict(v) for v in value) if f.name in cls.LIST_FIELDS else value
+        return cls(**values)
+
+    @classmethod
+    def patch(cls, **changes: Any) -> dict[str, Any]:
+        """The status patch for `changes` (snake_case field names; None clears a field): the one place that maps
+        fields to their CRD names, used both for writes at once and for the handler's end-of-call patch."""
+        unknown = changes.keys() - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise TypeError(f"not {cls.__name__} fields: {sorted(unknown)}")
+        return {camel(k): list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, by its CRD name."""
+        return self.patch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
+
+    def updated(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
