@@ -10,12 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from ..adapters.gitlab import GitLabClient, GitLabError, GitLabPool
-from ..adapters.kube import Kube, describe_api_error
-from ..core.errors import ReconcileError
+from ..adapters.kube import Kube
+from ..core.errors import ReconcileError, classify
 from ..core.events import EventSink
+from ..runners.context import gitlab_client
 from ..runners.model import SpecError
 from . import builders
 from .model import DeployTokenSpec
@@ -86,26 +85,8 @@ def check_secret_free(kube: Kube, ref: DeployTokenRef, spec: DeployTokenSpec) ->
 
 
 def connect(kube: Kube, pool: GitLabPool, ref: DeployTokenRef, spec: DeployTokenSpec) -> GitLabClient:
-    """A GitLab client with the access token of spec.gitlab.credentialsSecretRef (and the CA, when set)."""
-    creds = spec.gitlab.credentials
-    token = (kube.read_secret_value(ref.namespace, creds.name, creds.key) or "").strip()
-    if not token:
-        raise ReconcileError(
-            "CredentialsMissing",
-            f"Secret {creds.name!r} with key {creds.key!r} not found in namespace {ref.namespace!r}: create it "
-            "with a GitLab access token (scope api) of a project Maintainer or group Owner.",
-        )
-    ca_pem = None
-    if spec.gitlab.ca is not None:
-        ca = spec.gitlab.ca
-        ca_pem = kube.read_secret_value(ref.namespace, ca.name, ca.key)
-        if not ca_pem:
-            raise ReconcileError(
-                "CASecretMissing",
-                f"Secret {ca.name!r} with key {ca.key!r} (spec.gitlab.caSecretRef) not found in namespace "
-                f"{ref.namespace!r}.",
-            )
-    return pool.client(spec.gitlab.api_url, token, ca_pem)
+    needs = "scope api, of a project Maintainer or group Owner"
+    return gitlab_client(kube, pool, ref.namespace, spec.gitlab, needs)
 
 
 def explain(exc: GitLabError, spec: DeployTokenSpec) -> ReconcileError:
@@ -123,7 +104,7 @@ def explain(exc: GitLabError, spec: DeployTokenSpec) -> ReconcileError:
         "spec.projectId / spec.groupId.",
     }
     message = f"{exc} {hints.get(exc.status or 0, '')}".strip()
-    return ReconcileError(exc.reason, message, delay=exc.retry_after)
+    return ReconcileError(exc.reason, message, delay=exc.retry_after, transient=exc.retryable)
 
 
 @contextmanager
@@ -132,5 +113,7 @@ def failures_explained(spec: DeployTokenSpec) -> Iterator[None]:
         yield
     except GitLabError as exc:
         raise explain(exc, spec) from None
-    except ApiException as exc:
-        raise ReconcileError("KubernetesAPIError", describe_api_error(exc)) from None
+    except ReconcileError:
+        raise
+    except Exception as exc:  # the one classification point (Kubernetes errors quote the apiserver)
+        raise classify(exc) from None

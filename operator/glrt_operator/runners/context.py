@@ -15,7 +15,7 @@ from ..adapters.kube import GROUP, VERSION, Kube
 from ..core.errors import ReconcileError, classify
 from ..core.events import EventSink
 from . import builders
-from .model import RunnerSpec, SpecError
+from .model import GitLabSpec, RunnerSpec, SpecError
 from .status import RunnerStatus
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -74,33 +74,39 @@ def check_name(ref: RunnerRef) -> None:
         raise ReconcileError("InvalidName", f"metadata.name {ref.name!r}: {problem}", permanent=True)
 
 
-def read_ca(kube: Kube, ref: RunnerRef, spec: RunnerSpec) -> str | None:
+def read_ca(kube: Kube, namespace: str, gitlab: GitLabSpec) -> str | None:
     """The CA bundle of spec.gitlab.caSecretRef, None without one; CASecretMissing when it names nothing."""
-    ca = spec.gitlab.ca
+    ca = gitlab.ca
     if ca is None:
         return None
-    ca_pem = kube.read_secret_value(ref.namespace, ca.name, ca.key)
+    ca_pem = kube.read_secret_value(namespace, ca.name, ca.key)
     if not ca_pem:
         raise ReconcileError(
             "CASecretMissing",
-            f"Secret {ca.name!r} with key {ca.key!r} (spec.gitlab.caSecretRef) not found in namespace "
-            f"{ref.namespace!r}.",
+            f"Secret {ca.name!r} with key {ca.key!r} (spec.gitlab.caSecretRef) not found in namespace {namespace!r}.",
         )
     return ca_pem
 
 
-def connect(kube: Kube, pool: GitLabPool, ref: RunnerRef, spec: RunnerSpec) -> GitLabClient:
-    """A GitLab client with the access token of spec.gitlab.credentialsSecretRef (and the CA, when set)."""
-    creds = spec.gitlab.credentials
+def gitlab_client(kube: Kube, pool: GitLabPool, namespace: str, gitlab: GitLabSpec, needs: str) -> GitLabClient:
+    """A GitLab client with the access token of spec.gitlab.credentialsSecretRef (and the CA, when set), for a
+    Runner or a DeployToken; `needs` says which access token to put in the Secret when it is missing."""
+    creds = gitlab.credentials
     # Trailing whitespace is common (`--from-file` of an echoed file) and never part of a token.
-    token = (kube.read_secret_value(ref.namespace, creds.name, creds.key) or "").strip()
+    token = (kube.read_secret_value(namespace, creds.name, creds.key) or "").strip()
     if not token:
         raise ReconcileError(
             "CredentialsMissing",
-            f"Secret {creds.name!r} with key {creds.key!r} not found in namespace {ref.namespace!r}: create it "
-            "with a GitLab access token (scopes create_runner, manage_runner and read_api, or api).",
+            f"Secret {creds.name!r} with key {creds.key!r} not found in namespace {namespace!r}: create it "
+            f"with a GitLab access token ({needs}).",
         )
-    return pool.client(spec.gitlab.api_url, token, read_ca(kube, ref, spec))
+    return pool.client(gitlab.api_url, token, read_ca(kube, namespace, gitlab))
+
+
+def connect(kube: Kube, pool: GitLabPool, ref: RunnerRef, spec: RunnerSpec) -> GitLabClient:
+    return gitlab_client(
+        kube, pool, ref.namespace, spec.gitlab, "scopes create_runner, manage_runner and read_api, or api"
+    )
 
 
 def explain(exc: GitLabError, spec: RunnerSpec) -> ReconcileError:

@@ -57,7 +57,7 @@ def delete_runner(
                 raise
             # The access token is gone (often: the namespace is being deleted) but the runner token is at hand.
             # It goes to the same GitLab, so it is verified with the same CA.
-            by_token = pool.client(parsed.gitlab.api_url, "", read_ca(kube, ref, parsed))
+            by_token = pool.client(parsed.gitlab.api_url, "", read_ca(kube, ref.namespace, parsed.gitlab))
             if by_token.delete_runner_by_token(runner_token):
                 emit("Normal", "RunnerDeleted", f"Deleted runner {runner_id} in GitLab with its own token")
                 log.info("deleted runner %s in GitLab with its own token", runner_id)
