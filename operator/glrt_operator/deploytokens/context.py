@@ -4,7 +4,6 @@ whose message says what to fix."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,26 +13,16 @@ from ..adapters.gitlab import GitLabClient, GitLabError, GitLabPool
 from ..adapters.kube import Kube
 from ..core.errors import ReconcileError, classify
 from ..core.events import EventSink
+from ..core.refs import Logger, ObjectRef
 from ..runners.context import gitlab_client
 from ..runners.model import SpecError
 from . import builders
 from .model import DeployTokenSpec
 from .status import DeployTokenStatus
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
 
 @dataclass(frozen=True)
-class DeployTokenRef:
-    namespace: str
-    name: str
-    uid: str
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> DeployTokenRef:
-        meta = body["metadata"]
-        return cls(meta["namespace"], meta["name"], meta["uid"])
-
+class DeployTokenRef(ObjectRef):
     @property
     def token_name(self) -> str:
         """The name every token this object creates carries in GitLab: the marker that finds strays."""

@@ -23,11 +23,11 @@ from ..adapters.kube import Kube
 from ..core.conditions import iso
 from ..core.errors import ReconcileError
 from ..core.events import EventSink
+from ..core.refs import Logger
 from . import builders
 from .context import (
     DeployTokenContext,
     DeployTokenRef,
-    Logger,
     check_secret_free,
     connect,
     failures_explained,

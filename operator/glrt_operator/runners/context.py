@@ -4,7 +4,6 @@ five arguments through every function."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,24 +13,14 @@ from ..adapters.gitlab import GitLabClient, GitLabError, GitLabPool
 from ..adapters.kube import GROUP, VERSION, Kube
 from ..core.errors import ReconcileError, classify
 from ..core.events import EventSink
+from ..core.refs import Logger, ObjectRef
 from . import builders
 from .model import GitLabSpec, RunnerSpec, SpecError
 from .status import RunnerStatus
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
 
 @dataclass(frozen=True)
-class RunnerRef:
-    namespace: str
-    name: str
-    uid: str
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> RunnerRef:
-        meta = body["metadata"]
-        return cls(meta["namespace"], meta["name"], meta["uid"])
-
+class RunnerRef(ObjectRef):
     def owner(self) -> dict[str, Any]:
         return builders.owner_reference(f"{GROUP}/{VERSION}", "Runner", self.name, self.uid)
 

@@ -18,8 +18,9 @@ from ..adapters.gitlab import GitLabError, GitLabPool, parse_time
 from ..adapters.kube import Kube
 from ..core.errors import ReconcileError, classify
 from ..core.events import EventSink
+from ..core.refs import Logger
 from . import token
-from .context import Logger, RunnerContext, RunnerRef, connect, failures_explained, parse_spec, read_ca
+from .context import RunnerContext, RunnerRef, connect, failures_explained, parse_spec, read_ca
 from .registration import find_orphan_or_warn
 from .status import RunnerStatus
 

@@ -15,9 +15,10 @@ from ..adapters.gitlab import GitLabPool
 from ..adapters.kube import Kube
 from ..core.conditions import iso
 from ..core.events import EventSink
+from ..core.refs import Logger
 from . import managers, registration, token
 from .children import apply_children
-from .context import Logger, RunnerContext, RunnerRef, check_name, connect, failures_explained, parse_spec
+from .context import RunnerContext, RunnerRef, check_name, connect, failures_explained, parse_spec
 from .credentials import config_credentials
 from .replicas import replica_statuses
 from .rotation import renewal_due_at

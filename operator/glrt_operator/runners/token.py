@@ -17,8 +17,9 @@ from .. import metrics
 from ..adapters.gitlab import IssuedToken, RunnerManager, parse_time
 from ..adapters.kube import Kube
 from ..core.conditions import iso, now_iso
+from ..core.refs import Logger
 from . import builders
-from .context import Logger, RunnerContext, RunnerRef
+from .context import RunnerContext, RunnerRef
 from .rotation import TokenState, rotation_cause
 
 # A manager that contacted GitLab this recently proves the token works: no need to ask GitLab about it.
