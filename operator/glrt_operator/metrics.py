@@ -274,19 +274,17 @@ def endpoint_template(path: str) -> str:
     return "/".join(s if s in STATIC_SEGMENTS or s == "" else ":id" for s in segments) or "/"
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
 def observe_gitlab_call(
-    method: str, path: str, response: httpx.Response | None, started: float, user_auth: bool
+    method: str,
+    path: str,
+    response: httpx.Response | None,
+    started: float,
+    user_auth: bool,
+    retry_after: float | None = None,
 ) -> None:
     """The adapter's hook, once per HTTP call: `response` is None when no answer came (network error);
-    `started` is the `time.monotonic()` before the call; `user_auth`: made with the access token."""
+    `started` is the `time.monotonic()` before the call; `user_auth`: made with the access token; `retry_after`:
+    the answer's Retry-After in seconds, as the adapter parsed it."""
     endpoint, method = endpoint_template(path), method.upper()
     GITLAB_DURATION.labels(endpoint, method).observe(time.monotonic() - started)
     if response is None:
@@ -297,7 +295,7 @@ def observe_gitlab_call(
     GITLAB_REQUESTS.labels(endpoint, method, f"{min(max(code // 100, 2), 5)}xx").inc()
     if code == 429:
         GITLAB_RETRIES.labels(endpoint, "rate_limited").inc()
-        record_rate_limit_wait("gitlab", retry_after(response) or 0.0)
+        record_rate_limit_wait("gitlab", retry_after or 0.0)
     elif code >= 500:
         GITLAB_RETRIES.labels(endpoint, "server_error").inc()
     elif code == 408:

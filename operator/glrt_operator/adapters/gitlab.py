@@ -363,7 +363,7 @@ class GitLabClient:
             ) from None
         finally:
             self._budget.release()
-        metrics.observe_gitlab_call(method, path, response, started, user_auth)
+        metrics.observe_gitlab_call(method, path, response, started, user_auth, _retry_after(response))
         return response
 
     # --- runners (user token) ---------------------------------------------------------------------------------
