@@ -143,19 +143,14 @@ class Kube:
     # --- StatefulSet ----------------------------------------------------------------------------------------
 
     def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
-        meta = statefulset["metadata"]
-        self._apps.patch_namespaced_stateful_set(
-            meta["name"],
-            meta["namespace"],
-            dict(statefulset),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=_APPLY,
-        )
+        self._apply_statefulset(statefulset)
 
     def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
         """Validate the StatefulSet as `apply_statefulset` would write it, writing nothing (ApiException 422 when the
         apiserver refuses it)."""
+        self._apply_statefulset(statefulset, dry_run="All")
+
+    def _apply_statefulset(self, statefulset: Mapping[str, Any], **options: Any) -> None:
         meta = statefulset["metadata"]
         self._apps.patch_namespaced_stateful_set(
             meta["name"],
@@ -163,8 +158,8 @@ class Kube:
             dict(statefulset),
             field_manager=FIELD_MANAGER,
             force=True,
-            dry_run="All",
             _content_type=_APPLY,
+            **options,
         )
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
