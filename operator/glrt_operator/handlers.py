@@ -124,9 +124,9 @@ def _run(
                 # Runner, and the next interval tries again. No condition, no Event.
                 logger.debug("resync skipped: %s", exc.message)
                 return None
-            # The budget names the moment a request may go again: no reason to back off further than that.
-            throttled = exc.reason == THROTTLED and exc.delay is not None
-            delay = exc.delay if throttled and exc.delay is not None else max(exc.delay or 0.0, CONFIG.backoff(retry))
+            delay = max(exc.delay or 0.0, CONFIG.backoff(retry))
+            if exc.reason == THROTTLED and exc.delay is not None:
+                delay = exc.delay  # the budget names the moment a request may go again: no need to wait longer
             if tolerate_transient and exc.transient and not exc.permanent:
                 logger.info("%s: %s (retrying in %.0f s before reporting it)", exc.reason, exc.message, delay)
                 raise kopf.TemporaryError(exc.message, delay=delay) from None
