@@ -18,9 +18,10 @@ unit: install
 reconcile: install
 	$(BIN)/python -m pytest tests/reconcile
 
-# Line coverage of the reconcile code (the Runner use cases, the handlers, core/) from the fast tiers.
+# Line coverage of the reconcile code (every resource's use cases and handlers, the controller runtime, core/) from
+# the fast tiers.
 coverage: install
-	$(BIN)/python -m pytest tests/unit tests/reconcile -q --cov=glrt_operator.runners --cov=glrt_operator.handlers \
+	$(BIN)/python -m pytest tests/unit tests/reconcile -q --cov=glrt_operator.runners --cov=glrt_operator.controller \
 		--cov=glrt_operator.core --cov=glrt_operator.deploytokens --cov-report=term-missing --cov-fail-under=85
 
 lint: install

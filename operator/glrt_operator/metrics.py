@@ -68,7 +68,6 @@ for _controller in CONTROLLERS:  # present from the start at 0, as controller-ru
 
 # --- GitLab API ------------------------------------------------------------------------------------------------
 
-STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "network")
 GITLAB_REQUESTS = Counter(
     "glrt_gitlab_api_requests_total",
     "GitLab API calls, by endpoint template, method and status class (network: no HTTP answer).",
