@@ -36,7 +36,7 @@ def test_a_resource_imports_no_other_resource(resource: str) -> None:
 
 
 def test_core_imports_no_resource_adapter_or_controller() -> None:
-    banned = ("glrt_operator.runners", "glrt_operator.deploytokens", "glrt_operator.adapters", "glrt_operator.controller")
+    banned = tuple(f"glrt_operator.{p}" for p in ("runners", "deploytokens", "adapters", "controller"))
     for module in (PACKAGE / "core").rglob("*.py"):
         bad = {i for i in imports_of(module) if i.startswith(banned)}
         assert not bad, f"{module.relative_to(PACKAGE)} imports {sorted(bad)}"

@@ -167,4 +167,3 @@ def spec_config_schema(*, descriptions: Descriptions = "full") -> dict[str, Any]
         f"(global keys whose names [[runners]] also uses go under {GLOBAL_SECTION})."
     )
     return schema
-
