@@ -14,6 +14,9 @@ these short names:
   (https://gitlab.com/gitlab-org/gitlab)
 - rate limits: https://docs.gitlab.com/security/rate_limits/ ; permissions: https://docs.gitlab.com/user/permissions/
 - deploy tokens: https://docs.gitlab.com/api/deploy_tokens/ and https://docs.gitlab.com/user/project/deploy_tokens/
+- access tokens (self-information, rotation, reuse detection): https://docs.gitlab.com/api/personal_access_tokens/ ,
+  https://docs.gitlab.com/api/group_access_tokens/ (:mod:`.access_tokens`); instance metadata and the version
+  that gates features: https://docs.gitlab.com/api/metadata/ (:mod:`.metadata`, :mod:`.versions`)
 
 Typical use::
 
@@ -33,10 +36,13 @@ from .state import (
     Group,
     Manager,
     Project,
+    ReuseDetection,
     Runner,
     Settings,
+    TokenCounters,
     User,
 )
+from .versions import Instance
 
 __all__ = [
     "FAULT_KINDS",
@@ -47,9 +53,12 @@ __all__ = [
     "Fault",
     "FaultSet",
     "Group",
+    "Instance",
     "Manager",
     "Project",
+    "ReuseDetection",
     "Runner",
     "Settings",
+    "TokenCounters",
     "User",
 ]

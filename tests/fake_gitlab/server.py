@@ -19,14 +19,15 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api, control, deploy_tokens
+from . import access_tokens, api, control, deploy_tokens
+from . import metadata as _metadata  # noqa: F401 -- its routes register on import
 from .deploy_tokens import DeployToken
 from .faults import APP_RATE_LIMIT_MESSAGE, Fault, FaultSet
 from .state import (
@@ -61,6 +62,7 @@ SAFE_PARAMS = (
     "tag_list",
     "access_level",
     "maximum_timeout",
+    "expires_at",
 )
 
 
@@ -185,6 +187,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the default line quotes the raw request line, query string (and so tokens) included."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header tells the fake's clock, as GitLab's tells its own (moved clocks included)."""
+        return super().date_time_string(self.server.fake.clock.now().timestamp() if timestamp is None else timestamp)
 
     def do_GET(self) -> None:
         self._serve()
@@ -336,7 +342,7 @@ def _fault_response(fault: Fault) -> api.Response:
 
 
 # ------------------------------------------------------------------------ the facade
-class FakeGitLab:
+class FakeGitLab(access_tokens.AccessTokensFacade):
     """A stateful fake GitLab: setup helpers, state snapshots, fault injection and an HTTP server.
 
     ``FakeGitLab()`` starts empty with a real clock; ``start()`` serves it on a background thread. State reads
@@ -492,12 +498,28 @@ class FakeGitLab:
         token: str,
         user: User,
         scopes: list[str] | None = None,
-        expires_at: datetime | None = None,
+        expires_at: datetime | date | None = None,
         revoked: bool = False,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        kind: str = "personal",
     ) -> AccessToken:
-        """Register a user token (default scopes ``create_runner``, ``manage_runner``)."""
+        """Register a user token (default scopes ``create_runner``, ``manage_runner``); returns the live object.
+
+        ``expires_at`` is a date (a datetime is cut to its UTC date): the token dies at 00:00 UTC of it.
+        ``kind="oauth"`` makes an OAuth token, accepted only as ``Authorization: Bearer``."""
         with self._lock:
-            return self._state.add_access_token(token, user, scopes=scopes, expires_at=expires_at, revoked=revoked)
+            return self._state.add_access_token(
+                token,
+                user,
+                scopes=scopes,
+                expires_at=expires_at,
+                revoked=revoked,
+                name=name,
+                description=description,
+                kind=kind,
+            )
 
     @property
     def settings(self) -> Settings:
@@ -635,9 +657,9 @@ class FakeGitLab:
             )
 
     def reset(self) -> None:
-        """Clear runners, deploy tokens, calls, jobs and faults; keep users, groups, projects, access tokens,
-        settings and the
-        clock. The cleared runners' tokens are added to ``revoked_tokens``."""
+        """Clear runners, deploy tokens, calls, token counters, jobs and faults; keep users, groups, projects,
+        access tokens, settings, the instance and the clock. The cleared runners' tokens are added to
+        ``revoked_tokens``."""
         with self._lock:
             self._state.clear_runtime()
         self.faults.clear()
@@ -697,6 +719,8 @@ class FakeGitLab:
                 "settings": state.settings.as_dict(),
                 "runners": [self._runner_json(r) for r in sorted(state.runners.values(), key=lambda r: r.id)],
                 "revoked_tokens": len(state.revoked_tokens),
+                "version": state.instance.version,
+                "access_tokens": len(state.access_tokens),
                 "calls": len(state.calls),
                 "pending_jobs": len(state.pending_jobs),
                 "faults": [f.as_dict() for f in self.faults.rules],
