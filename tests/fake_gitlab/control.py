@@ -16,6 +16,7 @@ are neither recorded nor subject to faults.
 | ``POST /-/fake/reset`` | clear runners, calls, faults |
 | ``GET/PUT /-/fake/settings`` | token expiration intervals (runner token expiry) |
 | ``POST /-/fake/jobs`` | queue a job ``{"runner_id"?, "tags"?, "payload"?}`` for ``/jobs/request`` |
+| ``GET/PUT /-/fake/graphql`` | ``{"enabled": bool, "removed_fields": [...]}`` of ``/api/graphql`` (graphql_api.py) |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from . import graphql_api
 from .api import Response
 from .faults import Fault
 from .state import Settings, iso, parse_time
@@ -135,6 +137,8 @@ def _route(fake: FakeGitLab, method: str, route: str, query: dict[str, list[str]
                 setattr(fake.settings, name, None if value is None else int(value))
         if method in ("GET", "PUT"):
             return Response(200, fake.settings.as_dict())
+    if route == "/graphql":
+        return graphql_api.control(fake, method, body)
     if route == "/jobs" and method == "POST":
         job_id = fake.enqueue_job(runner_id=body.get("runner_id"), tags=body.get("tags"), payload=body.get("payload"))
         return Response(201, {"id": job_id})

@@ -1,7 +1,8 @@
 """HTTP layer of the fake GitLab and the :class:`FakeGitLab` facade.
 
 A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) in a background thread. ``/api/v4/...`` goes to :mod:`.api`
-under one state lock, after fault injection (:mod:`.faults`); ``/-/fake/...`` goes to :mod:`.control`.
+under one state lock, after fault injection (:mod:`.faults`), and so do ``/api/graphql`` (:mod:`.graphql_api`) and
+the registry's ``/jwt/auth``; ``/-/fake/...`` goes to :mod:`.control`.
 Request bodies are JSON, urlencoded or multipart form data, merged with the query
 (REST API). Nothing here ever logs or prints a token.
 """
@@ -26,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api, control, deploy_tokens
+from . import api, control, deploy_tokens, graphql_api
 from .deploy_tokens import DeployToken
 from .faults import APP_RATE_LIMIT_MESSAGE, Fault, FaultSet
 from .state import (
@@ -45,6 +46,8 @@ from .state import (
 
 API_PREFIX = "/api/v4"
 REGISTRY_AUTH_PATH = "/jwt/auth"
+# Served outside /api/v4 but through the same faults, call log and state lock (graphql_api registers /api/graphql).
+OUTSIDE_API_PATHS = frozenset({REGISTRY_AUTH_PATH, graphql_api.GRAPHQL_PATH})
 CONTROL_PREFIX = "/-/fake"
 FILTERED = "[FILTERED]"
 # Body parameters whose values are safe to keep in the call log (everything else: names only).
@@ -61,6 +64,7 @@ SAFE_PARAMS = (
     "tag_list",
     "access_level",
     "maximum_timeout",
+    "operationName",  # GraphQL
 )
 
 
@@ -96,8 +100,11 @@ def parse_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
-    """JSON or urlencoded body → params (multipart, used by no client here, is ignored); ``ValueError`` if malformed."""
+def parse_body(content_type: str, raw: bytes, *, allow_array: bool = False) -> dict[str, Any]:
+    """JSON or urlencoded body → params (multipart, used by no client here, is ignored); ``ValueError`` if malformed.
+
+    With ``allow_array`` a JSON array becomes ``{"_json": [...]}``, as Rails wraps it (a GraphQL multiplex).
+    """
     if not raw:
         return {}
     media = content_type.split(";", 1)[0].strip().lower()
@@ -110,6 +117,8 @@ def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
             if media:
                 raise
             return parse_pairs(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
+        if allow_array and isinstance(data, list):
+            return {"_json": data}
         if not isinstance(data, dict):
             raise ValueError("the JSON body must be an object")
         return data
@@ -252,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(control.handle(fake, self.command, path, split.query, raw))
             return
         # The registry's token endpoint lives outside /api/v4; it goes through the same faults and call log.
-        if not path.startswith(API_PREFIX + "/") and path != REGISTRY_AUTH_PATH:
+        if not path.startswith(API_PREFIX + "/") and path not in OUTSIDE_API_PATHS:
             self._send(api.Response(404, {"error": "404 Not Found"}))
             return
         fake_time = fake.clock.now()
@@ -260,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or fake.url.removeprefix("http://")
         req = api.Request(
             method=self.command,
-            path=path if path == REGISTRY_AUTH_PATH else path[len(API_PREFIX) :],
+            path=path if path in OUTSIDE_API_PATHS else path[len(API_PREFIX) :],
             query=parse_pairs(list(query_pairs)),
             body={},
             headers={k.lower(): v for k, v in self.headers.items()},
@@ -269,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
             query_pairs=query_pairs,
         )
         try:
-            req.body = parse_body(self.headers.get("Content-Type", ""), raw)
+            req.body = parse_body(self.headers.get("Content-Type", ""), raw, allow_array=path in OUTSIDE_API_PATHS)
         except (ValueError, UnicodeDecodeError):
             resp = api.Response(400, {"error": "The request body could not be parsed"})
             fake._record(req, path, resp.status, api.CallInfo(), None, fake_time, started)
