@@ -1,8 +1,8 @@
 """A stateful fake GitLab HTTP server for tests, the demo and benchmarks.
 
-The runner and deploy-token endpoints of GitLab's REST API (``/api/v4``) and the registry's token check, with
-fault injection and a control API under ``/-/fake/``. Comments in this package cite GitLab's documentation by
-these short names:
+The runner and deploy-token endpoints of GitLab's REST API (``/api/v4``), its GraphQL API for runners
+(``/api/graphql``) and the registry's token check, with fault injection and a control API under ``/-/fake/``.
+Comments in this package cite GitLab's documentation by these short names:
 
 - REST API: https://docs.gitlab.com/api/rest/ (REST pagination: its #pagination section; REST status codes:
   https://docs.gitlab.com/api/rest/troubleshooting/; REST authentication: https://docs.gitlab.com/api/rest/authentication/)
@@ -14,6 +14,7 @@ these short names:
   (https://gitlab.com/gitlab-org/gitlab)
 - rate limits: https://docs.gitlab.com/security/rate_limits/ ; permissions: https://docs.gitlab.com/user/permissions/
 - deploy tokens: https://docs.gitlab.com/api/deploy_tokens/ and https://docs.gitlab.com/user/project/deploy_tokens/
+- GraphQL (``/api/graphql``, :mod:`.graphql_api`): https://docs.gitlab.com/api/graphql/
 
 Typical use::
 

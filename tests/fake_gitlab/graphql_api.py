@@ -43,6 +43,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from graphql import (
+    DefinitionNode,
     DocumentNode,
     FieldDefinitionNode,
     FieldNode,
@@ -58,7 +59,7 @@ from graphql import (
     OperationType,
     ValidationRule,
     build_ast_schema,
-    execute,
+    execute_sync,
     get_named_type,
     get_operation_ast,
     parse,
@@ -150,6 +151,11 @@ def configure(fake: FakeGitLab, *, enabled: bool | None = None, removed_fields: 
         return current
 
 
+def reset(state: State) -> None:
+    """Back to GraphQL on with the whole schema (``FakeGitLab.reset``)."""
+    _SWITCHES.pop(state, None)
+
+
 def switch(fake: FakeGitLab) -> Switch:
     with fake._lock:
         return _SWITCHES.get(fake._state, Switch())
@@ -192,7 +198,7 @@ def _schema_has(name: str) -> bool:
 
 def _without(document: DocumentNode, removed: frozenset[str]) -> DocumentNode:
     """The SDL document minus the named fields and arguments."""
-    definitions = []
+    definitions: list[DefinitionNode] = []
     for definition in document.definitions:
         if isinstance(definition, ObjectTypeDefinitionNode):
             type_name = definition.name.value
@@ -246,7 +252,7 @@ def _global_id_scalar(scalar: GraphQLScalarType, model: str) -> None:
         return parse_value(node.value)
 
     scalar.parse_value = parse_value  # type: ignore[method-assign]
-    scalar.parse_literal = parse_literal  # type: ignore[method-assign]
+    scalar.parse_literal = parse_literal  # type: ignore[method-assign,assignment]
 
 
 def gql_time(dt: datetime | None) -> str | None:
@@ -812,11 +818,11 @@ def _execute(schema: GraphQLSchema, doc: _Document, context: Context) -> dict[st
     name = doc.operation_name if isinstance(doc.operation_name, str) and doc.operation_name else None
     if doc.operation is not None and doc.operation.operation != OperationType.QUERY:
         return {"errors": [{"message": f"Schema is not configured for {doc.operation.operation.value}s"}]}
-    result = execute(schema, doc.parsed, context_value=context, variable_values=doc.variables, operation_name=name)
+    result = execute_sync(schema, doc.parsed, context_value=context, variable_values=doc.variables, operation_name=name)
     for error in result.errors or ():
         if error.original_error is not None and not isinstance(error.original_error, GraphQLError):
             raise error.original_error  # a bug in the fake: FakeGitLab answers 500 and records it
-    return result.formatted
+    return dict(result.formatted)
 
 
 def handle(ctx: api.Ctx, _match: re.Match[str]) -> api.Response:

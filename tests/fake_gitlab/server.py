@@ -644,11 +644,12 @@ class FakeGitLab:
             )
 
     def reset(self) -> None:
-        """Clear runners, deploy tokens, calls, jobs and faults; keep users, groups, projects, access tokens,
-        settings and the
-        clock. The cleared runners' tokens are added to ``revoked_tokens``."""
+        """Clear runners, deploy tokens, calls, jobs, faults and the GraphQL test switch; keep users, groups,
+        projects, access tokens, settings and the clock. The cleared runners' tokens are added to
+        ``revoked_tokens``."""
         with self._lock:
             self._state.clear_runtime()
+            graphql_api.reset(self._state)
         self.faults.clear()
 
     # ---------------------------------------------------------------- JSON views (control API)
