@@ -393,8 +393,8 @@ def paginate(items: Sequence[Any], order: str, sort_key: Callable[[Any], tuple[i
 
 # ------------------------------------------------------------------------------------------- resolvers
 def graphql_status(state: State, created_at: datetime, contacted_at: datetime | None, creation_state: str) -> str:
-    """``Ci::HasRunnerStatus#status``: stale, never contacted until creation finished (a job request), then
-    online or offline (the REST status of part of the runners API ignores the creation state)."""
+    """``Ci::HasRunnerStatus#status``: stale, never contacted until the creation finished (the first job request),
+    then online or offline; unlike the REST status, which looks at ``contacted_at`` only."""
     if state._is_stale(created_at, contacted_at):
         return "STALE"
     if creation_state != "finished":
@@ -467,8 +467,9 @@ def resolve_project(_root: Any, info: GraphQLResolveInfo, fullPath: str) -> Proj
 
 def resolve_group_runners(group: Group, info: GraphQLResolveInfo, **args: Any) -> Any:
     """``RunnersFinder#group_runners``: DIRECT = the group's own runners; DESCENDANTS (default) = group runners of
-    the group and its subgroups plus project runners of their projects; ALL_AVAILABLE adds the ancestors' group
-    runners and the instance runners."""
+    the group and its subgroups plus project runners of their projects; ALL_AVAILABLE (an experiment behind a
+    feature flag, taken as on, with the same permission) adds the ancestors' group runners and the instance
+    runners."""
     ctx = _ctx(info)
     state, user = ctx.state, ctx.user
     if user is None or not (user.admin or state.group_access(user, group) >= MAINTAINER):
