@@ -19,6 +19,7 @@ are neither recorded nor subject to faults.
 | ``GET/POST /-/fake/access_tokens``, ``POST .../{id}/revoke`` | list (masked), add, revoke access tokens |
 | ``GET /-/fake/token_counters`` | calls with revoked / expired tokens, reuse detections |
 | ``GET/PUT /-/fake/instance`` | the GitLab version (gates features), revision, KAS, edition |
+| ``GET/PUT /-/fake/graphql`` | ``{"enabled": bool, "removed_fields": [...]}`` of ``/api/graphql`` (graphql_api.py) |
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from . import access_tokens
+from . import access_tokens, graphql_api
 from .api import Response
 from .faults import Fault
 from .state import Settings, iso, parse_time
@@ -142,6 +143,8 @@ def _route(fake: FakeGitLab, method: str, route: str, query: dict[str, list[str]
                     setattr(fake.settings, name, None if value is None else int(value))
         if method in ("GET", "PUT"):
             return Response(200, fake.settings.as_dict())
+    if route == "/graphql":
+        return graphql_api.control(fake, method, body)
     if route == "/jobs" and method == "POST":
         job_id = fake.enqueue_job(runner_id=body.get("runner_id"), tags=body.get("tags"), payload=body.get("payload"))
         return Response(201, {"id": job_id})
