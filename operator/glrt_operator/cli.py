@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
 
+    from .core.namespaces import Scope
+
     kopf.run(
+        memo=kopf.Memo(scope=Scope.of(args.namespaces)),
         standalone=True,
         clusterwide=bool(args.all_namespaces),
         namespaces=args.namespaces or (),
