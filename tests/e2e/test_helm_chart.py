@@ -485,6 +485,7 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("patch", "runners.glrt.dev", "--subresource=status"),
         ("get", "secrets"),
         ("create", "secrets"),
+        ("delete", "secrets"),  # by name, a DeployToken's copies in other namespaces (no owner reference there)
         ("patch", "statefulsets.apps"),
         ("get", "pods"),
         ("list", "pods"),  # a Runner's pods by label: which replicas drain
@@ -506,7 +507,6 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
     denied = [
         ("list", "secrets", "-n", watched),  # reads Secrets by name only: no enumerating tokens
         ("watch", "secrets", "-n", watched),
-        ("delete", "secrets", "-n", watched),
         ("delete", "statefulsets.apps", "-n", watched),  # children go by garbage collection
         ("delete", "runners.glrt.dev", "-n", watched),
         ("delete", "deploytokens.glrt.dev", "-n", watched),

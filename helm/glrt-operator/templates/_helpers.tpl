@@ -93,10 +93,11 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
   resources: ["runners/finalizers", "deploytokens/finalizers"]
   verbs: ["update"]
 # Secrets: the access token and CA are read by name; the token, config and deploy-token Secrets are server-side
-# applied (an apply that creates needs create too). No list or watch: the operator never enumerates Secrets.
+# applied (an apply that creates needs create too); a DeployToken's copies in other namespaces, which no owner
+# reference reaches, are deleted by name. No list or watch: the operator never enumerates Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "patch", "delete"]
 # The runner manager StatefulSet is server-side applied (read first, before a Runner's runner is created, to
 # refuse a StatefulSet of the same name it does not own); its ready replica count is read from the status.
 - apiGroups: ["apps"]
