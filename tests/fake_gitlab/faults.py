@@ -23,6 +23,20 @@ FAULT_KINDS = (
     "drop",  # read the request, close the connection without a response; request not processed
     "drop_after_commit",  # process the request fully, then close without sending the response
     "hold_after_commit",  # process the request fully, then wait `seconds` before sending the response
+    "garble_after_commit",  # process the request fully; a 2xx answer is then replaced as `garble` says
+)
+
+# What a proxy or a broken GitLab may answer after the request was processed (`garble_after_commit`):
+GARBLES = (
+    "html",  # 200 text/html, a proxy's error page
+    "empty",  # 200 application/json with an empty body
+    "text",  # 200 text/plain "OK"
+    "token-null",  # GitLab's status and JSON, its `token` null
+    "token-empty",  # ... its `token` ""
+    "token-number",  # ... its `token` a number
+    "token-shape",  # ... its `token` a string of no GitLab token's shape
+    "no-token",  # ... without `token`
+    "see-other",  # 303 See Other to a web page, as a web front end answers a processed POST
 )
 
 APP_RATE_LIMIT_MESSAGE = "This endpoint has been requested too many times. Try again later."
@@ -48,6 +62,7 @@ class Fault:
     message: str | None = None
     skip: int = 0
     rate: float | None = None  # fire for this fraction of the matching requests, at random (None: every one)
+    garble: str = "html"  # garble_after_commit: one of GARBLES
     hits: int = 0
     seen: int = 0  # matching requests, including the skipped ones
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -55,6 +70,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if self.garble not in GARBLES:
+            raise ValueError(f"unknown garble {self.garble!r}; expected one of {', '.join(GARBLES)}")
         if self.method is not None:
             self.method = self.method.upper()
         self._regex = re.compile(self.path) if self.path is not None else None

@@ -312,10 +312,33 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and kind == "hold_after_commit":
             fake._wait(fault.seconds)
-        fake._record(req, path, resp.status, info, kind, fake_time, started)
+        fake._record(req, path, resp.status, info, kind, fake_time, started)  # what GitLab did, not what it said
+        if fault is not None and kind == "garble_after_commit" and 200 <= resp.status < 300:
+            resp = _garbled(resp, fault.garble)
         if fake.verbose:
             sys.stderr.write(f"fake GitLab: {self.command} {path} -> {resp.status}\n")
         self._send(resp)
+
+
+def _garbled(resp: api.Response, garble: str) -> api.Response:
+    """What a proxy or a broken GitLab answers instead of `resp`, the request already processed."""
+    if garble == "html":
+        return api.Response(
+            200, text="<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", content_type="text/html"
+        )
+    if garble == "empty":
+        return api.Response(200, text="", content_type="application/json")
+    if garble == "text":
+        return api.Response(200, text="OK\n", content_type="text/plain")
+    if garble == "see-other":
+        return api.Response(303, text="", content_type="text/html", headers={"Location": "/dashboard"})
+    body = dict(resp.body) if isinstance(resp.body, dict) else {}
+    replacement = {"token-null": None, "token-empty": "", "token-number": 1234567, "token-shape": "ok-0123456789abcdef"}
+    if garble == "no-token":
+        body.pop("token", None)
+    else:
+        body["token"] = replacement[garble]
+    return api.Response(resp.status, body, dict(resp.headers))
 
 
 def _fault_response(fault: Fault) -> api.Response:

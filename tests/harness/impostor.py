@@ -36,6 +36,7 @@ ANSWERS: dict[str, tuple[int, str, bytes, dict[str, str]]] = {
 class Impostor:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
+        self.methods: Counter[tuple[str, str]] = Counter()  # (kind, method)
         impostor = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +49,7 @@ class Impostor:
                     self.rfile.read(length)
                 kind = self.path.lstrip("/").split("/", 1)[0]
                 impostor.requests[kind] += 1
+                impostor.methods[kind, self.command] += 1
                 status, content_type, body, headers = ANSWERS.get(kind, ANSWERS["html-404"])
                 self.send_response(status)
                 if content_type:

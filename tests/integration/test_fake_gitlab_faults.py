@@ -133,6 +133,42 @@ def test_drop_after_commit_fault(world: World) -> None:
     assert (world.gl.calls[-1].status, world.gl.calls[-1].fault) == (201, "drop_after_commit")
 
 
+@pytest.mark.parametrize(
+    ("garble", "status", "content_type", "token"),
+    [
+        ("html", 200, "text/html", None),
+        ("empty", 200, "application/json", None),
+        ("text", 200, "text/plain", None),
+        ("see-other", 303, "text/html", None),
+        ("token-null", 201, "application/json", {"token": None}),
+        ("token-empty", 201, "application/json", {"token": ""}),
+        ("token-number", 201, "application/json", {"token": 1234567}),
+        ("token-shape", 201, "application/json", {"token": "ok-0123456789abcdef"}),
+        ("no-token", 201, "application/json", {}),
+    ],
+)
+def test_garble_after_commit_fault(
+    world: World, garble: str, status: int, content_type: str, token: dict[str, Any] | None
+) -> None:
+    world.gl.faults.add(Fault(method="POST", path=CREATE_PATH, kind="garble_after_commit", garble=garble, count=1))
+    response = create(world)
+    (runner,) = world.gl.runners.values()  # GitLab created it; the answer does not say so readably
+    assert (response.status_code, response.headers.get("content-type")) == (status, content_type)
+    if token is not None:
+        body = response.json()
+        assert body["id"] == runner.id and {k: v for k, v in body.items() if k == "token"} == token
+    assert (world.gl.calls[-1].status, world.gl.calls[-1].fault) == (201, "garble_after_commit")
+    assert create(world).status_code == 201 and len(world.gl.runners) == 2  # used up
+
+
+def test_garble_after_commit_leaves_a_refusal_alone(world: World) -> None:
+    world.gl.faults.add(Fault(method="POST", path=CREATE_PATH, kind="garble_after_commit", count=1))
+    response = world.client("glpat-admin").post("/user/runners", json={"runner_type": "bogus"})
+    assert response.status_code == 400 and world.gl.runners == {}
+    with pytest.raises(ValueError, match="unknown garble"):
+        Fault(kind="garble_after_commit", garble="nonsense")
+
+
 def test_hold_after_commit_fault(world: World) -> None:
     world.gl.faults.add(Fault(method="POST", path=CREATE_PATH, kind="hold_after_commit", seconds=0.5, count=1))
     with pytest.raises(httpx.ReadTimeout):

@@ -71,7 +71,7 @@ def test_a_token_with_a_byte_order_mark_is_a_condition(env: Env, posted: list[tu
     assert ready(env)["reason"] == "AccessTokenMalformed" and "byte-order mark" in ready(env)["message"]
 
 
-def test_a_login_page_is_a_condition_and_the_runner_stays_deletable(
+def test_a_login_page_is_a_condition_is_not_posted_to_again_and_the_runner_stays_deletable(
     env: Env, posted: list[tuple[str, str, str]]
 ) -> None:
     with Impostor().running() as impostor:
@@ -79,8 +79,14 @@ def test_a_login_page_is_a_condition_and_the_runner_stays_deletable(
         with pytest.raises(kopf.TemporaryError):
             call(handlers.on_runner_created_or_changed, env)
         assert ready(env)["reason"] == "NotGitLab" and "spec.gitlab.url" in ready(env)["message"]
-        assert "creationStartedAt" not in env.kube.status  # what answered was not GitLab: nothing was created
+        # A 200 page may be a proxy's, after GitLab behind it created the runner (issue #27): the fence stays.
+        assert "creationStartedAt" in env.kube.status
+        with pytest.raises(kopf.TemporaryError):
+            call(handlers.on_runner_created_or_changed, env, retry=1)
+        assert impostor.methods["html-login", "POST"] == 1  # the retry searched (GET), it did not POST again
+        assert impostor.methods["html-login", "GET"] == 1
         call(handlers.on_runner_deleted, env)  # finishes: no exception, no wait
+        assert posted[-1][1] == "OrphanSearchImpossible"
 
 
 def test_a_renewal_so_long_it_would_overflow_is_a_condition() -> None:

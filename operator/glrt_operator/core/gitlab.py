@@ -4,6 +4,7 @@ or a message."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,43 @@ from typing import Any
 from .errors import ReconcileError, register_classifier
 from .reasons import Reason
 from .times import parse_time
+
+
+class UnusableAnswer(ValueError):
+    """A 2xx answer of GitLab's JSON that lacks what the call must get back (a token of the right kind, an id).
+    Its message says what is missing and never quotes the value."""
+
+
+# GitLab's token prefixes (https://docs.gitlab.com/security/tokens/#token-prefixes): a runner authentication token
+# starts with `glrt-`, a deploy token (GitLab 16.7 and later) with `gldt-`; an instance may put its own prefix in
+# front (https://docs.gitlab.com/administration/settings/account_and_limit_settings/#instance-token-prefix).
+RUNNER_TOKEN_PREFIX = "glrt-"
+DEPLOY_TOKEN_PREFIX = "gldt-"
+_TOKEN_SHAPES = {
+    prefix: re.compile(rf"[A-Za-z0-9_-]*?{re.escape(prefix)}[A-Za-z0-9_.-]+")
+    for prefix in (RUNNER_TOKEN_PREFIX, DEPLOY_TOKEN_PREFIX)
+}
+
+
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "an array"}
+
+
+def usable_token(value: Any, prefix: str) -> str:
+    """`value` when it is a token of the kind `prefix` names; UnusableAnswer otherwise (null, empty, not a string,
+    another kind of token): such a value is never stored, since nothing could authenticate with it."""
+    if not isinstance(value, str) or not value:
+        shape = "empty" if value == "" else _JSON_TYPES.get(type(value), "null")
+        raise UnusableAnswer(f"its token is {shape}, not a {prefix} token")
+    if _TOKEN_SHAPES[prefix].fullmatch(value) is None:
+        raise UnusableAnswer(f"its token is not of the {prefix} shape GitLab issues")
+    return value
+
+
+def created_id(value: Any) -> int:
+    """The id of what a create answer names: a positive JSON integer (not a boolean, a float or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UnusableAnswer("its id is not a positive integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -127,10 +165,8 @@ class CreatedDeployToken:
 
 # === failures ==================================================================================================
 
-# What answers at the URL is not GitLab, or the request could not even be made: GitLab did nothing.
-_NOTHING_SENT_OR_NOT_GITLAB = frozenset(
-    {Reason.NOT_GITLAB, Reason.ACCESS_TOKEN_MALFORMED, Reason.CA_INVALID, Reason.TLS_VERIFICATION_FAILED}
-)
+# The request never left (it could not be encoded, TLS could not be set up or verified): GitLab did nothing.
+_NEVER_SENT = frozenset({Reason.ACCESS_TOKEN_MALFORMED, Reason.CA_INVALID, Reason.TLS_VERIFICATION_FAILED})
 _BY_STATUS = {
     400: Reason.GITLAB_REJECTED,
     401: Reason.ACCESS_TOKEN_INVALID,
@@ -161,10 +197,13 @@ class GitLabError(Exception):
 
     @property
     def nothing_done(self) -> bool:
-        """GitLab certainly did not act on the request: refused with a 4xx (a 429 too: GitLab's rate limits answer
-        before the request is processed), or what answered was not GitLab's API at all. A 5xx, a timeout or a
-        dropped connection may hide a request that was processed."""
-        if self.kind in _NOTHING_SENT_OR_NOT_GITLAB:
+        """GitLab certainly did not act on the request: it was never sent, or refused with a 4xx (a 429 too:
+        GitLab's rate limits answer before the request is processed). Anything else may hide a request that was
+        processed: a 5xx, a timeout or a dropped connection, and as well an answer that cannot be read as GitLab's
+        success, since something between the operator and GitLab may have replaced GitLab's answer after GitLab
+        acted: a 2xx that is not GitLab's JSON or lacks a usable token (a proxy's page), or a 3xx (GitLab's API
+        never redirects, and `303 See Other` is how web front ends answer a POST they have processed)."""
+        if self.kind in _NEVER_SENT:
             return True
         return self.status is not None and 400 <= self.status < 500
 

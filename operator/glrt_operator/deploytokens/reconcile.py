@@ -234,8 +234,10 @@ def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | N
             username=ctx.spec.username,
         )
     except GitLabError as exc:
-        if exc.status is not None and not exc.retryable:
+        if exc.nothing_done:
             ctx.record(creation_started_at=None)  # refused: nothing was created
+        # Otherwise (a lost reply, a 5xx, an answer without a usable token) the fence stays: the token it may have
+        # made is a stray to revoke, found by its name, before the next is created and on deletion.
         raise
     info = created.info
     desired = builders.secret(

@@ -108,9 +108,16 @@ def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
         created = ctx.gitlab.create_runner(create_attributes(ctx.spec, ctx.ref.uid))
     except GitLabError as exc:
         if exc.nothing_done:
-            # Refused outright (or no GitLab answered): nothing was created, so there is nothing to search for
-            # later, on a retry or on deletion.
+            # Refused outright (a 4xx) or never sent: nothing was created, so there is nothing to search for later,
+            # on a retry or on deletion.
             ctx.record(creation_started_at=None)
+        else:
+            # A lost reply, a 5xx, or an answer that is not GitLab's success (a proxy's page, a token that is not
+            # one): the runner may exist. The fence stays, so the next attempt adopts it by its ownership marker
+            # and resets its token instead of creating a second one.
+            ctx.log.warning(
+                "the outcome of creating the runner is unknown (%s); the next attempt looks for it", exc.reason
+            )
         raise
     message = f"Created {ctx.spec.runner_type} runner {created.id} in GitLab"
     return _recorded(ctx, created.id, created.token, EventReason.RUNNER_CREATED, message)

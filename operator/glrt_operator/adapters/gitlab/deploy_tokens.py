@@ -8,12 +8,16 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from ...core.gitlab import CreatedDeployToken, DeployTokenInfo
+from ...core.gitlab import DEPLOY_TOKEN_PREFIX, CreatedDeployToken, DeployTokenInfo, created_id, usable_token
 from .session import Session, check_status
 
 
 def _created(body: Any) -> CreatedDeployToken:
-    return CreatedDeployToken(info=DeployTokenInfo.from_json(body), token=str(body["token"]))
+    """A create answer; one without a positive id or a usable `gldt-` token is refused (UnusableAnswer)."""
+    created_id(body["id"])
+    return CreatedDeployToken(
+        info=DeployTokenInfo.from_json(body), token=usable_token(body["token"], DEPLOY_TOKEN_PREFIX)
+    )
 
 
 class DeployTokenCalls(Session):
@@ -21,7 +25,8 @@ class DeployTokenCalls(Session):
         self, scope_path: str, *, name: str, scopes: Sequence[str], expires_on: date | None, username: str | None
     ) -> CreatedDeployToken:
         """`POST /<scope_path>/deploy_tokens`. Not idempotent, and the only reply holding the token: the caller
-        stores it at once. GitLab expires it at 00:00 UTC of `expires_on`."""
+        stores it at once. GitLab expires it at 00:00 UTC of `expires_on`. An answer it cannot read (not GitLab's
+        JSON, no usable `gldt-` token) leaves the outcome unknown (`GitLabError.nothing_done` False)."""
         body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
         if expires_on is not None:
             body["expires_at"] = f"{expires_on.isoformat()}T00:00:00Z"

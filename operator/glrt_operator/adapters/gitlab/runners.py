@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ...core.gitlab import CreatedRunner, IssuedToken, RunnerDetails, RunnerManager, RunnerSummary
+from ...core.gitlab import (
+    RUNNER_TOKEN_PREFIX,
+    CreatedRunner,
+    IssuedToken,
+    RunnerDetails,
+    RunnerManager,
+    RunnerSummary,
+    created_id,
+    usable_token,
+)
 from ...core.times import parse_time
 from .session import Session, answer, check_status, json_list
 
@@ -15,7 +24,10 @@ TOKEN_PROBE_SYSTEM_ID = "glrt-operator-token-check"
 
 
 def _issued(body: Any) -> IssuedToken:
-    return IssuedToken(token=str(body["token"]), expires_at=parse_time(body.get("token_expires_at")))
+    """The token of a create or reset answer; an answer without a usable one is refused (UnusableAnswer)."""
+    return IssuedToken(
+        token=usable_token(body["token"], RUNNER_TOKEN_PREFIX), expires_at=parse_time(body.get("token_expires_at"))
+    )
 
 
 def _manager(item: Any) -> RunnerManager:
@@ -41,12 +53,13 @@ class RunnerCalls(Session):
     # --- with the access token ------------------------------------------------------------------------------
 
     def create_runner(self, attributes: Mapping[str, Any]) -> CreatedRunner:
-        """`POST /user/runners`. Not idempotent: the caller persists the result at once."""
+        """`POST /user/runners`. Not idempotent: the caller persists the result at once. An answer it cannot read
+        (not GitLab's JSON, no usable token) is a GitLabError whose outcome is unknown (`nothing_done` False)."""
         return self._call(
             "POST",
             "/user/runners",
             "create runner",
-            lambda body: CreatedRunner(id=int(body["id"]), token=_issued(body)),
+            lambda body: CreatedRunner(id=created_id(body["id"]), token=_issued(body)),
             json=dict(attributes),
         )
 
@@ -74,7 +87,9 @@ class RunnerCalls(Session):
         return True
 
     def reset_token(self, runner_id: int) -> IssuedToken:
-        """`POST /runners/:id/reset_authentication_token`: works even when the token has expired."""
+        """`POST /runners/:id/reset_authentication_token`: works even when the token has expired. Not idempotent:
+        after an answer it cannot read (no usable token) the old token may be revoked already, so the caller's
+        fence must stay and the next attempt resets again."""
         path = f"/runners/{runner_id}/reset_authentication_token"
         return self._call("POST", path, f"reset token of runner {runner_id}", _issued)
 

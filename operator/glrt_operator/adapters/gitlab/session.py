@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ... import metrics
-from ...core.gitlab import GitLabError, GitLabThrottled
+from ...core.gitlab import GitLabError, GitLabThrottled, UnusableAnswer
 from ...core.reasons import Reason
 from .budget import BudgetExhausted, HostBudget, Priority
 
@@ -52,7 +52,9 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def parse_answer(response: httpx.Response, action: str, build: Callable[[Any], T]) -> T:
     """The typed result `build` makes of GitLab's JSON answer. A 2xx that is not JSON (an HTML login page, a
-    proxy's page) or JSON of another shape is a GitLabError, never a KeyError or a decode error."""
+    proxy's page) or JSON of another shape is a GitLabError, never a KeyError or a decode error. It keeps the
+    status: to a call that is not idempotent such an answer leaves the outcome unknown (`GitLabError.nothing_done`),
+    since a proxy may have replaced GitLab's answer after GitLab acted."""
     try:
         body = response.json()
     except ValueError:
@@ -66,9 +68,10 @@ def parse_answer(response: httpx.Response, action: str, build: Callable[[Any], T
         ) from None
     try:
         return build(body)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        what = f" ({exc})" if isinstance(exc, UnusableAnswer) else ""
         raise GitLabError(
-            f"{action}: the answer is JSON but not of the shape GitLab's API documents: spec.gitlab.url must "
+            f"{action}: the answer is JSON but not of the shape GitLab's API documents{what}: spec.gitlab.url must "
             "point at GitLab itself (check the URL and any proxy in front of it)",
             status=response.status_code,
             retryable=False,
