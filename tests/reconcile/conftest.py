@@ -267,6 +267,8 @@ def env(gitlab_server: FakeGitLab) -> Iterator[Env]:
         gl.add_access_token("glpat-admin", gl.add_user("admin", admin=True), scopes=["api"])
         # Enough to create, update, rotate and delete, not to list runners (no read_api).
         gl.add_access_token("glpat-both", owner, scopes=["create_runner", "manage_runner"])
+        # Enough to create a runner, nothing else (GitLab refuses it the update, rotation and deletion: 403).
+        gl.add_access_token("glpat-create-only", owner, scopes=["create_runner"])
         gl._seeded = True  # type: ignore[attr-defined]
     kube = InMemoryKube()
     pool = RecordingPool()

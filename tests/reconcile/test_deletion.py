@@ -10,6 +10,8 @@ import pytest
 from glrt_operator.core.errors import ReconcileError
 from glrt_operator.runners.attributes import maintenance_note
 
+from tests.fake_gitlab import Fault
+
 from .conftest import CA_PEM, UID, Env
 
 
@@ -92,9 +94,56 @@ def test_orphan_search_forbidden_during_deletion_warns(env: Env) -> None:
 def test_gitlab_failure_during_deletion_is_explained(env: Env) -> None:
     env.reconcile()
     env.use_token("glpat-unknown")
+    del env.kube.secrets["builds-runner-token"]  # nothing to fall back on
     with pytest.raises(ReconcileError) as caught:
         env.delete()
     assert caught.value.reason == "AccessTokenInvalid"
+
+
+def by_token(env: Env) -> int:
+    return len([c for c in env.gitlab.calls if c.method == "DELETE" and c.path.endswith("/api/v4/runners")])
+
+
+def test_a_token_without_manage_runner_creates_and_the_runner_deletes_itself(env: Env) -> None:
+    """create_runner alone may create a runner but not delete it (403): its own token deletes it (issue #27)."""
+    env.use_token("glpat-create-only")
+    runner_id = env.reconcile().runner_id  # created, its token stored
+    with pytest.raises(ReconcileError) as caught:
+        env.reconcile()  # reading the runner back needs more than create_runner
+    assert caught.value.reason == "AccessTokenForbidden"
+    env.delete()
+    assert env.gitlab.runner(runner_id) is None and by_token(env) == 1
+    assert env.reasons()[-2:] == ["RunnerDeleteForbidden", "RunnerDeleted"]
+    warning = env.events[-2]
+    assert warning[0] == "Warning" and "manage_runner" in warning[2] and "its own token" in warning[2]
+    assert env.events[-1][2] == f"Deleted runner {runner_id} in GitLab with its own token"
+
+
+def test_a_revoked_access_token_falls_back_to_the_runners_own_token(env: Env) -> None:
+    runner_id = env.reconcile().runner_id
+    env.use_token("glpat-unknown")  # 401
+    env.delete()
+    assert env.gitlab.runner(runner_id) is None and by_token(env) == 1
+    assert env.reasons()[-2:] == ["RunnerDeleteForbidden", "RunnerDeleted"] and "revoked" in env.events[-2][2]
+
+
+def test_a_refused_access_token_without_the_runner_token_keeps_the_error(env: Env) -> None:
+    env.reconcile()
+    env.gitlab.faults.add(Fault(method="DELETE", path=r"/runners/\d+$", status=403))
+    del env.kube.secrets["builds-runner-token"]
+    with pytest.raises(ReconcileError) as caught:
+        env.delete()
+    assert caught.value.reason == "AccessTokenForbidden" and "RunnerDeleteForbidden" not in env.reasons()
+
+
+def test_other_failures_of_the_delete_are_not_sent_to_the_runner_token(env: Env) -> None:
+    runner_id = env.reconcile().runner_id
+    env.gitlab.faults.add(Fault(method="DELETE", path=r"/runners/\d+$", status=503, count=1))
+    with pytest.raises(ReconcileError) as caught:
+        env.delete()
+    assert caught.value.reason == "GitLabUnavailable" and by_token(env) == 0
+    env.delete()
+    assert env.gitlab.runner(runner_id) is None
 
 
 def test_ignores_a_token_secret_of_an_earlier_runner(env: Env) -> None:

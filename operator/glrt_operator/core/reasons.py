@@ -69,6 +69,7 @@ class EventReason(StrEnum):
     RUNNER_UPDATED = "RunnerUpdated"
     RUNNER_MISSING = "RunnerMissing"
     RUNNER_DELETED = "RunnerDeleted"
+    RUNNER_DELETE_FORBIDDEN = "RunnerDeleteForbidden"
     TOKEN_ROTATED = "TokenRotated"
     TOKEN_REFUSED = "TokenRefused"
     TOKEN_RESTORED = "TokenRestored"

@@ -6,6 +6,8 @@ do; with only a fence (an interrupted creation) one search is made, and a search
 token is missing or refused, GitLab refuses the project or group, what answers is not GitLab) ends the deletion
 with a Warning instead of waiting for ever. A failure that may pass (5xx, 429, network) is retried, the search
 only until the caller says to give up (`give_up_search`); a runner whose id is known is retried until deleted.
+When the access token is missing or GitLab refuses it the deletion (401, 403: e.g. create_runner without
+manage_runner), the runner deletes itself with its own token, and a Warning says so.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from .context import RunnerContext, RunnerRef, connect, explainer, parse_spec
 from .model import RunnerSpec
 from .registration import find_orphan_or_warn
 from .status import RunnerStatus
+
+# GitLab refuses the access token itself (401: unknown, expired, revoked) or what it may do (403: a scope or role).
+REFUSED_ACCESS_TOKEN = (401, 403)
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def delete_runner(
 
 def _unregister(d: _Deletion, runner_id: int | None, started: datetime | None, give_up_search: bool) -> None:
     """Delete the runner in GitLab, or what an interrupted creation may have made (searched by its marker)."""
-    kube, pool, ref, parsed, emit, log = d.kube, d.pool, d.ref, d.spec, d.emit, d.log
+    kube, pool, ref, parsed = d.kube, d.pool, d.ref, d.spec
     with failures_explained(explainer(parsed)):
         try:
             gitlab = connect(kube, pool, ref, parsed)
@@ -94,16 +99,36 @@ def _unregister(d: _Deletion, runner_id: int | None, started: datetime | None, g
             runner_id = _search(d, gitlab, started, give_up_search)
             if runner_id is None:
                 return  # the interrupted creation created nothing, or it cannot be searched for
-        if gitlab.delete_runner(int(runner_id)):
-            emit("Normal", EventReason.RUNNER_DELETED, f"Deleted runner {runner_id} in GitLab")
-            log.info("deleted runner %s in GitLab", runner_id)
-        else:
-            log.info("runner %s was already gone from GitLab", runner_id)
+        _delete(d, gitlab, int(runner_id))
+
+
+def _delete(d: _Deletion, gitlab: GitLabPort, runner_id: int) -> None:
+    """With the access token; with the runner's own token when GitLab refuses the access token that."""
+    try:
+        deleted = gitlab.delete_runner(runner_id)
+    except GitLabError as exc:
+        if exc.status not in REFUSED_ACCESS_TOKEN or not token.token_of(d.token_secret):
+            raise
+        why = "unknown, expired or revoked" if exc.status == 401 else "it needs manage_runner or api, and the role"
+        message = (
+            f"GitLab refused the access token to delete runner {runner_id} ({exc.reason}: {why}); deleting the "
+            "runner with its own token instead"
+        )
+        d.emit("Warning", EventReason.RUNNER_DELETE_FORBIDDEN, message)
+        d.log.warning("%s", message)
+        _delete_with_runner_token(d, runner_id, exc)
+        return
+    if deleted:
+        d.emit("Normal", EventReason.RUNNER_DELETED, f"Deleted runner {runner_id} in GitLab")
+        d.log.info("deleted runner %s in GitLab", runner_id)
+    else:
+        d.log.info("runner %s was already gone from GitLab", runner_id)
 
 
 def _delete_with_runner_token(d: _Deletion, runner_id: int, why: Exception) -> None:
-    """The access token is gone (often: the namespace is being deleted) but the runner token is at hand: the runner
-    deletes itself. It goes to the same GitLab, so it is verified with the same CA."""
+    """The access token is gone (often: the namespace is being deleted) or may not delete the runner (a token with
+    create_runner but not manage_runner, or one revoked since) but the runner token is at hand: the runner deletes
+    itself (`DELETE /runners`). It goes to the same GitLab, so it is verified with the same CA."""
     runner_token = token.token_of(d.token_secret)
     if not runner_token:
         raise why
@@ -111,6 +136,8 @@ def _delete_with_runner_token(d: _Deletion, runner_id: int, why: Exception) -> N
     if by_token.delete_runner_by_token(runner_token):
         d.emit("Normal", EventReason.RUNNER_DELETED, f"Deleted runner {runner_id} in GitLab with its own token")
         d.log.info("deleted runner %s in GitLab with its own token", runner_id)
+    else:
+        d.log.info("GitLab does not know the token of runner %s: the runner is gone already", runner_id)
 
 
 def _search(d: _Deletion, gitlab: GitLabPort, started: datetime, give_up: bool) -> int | None:
