@@ -425,6 +425,75 @@ def test_import_config_cli_prints_applicable_yaml(capsys: pytest.CaptureFixture[
     assert "glrt-REDACTED" not in out
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("https://gitlab.example.com", "https://gitlab.example.com/", True),
+        ("https://gitlab.example.com", "HTTPS://GitLab.Example.COM:443", True),
+        ("http://gitlab.example.com:80/", "http://gitlab.example.com", True),
+        ("https://gitlab.example.com/gitlab/", "https://gitlab.example.com/gitlab", True),
+        ("https://user@gitlab.example.com", "https://gitlab.example.com", True),
+        ("https://gitlab.example.com", "http://gitlab.example.com", False),
+        ("https://gitlab.example.com", "https://gitlab.example.com:8443", False),
+        ("https://gitlab.example.com/a", "https://gitlab.example.com/A", False),  # a path is case-sensitive
+        ("https://gitlab.example.com/a", "https://gitlab.example.com", False),
+        ("https://gitlab.example.com:99999", "https://gitlab.example.com:99999/", False),  # unparsable: as written
+    ],
+)
+def test_gitlab_urls_are_compared_as_gitlab_reads_them(a: str, b: str, same: bool) -> None:
+    from glrt_operator.runner_config.importer import gitlab_identity
+
+    assert (gitlab_identity(a) == gitlab_identity(b)) is same
+
+
+def test_one_gitlab_spelled_two_ways_warns_on_each_entry_from_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from glrt_operator.cli import main
+
+    assert main(["import-config", str(DATA / "url-spellings.toml")]) == 0
+    out = capsys.readouterr().out
+    manifests = out.split("---\n")[1:]
+    assert len(manifests) == 3 and [len(list(yaml.safe_load_all(m))) for m in manifests] == [1, 1, 1]
+    for i, url in enumerate(["https://gitlab.example.com", "https://gitlab.example.com/"]):
+        assert f"# WARNING: entry {i + 1} is one of 2 [[runners]] entries for the GitLab at {url} " in manifests[i]
+    assert "WARNING: entry 3" not in manifests[2]  # another GitLab, under a path of the same host
+
+
+@pytest.mark.parametrize(
+    ("executor", "extra", "needs"),
+    [
+        ("kubernetes", {}, None),
+        (None, {}, None),
+        ("docker", {"docker": {"host": "tcp://docker.internal:2375"}}, None),
+        ("docker", {"docker": {"image": "alpine"}}, "needs a Docker daemon"),
+        ("docker-windows", {}, "manager pods run Linux"),
+        ("docker+machine", {}, "docker-machine"),
+        ("docker-autoscaler", {}, "fleeting plugin"),
+        ("instance", {}, "fleeting plugin"),
+        ("shell", {}, "inside the manager pod itself"),
+        ("custom", {}, "must be in the manager image"),
+        ("ssh", {}, "identity_file"),
+        ("parallels", {}, "no hypervisor"),
+        ("virtualbox", {}, "no hypervisor"),
+        ("teleport", {}, "not an executor gitlab-runner knows"),
+    ],
+)
+def test_import_warns_about_executors_a_manager_pod_cannot_run(
+    executor: str | None, extra: dict[str, Any], needs: str | None
+) -> None:
+    entry: dict[str, Any] = {"name": "r", "url": "https://gitlab.example.com", "token": "glrt-x", **extra}
+    if executor is not None:
+        entry["executor"] = executor
+    (imported,) = import_config({"runners": [entry]})
+    found = [w for w in imported.warnings if "executor" in w]
+    if needs is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith(f"entry 1: executor {executor!r} ") and needs in found[0]
+        assert imported.manifest["spec"]["config"]["executor"] == executor  # imported as written, with the warning
+
+
 # --- the operator: its builder, its CRD -----------------------------------------------------------------------
 
 

@@ -2,8 +2,11 @@
 
 Dropped: what the operator owns (url, token, id, token times, name, listen_address, tls-ca-file) and plain-text
 credentials (replaced by a `<key>SecretRef` to a Secret the user creates; the manifest says which). Several entries
-for one URL (left by repeated `register` runs) are all imported, each with a warning: they may differ on purpose
-(tags, executors), and the ones GitLab no longer knows can only be told apart in GitLab, so nothing is merged.
+for one GitLab (left by repeated `register` runs; URLs compared as GitLab reads them, so `https://g.example.com`
+and `https://G.example.com:443/` are one) are all imported, each with a warning: they may differ on purpose (tags,
+executors), and the ones GitLab no longer knows can only be told apart in GitLab, so nothing is merged. An executor
+a manager pod cannot run as rendered (no Docker daemon, no hypervisor, no fleeting plugin or custom driver in the
+image, jobs inside the manager pod itself) is imported with a warning saying what it needs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from glrt_operator.runner_config.keys import (
     GLOBAL_SECTION,
@@ -31,6 +35,56 @@ from glrt_operator.runner_config.schema import SECRET_REF_SUFFIX
 class Imported:
     manifest: dict[str, Any]
     warnings: tuple[str, ...]
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# What each executor of https://docs.gitlab.com/runner/executors/ needs that a manager pod (the gitlab-runner image,
+# restricted, no daemon, nothing mounted but config.toml) lacks. kubernetes, the operator's default, needs nothing.
+EXECUTOR_NEEDS = {
+    "shell": "runs every job inside the manager pod itself (its image, its filesystem, beside the runner token), "
+    "not in a pod of its own: use the kubernetes executor unless that is what you want",
+    "docker": "needs a Docker daemon, which a manager pod does not have: set [runners.docker] host to one it can "
+    "reach, or use the kubernetes executor",
+    "docker-windows": "needs a Docker daemon on Windows; manager pods run Linux: use the kubernetes executor",
+    "docker+machine": "needs docker-machine in the manager image and cloud credentials to create machines (and is "
+    "deprecated for docker-autoscaler): use the kubernetes executor",
+    "docker-autoscaler": "needs a fleeting plugin installed in the manager image ([runners.autoscaler] plugin) and "
+    "cloud credentials: the operator provides neither",
+    "instance": "needs a fleeting plugin installed in the manager image ([runners.autoscaler] plugin) and cloud "
+    "credentials: the operator provides neither",
+    "custom": "runs the driver executables of [runners.custom] (config_exec, prepare_exec, run_exec, cleanup_exec) "
+    "inside the manager pod: they must be in the manager image (spec.manager.image)",
+    "ssh": "runs jobs on the [runners.ssh] host: the manager pod must reach it, and an identity_file must be in the "
+    "manager image (the operator mounts only config.toml)",
+    "parallels": "needs Parallels on the machine that runs gitlab-runner; a manager pod has no hypervisor",
+    "virtualbox": "needs VirtualBox on the machine that runs gitlab-runner; a manager pod has no hypervisor",
+}
+
+
+def gitlab_identity(url: str) -> str:
+    """`url` as GitLab tells instances apart: the scheme and host case-insensitively, the port with its default
+    filled in, the path (its relative URL root) without a trailing slash, no user info. A URL it cannot parse is
+    compared as written."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return url
+    if not parts.hostname:
+        return url
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}{parts.path.rstrip('/')}"
+
+
+def executor_warning(entry: Mapping[str, Any], where: str) -> str | None:
+    """What a manager pod lacks to run this entry's executor as rendered; None when it can."""
+    executor = str(entry.get("executor") or "kubernetes")
+    if executor == "kubernetes":
+        return None
+    docker = entry.get("docker")
+    if executor == "docker" and isinstance(docker, Mapping) and docker.get("host"):
+        return None  # a daemon elsewhere, reached over the network
+    needs = EXECUTOR_NEEDS.get(executor, "is not an executor gitlab-runner knows")
+    return f"{where}: executor {executor!r} {needs}"
 
 
 def _slug(text: str) -> str:
@@ -88,17 +142,19 @@ def spec_config_from_toml(document: Mapping[str, Any], entry: Mapping[str, Any],
 
 def import_config(document: Mapping[str, Any], namespace: str = "default") -> list[Imported]:
     entries = list(document.get("runners", []))
-    urls = Counter(str(e.get("url", "")) for e in entries)
+    urls = Counter(gitlab_identity(str(e.get("url", ""))) for e in entries)
     names: Counter[str] = Counter()
     out: list[Imported] = []
     for i, entry in enumerate(entries):
         warnings: list[str] = []
         url = str(entry.get("url", ""))
-        if urls[url] > 1:
+        if (same := urls[gitlab_identity(url)]) > 1:
             warnings.append(
-                f"entry {i + 1} is one of {urls[url]} [[runners]] entries for {url} (repeated `register` runs?): "
-                "apply only the ones you still use; each becomes a new runner in GitLab"
+                f"entry {i + 1} is one of {same} [[runners]] entries for the GitLab at {url} (repeated `register` "
+                "runs?): apply only the ones you still use; each becomes a new runner in GitLab"
             )
+        if (executor := executor_warning(entry, f"entry {i + 1}")) is not None:
+            warnings.append(executor)
         base = _slug(str(entry.get("name") or f"runner-{i + 1}"))
         names[base] += 1
         name = base if names[base] == 1 else f"{base}-{names[base]}"
