@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -236,6 +237,90 @@ def test_backoff_above_its_cap_is_refused(helm_home: dict[str, str]) -> None:
     result = helm(helm_home, "template", "glrt", str(CHART), "--set", "settings.errorBackoff=700", check=False)
     assert result.returncode != 0
     assert "settings.errorBackoff must not exceed settings.errorBackoffMax" in result.stderr
+
+
+CHART_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with a key twice (PyYAML would keep the last one silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(k) for k, _ in node.value]
+    assert len(keys) == len(set(keys)), f"a key twice at line {node.start_mark.line + 1}: {keys}"
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+@pytest.mark.parametrize("field", ["commonLabels", "podLabels"])
+@pytest.mark.parametrize("key", CHART_LABELS)
+def test_labels_the_chart_sets_itself_are_refused_naming_the_key(
+    helm_home: dict[str, str], field: str, key: str
+) -> None:
+    """The chart's selector labels must win (issue #27): values that set them fail loudly, naming the key, in the
+    schema (helm lint --strict, template, install) and in the template when the schema is skipped."""
+    value = ["--set", f"{field}.{key.replace('.', chr(92) + '.')}=mine"]
+    for command in (["template", "glrt"], ["lint", "--strict"]):
+        result = helm(helm_home, *command, str(CHART), *value, check=False)
+        assert result.returncode != 0 and f"invalid propertyName '{key}'" in result.stdout + result.stderr
+    skipped = helm(helm_home, "template", "glrt", str(CHART), "--skip-schema-validation", *value, check=False)
+    assert skipped.returncode != 0
+    assert f'{field}: label "{key}" is set by the chart itself' in skipped.stderr, skipped.stderr
+
+
+def test_user_labels_keep_the_selector_and_never_repeat_a_key(helm_home: dict[str, str]) -> None:
+    out = helm(
+        helm_home,
+        "template",
+        "glrt",
+        str(CHART),
+        "--set",
+        "commonLabels.team=platform",
+        "--set",
+        "podLabels.team=operators",
+        "--set",
+        "podLabels.tier=control",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ).stdout
+    docs = [d for d in yaml.load_all(out, Loader=_UniqueKeyLoader) if d]  # noqa: S506 (a SafeLoader)
+    (deployment,) = kinds(docs)["Deployment"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector == {"app.kubernetes.io/name": "glrt-operator", "app.kubernetes.io/instance": "glrt"}
+    assert selector.items() <= pod_labels.items()
+    assert pod_labels["team"] == "operators" and pod_labels["tier"] == "control"  # podLabels win over commonLabels
+    for doc in docs:
+        assert doc["metadata"]["labels"]["team"] == "platform", doc["kind"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_the_rbac_comment_in_values_lists_exactly_what_the_chart_grants(helm_home: dict[str, str]) -> None:
+    """values.yaml says which rules rbac.create grants, for those who grant them by hand: it must be the truth."""
+    text = (CHART / "values.yaml").read_text()
+    start = text.index("## The rules (templates/_helpers.tpl")
+    comment = " ".join(
+        line.strip().removeprefix("##") for line in text[start:].splitlines()[1:] if "In cluster mode" not in line
+    ).split("  create:")[0]
+    said = {
+        (resource, verb)
+        for resources, verbs in re.findall(r"((?:[a-z/]+(?:, )?)+) \(([a-z, ]+)(?::[^)]*)?\)", comment)
+        for resource in resources.split(", ")
+        for verb in verbs.split(", ")
+    }
+    (role,) = kinds(render(helm_home))["ClusterRole"]
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert said == granted, f"said, not granted: {sorted(said - granted)}; granted, not said: {sorted(granted - said)}"
 
 
 # --- installed into the real apiserver ---------------------------------------------------------------------------

@@ -95,6 +95,18 @@ def test_default_render_serves_metrics_and_nothing_that_needs_the_prometheus_ope
     assert {"name": "GLRT_METRICS_PORT", "value": "0"} in container["env"]
 
 
+def test_without_metrics_nothing_that_needs_them_is_rendered(helm_home: dict[str, str]) -> None:
+    """Alerts over series nobody serves could never fire, and a dashboard of them stays empty (issue #27)."""
+    off = kinds(render(helm_home, *ALL_ON, "--set", "metrics.enabled=false"))
+    assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap", "Service"} & off.keys()
+    notes = helm(
+        helm_home, "install", "glrt", str(CHART), "--dry-run=client", *ALL_ON, "--set", "metrics.enabled=false"
+    ).stdout
+    assert "metrics.serviceMonitor, metrics.prometheusRule, metrics.dashboard" in notes  # NOTES say why
+    on = kinds(render(helm_home, *ALL_ON))
+    assert {"ServiceMonitor", "PrometheusRule", "ConfigMap", "Service"} <= on.keys()
+
+
 def test_pod_monitor_scrapes_every_runners_manager_pods_with_its_name(helm_home: dict[str, str]) -> None:
     """gitlab-runner's own metrics: the PodMonitor selects the pods the operator labels (the StatefulSet builder's
     labels), on their named metrics port, and names each series' Runner."""

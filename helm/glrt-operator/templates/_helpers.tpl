@@ -32,15 +32,40 @@ app.kubernetes.io/name: {{ include "glrt-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{- define "glrt-operator.labels" -}}
+{{/*
+The labels the chart sets itself. commonLabels and podLabels may not set them: values.schema.json refuses them, and
+so does the check below when the schema is skipped. Otherwise a user's app.kubernetes.io/name or instance would
+replace the Deployment's pod labels but not its selector, and the API server would refuse the Deployment.
+*/}}
+{{- define "glrt-operator.chartLabels" -}}
 {{ include "glrt-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- end -}}
+
+{{- define "glrt-operator.checkLabels" -}}
+{{- $ours := include "glrt-operator.chartLabels" . | fromYaml -}}
+{{- range $field := list "commonLabels" "podLabels" -}}
+{{- range $key, $_ := index $.Values $field -}}
+{{- if hasKey $ours $key -}}
+{{- fail (printf "%s: label %q is set by the chart itself (the Deployment selects its pods by app.kubernetes.io/name and app.kubernetes.io/instance); remove it" $field $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Every resource's labels: the chart's and commonLabels, as one map (no key twice). */}}
+{{- define "glrt-operator.labels" -}}
+{{- include "glrt-operator.checkLabels" . -}}
+{{- merge (dict) (include "glrt-operator.chartLabels" . | fromYaml) .Values.commonLabels | toYaml -}}
+{{- end -}}
+
+{{/* The operator pod's labels: the chart's, then podLabels, then commonLabels (the more specific wins). */}}
+{{- define "glrt-operator.podLabels" -}}
+{{- include "glrt-operator.checkLabels" . -}}
+{{- merge (dict) (include "glrt-operator.chartLabels" . | fromYaml) .Values.podLabels .Values.commonLabels | toYaml -}}
 {{- end -}}
 
 {{/* metadata.annotations, only when there are any. */}}
