@@ -166,6 +166,10 @@ CORPUS: tuple[BadInput, ...] = (
     _cond("url-json-string", "url", NOT_GITLAB, url="impostor:json-string"),
     _cond("url-json-id-only", "url", NOT_GITLAB, url="impostor:json-id-only"),
     _cond("url-json-id-text", "url", NOT_GITLAB, url="impostor:json-id-text"),
+    _cond("url-json-token-null", "url", NOT_GITLAB, url="impostor:json-token-null"),
+    _cond("url-json-token-empty", "url", NOT_GITLAB, url="impostor:json-token-empty"),
+    _cond("url-json-token-shape", "url", NOT_GITLAB, url="impostor:json-token-shape"),
+    _cond("url-see-other", "url", NOT_GITLAB, url="impostor:see-other"),
     _cond("url-empty-200", "url", NOT_GITLAB, url="impostor:empty-200"),
     _cond("url-text-200", "url", NOT_GITLAB, url="impostor:text-200"),
     _cond("url-redirect-login", "url", NOT_GITLAB, url="impostor:redirect-login"),
@@ -203,6 +207,7 @@ E2E = (
     "ca-text",
     "url-html-login",
     "url-json-object",
+    "url-json-token-null",
     "project-unknown",
 )
 

@@ -22,6 +22,11 @@ ANSWERS: dict[str, tuple[int, str, bytes, dict[str, str]]] = {
     "json-string": (200, "application/json", json.dumps("hello").encode(), {}),
     "json-id-only": (201, "application/json", json.dumps({"id": 41}).encode(), {}),
     "json-id-text": (201, "application/json", json.dumps({"id": "forty-one", "token": 7}).encode(), {}),
+    # GitLab's create answer with a token that is none (issue #27): never stored, never Ready.
+    "json-token-null": (201, "application/json", json.dumps({"id": 41, "token": None}).encode(), {}),
+    "json-token-empty": (201, "application/json", json.dumps({"id": 41, "token": ""}).encode(), {}),
+    "json-token-shape": (201, "application/json", json.dumps({"id": 41, "token": "ok-41-0123456789"}).encode(), {}),
+    "see-other": (303, "text/html", b"", {"Location": "/dashboard"}),
     "empty-200": (200, "application/json", b"", {}),
     "text-200": (200, "text/plain", b"OK\n", {}),
     "redirect-login": (302, "text/html", b"", {"Location": "/users/sign_in"}),

@@ -71,6 +71,8 @@ def test_conditioned_with_reason_and_message_and_deletable(env: Env, impostor: I
     # Bounded: one attempt makes a handful of GitLab calls at most (no walk, no loop).
     assert len(env.gitlab.calls) <= 3 and sum(impostor.requests.values()) <= 3 * len(CORPUS)
     assert env.gitlab.runners == {}  # nothing was created
+    if bad.setup != "foreign-token-secret":  # and nothing that is not a token was stored as one
+        assert env.ref.children.token_secret not in env.kube.secrets
     # A POST answered with anything but GitLab's success (garbage, a page, a redirect) may have been processed
     # behind a proxy: it stays fenced. A refused creation leaves no fence behind.
     if not error.transient and error.reason not in ("GitLabAnswerInvalid", "NotGitLab"):
