@@ -280,6 +280,50 @@ def test_lost_reply_to_create_is_adopted_not_duplicated(
     )
 
 
+@pytest.mark.parametrize("garble", ["html", "token-null", "see-other"])
+def test_garbled_answer_to_create_is_adopted_and_deletion_leaves_nothing(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, garble: str
+) -> None:
+    """GitLab made the runner and something in between answered a page, a null token or a redirect (issue #27):
+    one runner, adopted with a token GitLab accepts, none left after deletion."""
+    fault = Fault(method="POST", path=r"/user/runners$", kind="garble_after_commit", garble=garble, count=1)
+    gitlab.faults.add(fault)
+    runners.create(runners.manifest())
+    body = runners.wait_ready()
+
+    assert fault.hits == 1 and len(calls(gitlab, "POST", "/user/runners")) == 1 and len(gitlab.runners) == 1
+    runner = gitlab.runners[body["status"]["runnerId"]]
+    assert_same_token(runners.secret_data("builds-runner-token")["token"], runner.token, "adopted, then reset")
+    wait_for(lambda: "RunnerAdopted" in runners.event_reasons(), timeout=10, message="the Event")
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+    assert gitlab.runners == {}
+
+
+def test_an_access_token_without_manage_runner_still_deletes_its_runner(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    """create_runner alone creates the runner; GitLab refuses it the deletion (403), so the runner deletes itself
+    with its own token (issue #27) instead of the Runner waiting for ever."""
+    create_only = "glpat-create-runner-only-0001"
+    bot = gitlab.add_user("create-bot")
+    gitlab.add_project_member(PROJECT_ID, bot, "maintainer")
+    gitlab.add_access_token(create_only, bot, scopes=["create_runner"])
+    runners.put_secret("gitlab-api", {"token": create_only})
+    runners.create(runners.manifest())
+    runner_id = wait_for(lambda: runners.get().get("status", {}).get("runnerId"), timeout=60, message="created")
+    assert runner_id in gitlab.runners
+
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+    assert runner_id not in gitlab.runners
+    refused = calls(gitlab, "DELETE", f"/runners/{runner_id}")
+    assert refused and {c.status for c in refused} == {403}
+    assert [c.status for c in calls(gitlab, "DELETE", "/api/v4/runners")] == [204]
+    warning = next(e for e in runners.events() if e.reason == "RunnerDeleteForbidden")
+    assert warning.type == "Warning" and "manage_runner" in warning.message
+
+
 def test_lost_reply_without_read_api_creates_anew_and_says_so(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
 ) -> None:
