@@ -348,6 +348,23 @@ def test_sigkill_while_the_create_reply_is_in_flight(
     wait_for(lambda: tokens.events("StrayTokenRevoked"), timeout=10, message="StrayTokenRevoked Event")
 
 
+@pytest.mark.parametrize("garble", ["html", "token-null"])
+def test_a_garbled_create_answer_stores_nothing_and_its_token_is_revoked(
+    tokens: DeployTokens, gitlab: FakeGitLab, operator: OperatorProcess, garble: str
+) -> None:
+    """GitLab made the token; a proxy's page or a null token came back (issue #27): the fence stays, the stray is
+    revoked by its name, one token the registry accepts is in the Secret; deletion leaves none active."""
+    fault = Fault(method="POST", path=r"/deploy_tokens$", kind="garble_after_commit", garble=garble, count=1)
+    gitlab.faults.add(fault)
+    tokens.create(tokens.manifest("pull"))
+    tokens.wait_ready("pull")
+    assert fault.hits == 1 and tokens.posts() == 2 and len(tokens.ours("pull")) == 2
+    assert_one_token_held(tokens, "pull")
+    wait_for(lambda: tokens.events("StrayTokenRevoked"), timeout=10, message="StrayTokenRevoked Event")
+    tokens.delete("pull")
+    wait_for(lambda: not tokens.active("pull"), timeout=30, message="every token revoked on delete")
+
+
 def test_sigkill_during_renewals(tokens: DeployTokens, gitlab: FakeGitLab, operator: OperatorProcess) -> None:
     gitlab.settings.deploy_token_lifetime_seconds = 20  # renewal ~10 s after each creation
     tokens.create(tokens.manifest("pull", validFor="2h", renewBefore="1h", gracePeriod="2s"))

@@ -293,7 +293,7 @@ def test_user_labels_keep_the_selector_and_never_repeat_a_key(helm_home: dict[st
         "--set",
         "metrics.serviceMonitor.enabled=true",
     ).stdout
-    docs = [d for d in yaml.load_all(out, Loader=_UniqueKeyLoader) if d]  # noqa: S506 (a SafeLoader)
+    docs = [d for d in yaml.load_all(out, Loader=_UniqueKeyLoader) if d]
     (deployment,) = kinds(docs)["Deployment"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]

@@ -9,7 +9,6 @@ import pytest
 
 from glrt_operator.core.errors import ReconcileError
 from glrt_operator.runners.attributes import maintenance_note
-
 from tests.fake_gitlab import Fault
 
 from .conftest import CA_PEM, UID, Env

@@ -446,13 +446,20 @@ def test_gitlab_urls_are_compared_as_gitlab_reads_them(a: str, b: str, same: boo
     assert (gitlab_identity(a) == gitlab_identity(b)) is same
 
 
-def test_one_gitlab_spelled_two_ways_warns_on_each_entry_from_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_gitlab_spelled_two_ways_warns_on_each_entry_from_the_cli() -> None:
+    import sys
+
     import yaml
 
-    from glrt_operator.cli import main
-
-    assert main(["import-config", str(DATA / "url-spellings.toml")]) == 0
-    out = capsys.readouterr().out
+    # The installed command, as a user runs it (`glrt-operator import-config`): python -m runs the same main().
+    result = subprocess.run(
+        [sys.executable, "-m", "glrt_operator", "import-config", str(DATA / "url-spellings.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out = result.stdout
     manifests = out.split("---\n")[1:]
     assert len(manifests) == 3 and [len(list(yaml.safe_load_all(m))) for m in manifests] == [1, 1, 1]
     for i, url in enumerate(["https://gitlab.example.com", "https://gitlab.example.com/"]):
