@@ -10,6 +10,10 @@ faults) and the operator as a real process:
 3. The bad-input corpus (tests/data/bad_inputs.py): every entry applied; the apply-time ones must be refused by the
    apiserver, the others must end in a condition with a reason and a message. GitLab calls per bad Runner are
    counted over `--bad-seconds` with the operator's default back-off.
+4. Garbled answers after commit (issue #27): GitLab creates the runner (or resets its token) and the answer comes
+   back as a proxy's page, an empty body, a 303 or JSON whose token is null, empty, a number or of no token's
+   shape. Every Runner must end Ready with the one runner GitLab made and a token GitLab accepts, and none of
+   them may be left in GitLab after deletion.
 
 Then the invariants over everything (duplicates, orphans, lost tokens, stuck Runners) and a leak scan (operator
 logs, Events, Runner status and metadata, the fake's call log) for every token and the tracebacks in the logs.
@@ -39,6 +43,7 @@ from kubernetes import client  # noqa: E402
 from tests.data.bad_inputs import CORPUS  # noqa: E402
 from tests.e2e.conftest import GROUP, PAT, PLURAL, PROJECT_ID, VERSION, Runners  # noqa: E402
 from tests.fake_gitlab import FakeGitLab, Fault  # noqa: E402
+from tests.fake_gitlab.faults import GARBLES  # noqa: E402
 from tests.harness import bad_inputs  # noqa: E402
 from tests.harness.controlplane import ControlPlane  # noqa: E402
 from tests.harness.impostor import Impostor  # noqa: E402
@@ -72,6 +77,11 @@ class Figures:
     rate_limited: int = 0
     leaks: list[str] = field(default_factory=list)
     tracebacks: int = 0
+    garbled_sent: int = 0  # garbled answers GitLab's processed creates and resets came back as
+    garbled_runners: int = 0
+    garbled_posts: int = 0  # POST /user/runners in that phase (as many as Runners: none sent twice)
+    garbled_ready_without_token: list[str] = field(default_factory=list)
+    garbled_left: int = 0  # their runners still in GitLab after the Runners were deleted
     operators: list[OperatorProcess] = field(default_factory=list)
 
 
@@ -286,6 +296,63 @@ class Chaos:
         self.check(runners)
         op.stop()
 
+    # --- phase 4: garbled answers after commit ----------------------------------------------------------------
+
+    def garble_next(self, path: str, how: str, action: Any) -> None:
+        """`action`, whose next POST to `path` GitLab processes and answers garbled as `how` says."""
+        fault = self.gitlab.faults.add(Fault(method="POST", path=path, kind="garble_after_commit", garble=how, count=1))
+        action()
+        try:
+            wait_for(lambda: fault.hits >= 1, timeout=60, message=f"garbled {how} answer to POST {path}")
+            self.figures.garbled_sent += 1
+        finally:
+            self.gitlab.faults.clear()
+
+    def garbled(self) -> None:
+        runners = self.namespace("garbled")
+        # Production's resync interval: a bad token stored would stay for minutes, not be repaired by the next resync.
+        op = self.operator(runners, env={"GLRT_RESYNC_INTERVAL": "300"})
+        start = len(self.gitlab.calls)
+        names = [f"garbled-{i}" for i in range(len(GARBLES))]
+        for name, how in zip(names, GARBLES, strict=True):
+            self.garble_next(r"/user/runners$", how, lambda n=name: runners.create(runners.manifest(n)))
+        ready: list[str] = []
+        for name in names:
+            self.settle_ready(runners, name, ready)
+            self.garbled_token(runners, name)
+        for i, (name, how) in enumerate(zip(ready, GARBLES, strict=False)):
+            stamp = (datetime.now(UTC) + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            patch = lambda n=name, s=stamp: runners.patch_spec(n, tokenRotation={"requestedAt": s})  # noqa: E731
+            self.garble_next(r"/reset_authentication_token$", how, patch)
+            self.settle_ready(runners, name, [])
+            self.garbled_token(runners, name)
+        self.figures.trials += len(names) + len(ready)
+        self.figures.garbled_runners += len(names)
+        uids = {runners.get(n)["metadata"]["uid"] for n in names}
+        # Each Runner POSTs at least once to exist: as many POSTs as Runners means none was sent twice.
+        self.figures.garbled_posts += sum(
+            1 for c in self.gitlab.calls[start:] if c.method == "POST" and c.path.endswith("/user/runners")
+        )
+        self.check(runners)  # duplicates, orphans, lost tokens
+        for name in names:
+            runners.delete(name)
+        for name in names:
+            self.settle_deleted(runners, name)
+        self.figures.garbled_left += sum(
+            1 for r in self.gitlab.runners.values() if (m := MARKER.search(r.maintenance_note or "")) and m[1] in uids
+        )
+        op.stop()
+
+    def garbled_token(self, runners: Runners, name: str) -> None:
+        """A Ready Runner's stored token must be the one GitLab holds for its runner, of GitLab's shape."""
+        body = runners.get(name)
+        if runners.condition(name).get("status") != "True":
+            return
+        runner = self.gitlab.runner(int(body["status"]["runnerId"]))
+        stored = runners.secret_data(f"{name}-runner-token").get("token", "")
+        if runner is None or stored != runner.token or not stored.startswith("glrt-"):
+            self.figures.garbled_ready_without_token.append(f"{runners.namespace}/{name}")
+
     # --- invariants and leaks -------------------------------------------------------------------------------
 
     def check(self, runners: Runners) -> None:
@@ -375,6 +442,13 @@ def report(f: Figures, args: argparse.Namespace, seconds: float) -> None:
         )
         worst = sorted(f.calls_per_bad_runner.items(), key=lambda kv: -kv[1])[:5]
         print(f"  most: {dict(worst)}")
+    if f.garbled_runners:
+        print(
+            f"garbled answers after commit: {f.garbled_sent} sent ({len(GARBLES)} kinds, to creates and resets) "
+            f"for {f.garbled_runners} Runners; POST /user/runners: {f.garbled_posts}; "
+            f"Ready=True without a working token: {len(f.garbled_ready_without_token)} "
+            f"{f.garbled_ready_without_token[:5]}; runners left in GitLab after deletion: {f.garbled_left}"
+        )
     print(f"leaks: {len(f.leaks)} {f.leaks[:5]}   tracebacks in operator logs: {f.tracebacks}")
 
 
@@ -386,7 +460,8 @@ def main() -> int:
     parser.add_argument("--runners", type=int, default=6, help="Runners during the fault phase")
     parser.add_argument("--bad-seconds", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=120.0, help="how long a Runner may take to settle")
-    parser.add_argument("--phases", nargs="+", default=["kill", "faults", "bad"], choices=["kill", "faults", "bad"])
+    phases = ["kill", "faults", "bad", "garbled"]
+    parser.add_argument("--phases", nargs="+", default=phases, choices=phases)
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()
     random.seed(args.seed)
@@ -401,7 +476,7 @@ def main() -> int:
         try:
             for phase in args.phases:
                 print(f"--- phase {phase} ---", flush=True)
-                {"kill": chaos.kill_points, "faults": chaos.faults, "bad": chaos.bad}[phase]()
+                {"kill": chaos.kill_points, "faults": chaos.faults, "bad": chaos.bad, "garbled": chaos.garbled}[phase]()
             chaos.leak_scan()
         finally:
             for op in chaos.figures.operators:
@@ -410,6 +485,7 @@ def main() -> int:
         report(chaos.figures, args, time.monotonic() - started)
         f = chaos.figures
         bad = f.duplicates + f.orphans + f.lost_tokens + len(f.stuck) + len(f.bad_wrong) + len(f.leaks) + f.tracebacks
+        bad += len(f.garbled_ready_without_token) + f.garbled_left + abs(f.garbled_posts - f.garbled_runners)
     return 1 if bad else 0
 
 
