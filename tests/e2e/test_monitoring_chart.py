@@ -105,6 +105,14 @@ def test_without_metrics_nothing_that_needs_them_is_rendered(helm_home: dict[str
     assert "metrics.serviceMonitor, metrics.prometheusRule, metrics.dashboard" in notes  # NOTES say why
     on = kinds(render(helm_home, *ALL_ON))
     assert {"ServiceMonitor", "PrometheusRule", "ConfigMap", "Service"} <= on.keys()
+    # The manager pods' own series (PodMonitor) still fill the dashboard's "Runner managers" row; no alert uses them.
+    pods_only = ["--set", "metrics.enabled=false", "--set", "managerMetrics.podMonitor.enabled=true"]
+    assert kinds(render(helm_home, *ALL_ON, *pods_only)).keys() & {"PrometheusRule", "ConfigMap", "PodMonitor"} == {
+        "ConfigMap",
+        "PodMonitor",
+    }
+    notes = helm(helm_home, "install", "glrt", str(CHART), "--dry-run=client", *ALL_ON, *pods_only).stdout
+    assert "metrics.serviceMonitor, metrics.prometheusRule\n" in notes
 
 
 def test_pod_monitor_scrapes_every_runners_manager_pods_with_its_name(helm_home: dict[str, str]) -> None:
