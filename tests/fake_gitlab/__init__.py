@@ -14,6 +14,8 @@ these short names:
   (https://gitlab.com/gitlab-org/gitlab)
 - rate limits: https://docs.gitlab.com/security/rate_limits/ ; permissions: https://docs.gitlab.com/user/permissions/
 - deploy tokens: https://docs.gitlab.com/api/deploy_tokens/ and https://docs.gitlab.com/user/project/deploy_tokens/
+- container registry token auth: https://docs.gitlab.com/administration/packages/container_registry/ and
+  https://distribution.github.io/distribution/spec/auth/token/
 
 Typical use::
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .deploy_tokens import DeployToken
+    from .registry_auth import SigningKey
 
 # runners API
 ONLINE_CONTACT_TIMEOUT = timedelta(hours=2)
@@ -169,6 +170,9 @@ class Project:
     developers: set[int] = field(default_factory=set)
     runner_token_expiration_interval: int | None = None
     created_at: datetime | None = None
+    # private, internal or public (https://docs.gitlab.com/user/public_access/); only the container registry's
+    # token check reads it (anonymous pulls of public projects).
+    visibility: str = "private"
 
 
 @dataclass
@@ -192,15 +196,24 @@ class Settings:
     # Test knob, not a GitLab setting: deploy tokens created with an expiry date expire this many seconds after
     # creation instead of at 00:00 UTC of the date, so that renewals can be tested in seconds.
     deploy_token_lifetime_seconds: int | None = None
+    # Which GitLab's deploy-token expiry rule applies (see deploy_tokens.py): "instant" (current GitLab: refused
+    # from the exact expires_at instant) or "legacy" (older GitLab: looked up with `expires_at >= now`, judged by
+    # comparing the expiry with the host's local date).
+    deploy_token_expiry_mode: str = "instant"
+    # The UTC offset of the GitLab host's local time zone, in minutes; only "legacy" expiry reads it.
+    host_utc_offset_minutes: int = 0
 
     FIELDS = (
         "runner_token_expiration_interval",
         "group_runner_token_expiration_interval",
         "project_runner_token_expiration_interval",
         "deploy_token_lifetime_seconds",
+        "deploy_token_expiry_mode",
+        "host_utc_offset_minutes",
     )
+    TEXT_FIELDS = ("deploy_token_expiry_mode",)
 
-    def as_dict(self) -> dict[str, int | None]:
+    def as_dict(self) -> dict[str, int | str | None]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
 
@@ -330,6 +343,7 @@ class State:
         self.assigned_jobs: list[Job] = []
         self.deploy_tokens: dict[int, DeployToken] = {}
         self.next_deploy_token_id = 1
+        self.registry_signing_key: SigningKey | None = None  # made on first use by registry_auth, kept on reset
         self._next_user_id = 1
         self._next_runner_id = 1
         self._next_manager_id = 1
