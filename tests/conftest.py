@@ -72,7 +72,9 @@ def control_plane() -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def node(control_plane: ControlPlane) -> Iterator[Node]:
     """A real node (containerd + kubelet + scheduler) for tests whose subject is a pod; started on first use."""
-    n = Node(control_plane)
+    # registry_hosts: tests/e2e/test_registry_pull.py adds its registry to containerd while the node runs; without
+    # a hosts.toml for a registry, containerd resolves it as it does without the option.
+    n = Node(control_plane, NodeOptions(registry_hosts=True))
     n.start(_node_images)
     _node_seconds["started (containerd, images imported, kubelet Ready)"] = n.startup_seconds or 0.0
     try:
