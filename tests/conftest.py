@@ -33,6 +33,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     try:
         binaries.ensure("etcd", "kubernetes", "kubectl")
+        if any("registry" in getattr(i, "fixturenames", ()) for i in session.items):
+            binaries.ensure("registry", "crane")  # tests/e2e/test_registry_pull.py
     except binaries.BinaryError as exc:
         _binaries_error = exc  # reported by the control_plane fixture, on the tests that need it
     # The node's packages (scripts/setup-node.sh) and images (scripts/build-images.sh, cached by their inputs under

@@ -35,7 +35,7 @@ class Creds(tuple[str, str]):
 
 
 def jwt_auth(world: World, auth: tuple[str, str] | None, *scopes: str, service: str | None = SERVICE) -> httpx.Response:
-    params: list[tuple[str, str]] = [("service", service)] if service else []
+    params: list[tuple[str, str | int | float | bool | None]] = [("service", service)] if service else []
     params += [("scope", s) for s in scopes]
     return httpx.get(world.gl.url + "/jwt/auth", params=params, auth=auth, timeout=5)
 
