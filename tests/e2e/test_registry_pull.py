@@ -97,15 +97,18 @@ def marker_layer(directory: Path, marker: str) -> Path:
     return path
 
 
-def push_image(registry: Registry, creds: tuple[str, str], work: Path, tag: str) -> Image:
-    """The runner stand-in image (busybox) pushed as ``<REPOSITORY>:base``, plus a layer with a fresh marker as
-    ``<REPOSITORY>:<tag>``."""
+@pytest.fixture(scope="module")
+def base_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runner stand-in image (busybox as /bin/sh) as an OCI layout directory, from build-images.sh's archive."""
+    layout = tmp_path_factory.mktemp("runner-image")
+    with tarfile.open(build_images()["localhost/glrt-runner-standin:test"]) as archive:
+        archive.extractall(layout, filter="data")
+    return layout
+
+
+def push_image(registry: Registry, creds: tuple[str, str], layout: Path, work: Path, tag: str) -> Image:
+    """``layout`` pushed as ``<REPOSITORY>:base``, plus a layer with a fresh marker as ``<REPOSITORY>:<tag>``."""
     base = registry.ref(REPOSITORY, "base")
-    layout = work / "layout"
-    if not layout.exists():
-        layout.mkdir()
-        with tarfile.open(build_images()["localhost/glrt-runner-standin:test"]) as archive:
-            archive.extractall(layout, filter="data")
     registry.crane("push", str(layout), base, credentials=creds)
     marker = secrets.token_hex(8)
     ref = registry.ref(REPOSITORY, tag)
@@ -126,10 +129,11 @@ def api_deploy_token(gitlab: FakeGitLab, scopes: list[str]) -> Creds:
 
 
 @pytest.fixture
-def image(registry: Registry, gitlab: FakeGitLab, tmp_path: Path) -> Image:
+def image(registry: Registry, gitlab: FakeGitLab, base_layout: Path, tmp_path: Path) -> Image:
     # Pushing needs read_registry too: crane reads the manifest and blobs before writing, as docker push does.
     started = time.monotonic()
-    pushed = push_image(registry, api_deploy_token(gitlab, ["read_registry", "write_registry"]), tmp_path, "1")
+    creds = api_deploy_token(gitlab, ["read_registry", "write_registry"])
+    pushed = push_image(registry, creds, base_layout, tmp_path, "1")
     print(f"\nregistry started in {registry.startup_seconds:.2f} s; image pushed in {time.monotonic() - started:.1f} s")
     return pushed
 
@@ -283,6 +287,7 @@ class RenewalWatch:
     errors: list[str] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
+    max_gap: float = 0.0  # the longest time between two samples
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -296,7 +301,7 @@ class RenewalWatch:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        self.started = time.monotonic()
+        self.started = self.ended = time.monotonic()
         try:
             while not self._stop.wait(max(0.0, self.started + self.samples * self.interval - time.monotonic())):
                 self._sample()
@@ -307,6 +312,7 @@ class RenewalWatch:
         token_id, username, value = self.tokens.credentials(self.name, self.registry)
         now = time.monotonic()
         self.samples += 1
+        self.max_gap = max(self.max_gap, now - self.ended)
         self.ended = now
         creds = Creds((username, value))
         if not self.seen or self.seen[-1] != token_id:
@@ -387,16 +393,25 @@ def test_five_renewals_each_pulled_by_a_new_pod_and_every_revoked_token_refused(
     span = watch.ended - watch.started
     print(
         f"\n[{expiry_mode}] {len(watch.seen) - 1} renewals in {span:.1f} s, {watch.samples} samples (one per "
-        f"{span / watch.samples * 1000:.0f} ms), {len(watch.refused)} refused; pods after each renewal pulled and "
+        f"{span / watch.samples * 1000:.0f} ms, at most {watch.max_gap * 1000:.0f} ms apart), "
+        f"{len(watch.refused)} refused; pods after each renewal pulled and "
         f"finished in {min(pull_seconds):.0f}-{max(pull_seconds):.0f} s (API timestamps, 1 s resolution); old "
         f"token revoked {min(grace_kept):.1f}-{max(grace_kept):.1f} s after the Secret moved on (grace 4 s); "
         f"every revoked token refused by /jwt/auth (401) and the registry (crane: UNAUTHORIZED)"
     )
-    assert watch.refused == [] and watch.samples >= 0.8 * span / watch.interval
+    # Every 150 ms when the machine keeps up (a sample reads the Secret and asks /jwt/auth); never a gap near the
+    # 4 s grace period, in which a refused credential could hide.
+    assert watch.refused == [] and watch.max_gap < 1.0
 
 
 def test_write_registry_pushes_and_read_registry_is_refused_a_push(
-    node: Node, registry: Registry, image: Image, tokens: DeployTokens, tmp_path: Path, operator: OperatorProcess
+    node: Node,
+    registry: Registry,
+    image: Image,
+    base_layout: Path,
+    tokens: DeployTokens,
+    tmp_path: Path,
+    operator: OperatorProcess,
 ) -> None:
     for name, scopes in (("writer", ["read_registry", "write_registry"]), ("reader", ["read_registry"])):
         secret = {"name": name, "type": "kubernetes.io/dockerconfigjson", "registry": registry.address}
@@ -407,7 +422,7 @@ def test_write_registry_pushes_and_read_registry_is_refused_a_push(
     _, *reader = tokens.credentials("reader", registry.address)
     writer_creds, reader_creds = Creds((writer[0], writer[1])), Creds((reader[0], reader[1]))
 
-    pushed = push_image(registry, writer_creds, tmp_path, "2")
+    pushed = push_image(registry, writer_creds, base_layout, tmp_path, "2")
     refused = registry.crane(
         "append",
         "-b",
