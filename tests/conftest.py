@@ -33,6 +33,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     try:
         binaries.ensure("etcd", "kubernetes", "kubectl")
+        if any("registry" in getattr(i, "fixturenames", ()) for i in session.items):
+            binaries.ensure("registry", "crane")  # tests/e2e/test_registry_pull.py
     except binaries.BinaryError as exc:
         _binaries_error = exc  # reported by the control_plane fixture, on the tests that need it
     # The node's packages (scripts/setup-node.sh) and images (scripts/build-images.sh, cached by their inputs under
@@ -72,7 +74,9 @@ def control_plane() -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def node(control_plane: ControlPlane) -> Iterator[Node]:
     """A real node (containerd + kubelet + scheduler) for tests whose subject is a pod; started on first use."""
-    n = Node(control_plane)
+    # registry_hosts: tests/e2e/test_registry_pull.py adds its registry to containerd while the node runs; without
+    # a hosts.toml for a registry, containerd resolves it as it does without the option.
+    n = Node(control_plane, NodeOptions(registry_hosts=True))
     n.start(_node_images)
     _node_seconds["started (containerd, images imported, kubelet Ready)"] = n.startup_seconds or 0.0
     try:

@@ -18,6 +18,8 @@ Comments in this package cite GitLab's documentation by these short names:
   https://docs.gitlab.com/api/group_access_tokens/ (:mod:`.access_tokens`); instance metadata and the version
   that gates features: https://docs.gitlab.com/api/metadata/ (:mod:`.metadata`, :mod:`.versions`)
 - GraphQL (``/api/graphql``, :mod:`.graphql_api`): https://docs.gitlab.com/api/graphql/
+- container registry token auth: https://docs.gitlab.com/administration/packages/container_registry/ and
+  https://distribution.github.io/distribution/spec/auth/token/
 
 Typical use::
 

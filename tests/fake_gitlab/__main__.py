@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VERSION",
         help="the GitLab version to play, e.g. 17.8.2-ee (gates features; default a current release)",
     )
+    parser.add_argument(
+        "--deploy-token-expiry-mode",
+        choices=("instant", "legacy"),
+        default="instant",
+        help="deploy tokens refused from the expires_at instant (current GitLab) or as older GitLab did",
+    )
+    parser.add_argument(
+        "--host-utc-offset-minutes", type=int, default=0, help="the host's time zone, for legacy deploy-token expiry"
+    )
     parser.add_argument("--verbose", action="store_true", help="log method, path and status of each API call")
     return parser
 
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     gl.settings.runner_token_expiration_interval = args.runner_token_expiration_interval
     gl.settings.group_runner_token_expiration_interval = args.group_runner_token_expiration_interval
     gl.settings.project_runner_token_expiration_interval = args.project_runner_token_expiration_interval
+    gl.settings.deploy_token_expiry_mode = args.deploy_token_expiry_mode
+    gl.settings.host_utc_offset_minutes = args.host_utc_offset_minutes
 
     stop = threading.Event()
 

@@ -14,7 +14,7 @@ are neither recorded nor subject to faults.
 | ``PATCH /-/fake/runners/{id}`` | edit runner fields directly, as a person in the UI would (no validation) |
 | ``DELETE /-/fake/runners/{id}`` | delete a runner behind the operator's back (token revoked) |
 | ``POST /-/fake/reset`` | clear runners, calls, faults |
-| ``GET/PUT /-/fake/settings`` | token expiration intervals (runner token expiry) |
+| ``GET/PUT /-/fake/settings`` | token expiration intervals (runner token expiry), deploy-token expiry mode |
 | ``POST /-/fake/jobs`` | queue a job ``{"runner_id"?, "tags"?, "payload"?}`` for ``/jobs/request`` |
 | ``GET/POST /-/fake/access_tokens``, ``POST .../{id}/revoke`` | list (masked), add, revoke access tokens |
 | ``GET /-/fake/token_counters`` | calls with revoked / expired tokens, reuse detections |
@@ -137,7 +137,11 @@ def _route(fake: FakeGitLab, method: str, route: str, query: dict[str, list[str]
             if unknown:
                 return _error(400, f"unknown settings: {', '.join(unknown)}")
             for name, value in body.items():
-                if isinstance(getattr(fake.settings, name), bool):
+                if name in Settings.TEXT_FIELDS:
+                    if value not in ("instant", "legacy"):
+                        return _error(400, f"{name}: instant or legacy")
+                    setattr(fake.settings, name, value)
+                elif isinstance(getattr(fake.settings, name), bool):
                     setattr(fake.settings, name, bool(value))
                 else:
                     setattr(fake.settings, name, None if value is None else int(value))

@@ -1,14 +1,20 @@
-"""Deploy tokens (https://docs.gitlab.com/api/deploy_tokens/) and the container registry's token check.
+"""Deploy tokens (https://docs.gitlab.com/api/deploy_tokens/) and their expiry rules.
 
 Project and group deploy tokens: created with ``name``, ``scopes``, optional ``expires_at`` and ``username``; the
 ``gldt-`` token is in the creation reply only. A token with an expiry date dies at 00:00 UTC of that date, and
 listings show ``revoked`` and ``expired``. Projects need Maintainer for every call; groups need Maintainer to read
-and Owner to create or revoke (https://docs.gitlab.com/user/project/deploy_tokens/).
+and Owner to create or revoke (https://docs.gitlab.com/user/project/deploy_tokens/). The registry's token endpoint
+(``/jwt/auth``) that accepts them lives in :mod:`.registry_auth`.
 
-``GET /jwt/auth`` is the token endpoint GitLab's container registry sends clients to
-(https://docs.gitlab.com/administration/packages/container_registry/ , Docker's token authentication): HTTP basic
-auth with a deploy token's username and token; 401 for credentials GitLab refuses, else 200 with a token whose
-``access`` lists the actions granted on the requested repository (none without ``read_registry``).
+Expiry, two GitLab behaviours (``Settings.deploy_token_expiry_mode``), from GitLab's ``app/models/deploy_token.rb``
+and merge requests gitlab-org/gitlab!261675 and !263037:
+
+- ``instant`` (current GitLab, the default): a token is refused from the exact ``expires_at`` instant on
+  (``now >= expires_at`` is expired), by the lookup and by ``expired`` alike.
+- ``legacy`` (older GitLab): a token is looked up with ``revoked = false AND expires_at >= NOW()`` (still accepted at
+  the instant), while ``expired?`` compares the expiry with ``Date.today``, the date in the host's local time zone
+  (``Settings.host_utc_offset_minutes``). On a host whose local date is ahead of UTC the two disagree: a token the
+  lookup found was judged deactivated, and GitLab answered 500.
 
 Test knob, not GitLab behaviour: ``Settings.deploy_token_lifetime_seconds`` makes every token created with an
 expiry date expire that many seconds after its creation instead, so that e2e tests can renew in seconds.
@@ -22,11 +28,22 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import unquote
 
 from . import api
 from .api import Ctx, Response
-from .state import MAINTAINER, OWNER, TOKEN_ALPHABET, Group, Project, State, User, iso, parse_time, to_sentence
+from .state import (
+    MAINTAINER,
+    OWNER,
+    TOKEN_ALPHABET,
+    Group,
+    Project,
+    Settings,
+    State,
+    User,
+    iso,
+    parse_time,
+    to_sentence,
+)
 
 SCOPES = (
     "read_repository",
@@ -38,6 +55,7 @@ SCOPES = (
     "write_virtual_registry",
 )
 TOKEN_PREFIX = "gldt-"
+INSTANT, LEGACY = "instant", "legacy"  # Settings.deploy_token_expiry_mode
 USERNAME_RE = re.compile(r"\A[a-zA-Z0-9.+_-]+\Z")
 MAX_USERNAME = 255
 
@@ -55,20 +73,43 @@ class DeployToken:
     group_id: int | None = None
     revoked: bool = False
 
-    def expired(self, now: datetime) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
+    def findable(self, now: datetime, settings: Settings) -> bool:
+        """GitLab's ``DeployToken.active`` scope: what a lookup by token value finds, and ``?active=true`` lists.
 
-    def active(self, now: datetime) -> bool:
-        return not self.revoked and not self.expired(now)
+        instant: not revoked and ``now < expires_at`` (refused from the exact instant). legacy: not revoked and
+        ``expires_at >= now`` (still found at the instant itself)."""
+        if self.revoked:
+            return False
+        if self.expires_at is None:
+            return True
+        if settings.deploy_token_expiry_mode == LEGACY:
+            return self.expires_at >= now
+        return now < self.expires_at
 
-    def json(self, now: datetime) -> dict[str, object]:
+    def expired(self, now: datetime, settings: Settings) -> bool:
+        """GitLab's ``DeployToken#expired?`` (the entity's ``expired``).
+
+        instant: ``now >= expires_at``. legacy: the expiry is before the host's local date (``expires_at <
+        Date.today``, the date taken in the host's time zone and compared as its 00:00 UTC)."""
+        if self.expires_at is None:
+            return False
+        if settings.deploy_token_expiry_mode == LEGACY:
+            local = (now + timedelta(minutes=settings.host_utc_offset_minutes)).date()
+            return self.expires_at < datetime(local.year, local.month, local.day, tzinfo=UTC)
+        return now >= self.expires_at
+
+    def active(self, now: datetime, settings: Settings) -> bool:
+        """GitLab's ``DeployToken#active?``."""
+        return not self.revoked and not self.expired(now, settings)
+
+    def json(self, now: datetime, settings: Settings) -> dict[str, object]:
         return {
             "id": self.id,
             "name": self.name,
             "username": self.username,
             "expires_at": iso(self.expires_at),
             "revoked": self.revoked,
-            "expired": self.expired(now),
+            "expired": self.expired(now, settings),
             "scopes": list(self.scopes),
         }
 
@@ -108,6 +149,25 @@ def create(
         group_id=group.id if group else None,
     )
     state.deploy_tokens[token_id] = dt
+    return dt
+
+
+class ExpiryDisagreement(Exception):
+    """legacy expiry: the lookup found the token but ``expired?`` judged it expired (GitLab answered 500)."""
+
+
+def authenticate(state: State, login: str, password: str) -> DeployToken | None:
+    """``Gitlab::Auth``'s deploy token check: the token found by its value whose username is ``login``, else None.
+
+    Raises :class:`ExpiryDisagreement` for a token found under legacy expiry that ``expired?`` then refuses."""
+    if not password:
+        return None
+    now, settings = state.clock.now(), state.settings
+    dt = next((t for t in state.deploy_tokens.values() if t.token == password and t.findable(now, settings)), None)
+    if dt is None or not login or login != dt.username:
+        return None
+    if not dt.active(now, settings):
+        raise ExpiryDisagreement
     return dt
 
 
@@ -159,11 +219,11 @@ def list_tokens(ctx: Ctx, m: re.Match[str]) -> Response:
     user, project, group = _scope_of(ctx, m)
     if _level(ctx.state, user, project, group) < MAINTAINER:
         raise api.forbidden()
-    now = ctx.state.clock.now()
+    now, settings = ctx.state.clock.now(), ctx.state.settings
     items = [dt for dt in ctx.state.deploy_tokens.values() if _owned(dt, project, group)]
     if active is not None:
-        items = [dt for dt in items if dt.active(now) == active]
-    return api.paginate(ctx, items, page, per_page, lambda dt: dt.json(now))
+        items = [dt for dt in items if dt.findable(now, settings) == active]
+    return api.paginate(ctx, items, page, per_page, lambda dt: dt.json(now, settings))
 
 
 def _find(ctx: Ctx, m: re.Match[str], project: Project | None, group: Group | None) -> DeployToken:
@@ -178,7 +238,7 @@ def get_token(ctx: Ctx, m: re.Match[str]) -> Response:
     user, project, group = _scope_of(ctx, m)
     if _level(ctx.state, user, project, group) < MAINTAINER:
         raise api.forbidden()
-    return api.Response(200, _find(ctx, m, project, group).json(ctx.state.clock.now()))
+    return api.Response(200, _find(ctx, m, project, group).json(ctx.state.clock.now(), ctx.state.settings))
 
 
 def create_token(ctx: Ctx, m: re.Match[str]) -> Response:
@@ -217,7 +277,7 @@ def create_token(ctx: Ctx, m: re.Match[str]) -> Response:
         project=project,
         group=group,
     )
-    return api.Response(201, {**dt.json(ctx.state.clock.now()), "token": dt.token})
+    return api.Response(201, {**dt.json(ctx.state.clock.now(), ctx.state.settings), "token": dt.token})
 
 
 def revoke_token(ctx: Ctx, m: re.Match[str]) -> Response:
@@ -231,55 +291,9 @@ def revoke_token(ctx: Ctx, m: re.Match[str]) -> Response:
     return api.Response(204)
 
 
-# ----------------------------------------------------------------------------- registry
-def registry_auth(ctx: Ctx, m: re.Match[str]) -> Response:
-    """``GET /jwt/auth?service=container_registry&scope=repository:<path>:pull`` with basic auth."""
-    state = ctx.state
-    denied = api.ApiError(401, {"errors": [{"code": "UNAUTHORIZED", "message": "HTTP Basic: Access denied"}]})
-    auth = ctx.req.headers.get("authorization", "")
-    if not auth.lower().startswith("basic "):
-        raise denied
-    try:
-        login, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
-    except ValueError:
-        raise denied from None
-    now = state.clock.now()
-    dt = next((t for t in state.deploy_tokens.values() if t.token == password), None)
-    if dt is None or dt.username != login or not dt.active(now):
-        raise denied
-    ctx.info.user = dt.username
-    access = []
-    scope = ctx.req.query.get("scope")
-    if isinstance(scope, str) and scope.startswith("repository:"):
-        _, repo, actions = scope.split(":", 2) if scope.count(":") >= 2 else (scope, "", "")
-        granted = []
-        if _covers(state, dt, repo):
-            if "pull" in actions.split(",") and {"read_registry", "write_registry"} & set(dt.scopes):
-                granted.append("pull")
-            if "push" in actions.split(",") and "write_registry" in dt.scopes:
-                granted.append("push")
-        access.append({"type": "repository", "name": repo, "actions": granted})
-    claims = {"sub": dt.username, "iat": int(now.timestamp()), "access": access}
-    token = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    return api.Response(200, {"token": token, "access_token": token, "issued_at": iso(now)})
-
-
-def _covers(state: State, dt: DeployToken, repo: str) -> bool:
-    """A project token covers its project's images; a group token those of every project below the group."""
-    path = unquote(repo).split("/")
-    for project in state.projects.values():
-        full = state.project_full_path(project).split("/")
-        if path[: len(full)] != full:
-            continue
-        if dt.project_id == project.id:
-            return True
-        return dt.group_id is not None and dt.group_id in {g.id for g in state.project_groups(project)}
-    return False
-
-
 def granted_actions(jwt_body: dict[str, object]) -> list[str]:
-    """The actions inside a ``/jwt/auth`` reply's token (a test helper)."""
-    raw = str(jwt_body["token"])
+    """The actions inside a ``/jwt/auth`` reply's token (a test helper; reads the JWT's claims unverified)."""
+    raw = str(jwt_body["token"]).split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     return [a for entry in claims["access"] for a in entry["actions"]]
 
@@ -289,7 +303,6 @@ ROUTES: list[tuple[str, str, api.Handler]] = [
     ("POST", r"/(?P<kind>projects|groups)/(?P<id>[^/]+)/deploy_tokens", create_token),
     ("GET", r"/(?P<kind>projects|groups)/(?P<id>[^/]+)/deploy_tokens/(?P<token_id>[^/]+)", get_token),
     ("DELETE", r"/(?P<kind>projects|groups)/(?P<id>[^/]+)/deploy_tokens/(?P<token_id>[^/]+)", revoke_token),
-    ("GET", r"/jwt/auth", registry_auth),
 ]
 
 for _method, _pattern, _handler in ROUTES:

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from . import access_tokens, api, control, deploy_tokens, graphql_api
+from . import access_tokens, api, control, deploy_tokens, graphql_api, registry_auth
 from . import metadata as _metadata  # noqa: F401 -- its routes register on import
 from .deploy_tokens import DeployToken
 from .faults import APP_RATE_LIMIT_MESSAGE, Fault, FaultSet
@@ -654,9 +654,15 @@ class FakeGitLab(access_tokens.AccessTokensFacade):
             return [copy.copy(t) for t in self._state.deploy_tokens.values()]
 
     def active_deploy_tokens(self) -> list[DeployToken]:
+        """Copies of the tokens GitLab's lookup would find (``?active=true``) under the current expiry mode."""
         with self._lock:
-            now = self._state.clock.now()
-            return [copy.copy(t) for t in self._state.deploy_tokens.values() if t.active(now)]
+            now, settings = self._state.clock.now(), self._state.settings
+            return [copy.copy(t) for t in self._state.deploy_tokens.values() if t.findable(now, settings)]
+
+    def registry_certificate_pem(self) -> bytes:
+        """The certificate of the key ``/jwt/auth`` signs with: the registry's ``auth.token.rootcertbundle``."""
+        with self._lock:
+            return registry_auth.signing_key(self._state).certificate_pem
 
     def revoke_deploy_token(self, token_id: int) -> None:
         """Revoke out of band, as a user would in GitLab's settings page."""

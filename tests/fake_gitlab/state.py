@@ -20,6 +20,7 @@ from .versions import Instance
 
 if TYPE_CHECKING:
     from .deploy_tokens import DeployToken
+    from .registry_auth import SigningKey
 
 # runners API
 ONLINE_CONTACT_TIMEOUT = timedelta(hours=2)
@@ -176,6 +177,9 @@ class Project:
     developers: set[int] = field(default_factory=set)
     runner_token_expiration_interval: int | None = None
     created_at: datetime | None = None
+    # private, internal or public (https://docs.gitlab.com/user/public_access/); only the container registry's
+    # token check reads it (anonymous pulls of public projects).
+    visibility: str = "private"
 
 
 @dataclass
@@ -289,6 +293,12 @@ class Settings:
     # GitLab's application setting (default true, 17.3): a rotated access token without ``expires_at`` gets
     # today + 7 days when true, no expiry when false; new tokens may not last beyond today + 365 days when true.
     require_personal_access_token_expiry: bool = True
+    # Which GitLab's deploy-token expiry rule applies (see deploy_tokens.py): "instant" (current GitLab: refused
+    # from the exact expires_at instant) or "legacy" (older GitLab: looked up with `expires_at >= now`, judged by
+    # comparing the expiry with the host's local date).
+    deploy_token_expiry_mode: str = "instant"
+    # The UTC offset of the GitLab host's local time zone, in minutes; only "legacy" expiry reads it.
+    host_utc_offset_minutes: int = 0
 
     FIELDS = (
         "runner_token_expiration_interval",
@@ -296,9 +306,12 @@ class Settings:
         "project_runner_token_expiration_interval",
         "deploy_token_lifetime_seconds",
         "require_personal_access_token_expiry",
+        "deploy_token_expiry_mode",
+        "host_utc_offset_minutes",
     )
+    TEXT_FIELDS = ("deploy_token_expiry_mode",)
 
-    def as_dict(self) -> dict[str, int | bool | None]:
+    def as_dict(self) -> dict[str, int | str | bool | None]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
 
@@ -431,6 +444,7 @@ class State:
         self.instance = Instance()
         self.token_counters = TokenCounters()
         self.next_access_token_id = 1
+        self.registry_signing_key: SigningKey | None = None  # made on first use by registry_auth, kept on reset
         self._next_user_id = 1
         self._next_runner_id = 1
         self._next_manager_id = 1

@@ -55,6 +55,8 @@ _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] 
     "etcd": (lambda v: f"etcd-{v['ETCD_VERSION']}", ("etcd",)),
     "kubectl": (lambda v: f"kubectl-layer-{v['KUBECTL_LAYER_VERSION']}", ("kubectl", "helm")),
     "promtool": (lambda v: f"promtool-{v['PROMETHEUS_MODULE_VERSION']}", ("promtool",)),
+    "registry": (lambda v: f"distribution-{v['DISTRIBUTION_MODULE_VERSION']}", ("registry",)),
+    "crane": (lambda v: f"crane-{v['GO_CONTAINERREGISTRY_MODULE_VERSION']}", ("crane",)),
     "gitlab-runner": (
         lambda v: f"gitlab-runner-{v['GITLAB_RUNNER_MODULE_VERSION']}",
         ("gitlab-runner",),

@@ -2,8 +2,10 @@
 
 Pods scheduled on it really run, from images built locally (scripts/build-images.sh) and imported into
 containerd's ``k8s.io`` namespace: no registry is involved, so pods use ``imagePullPolicy: Never`` or
-``IfNotPresent``. The pod network is a CNI bridge with a private /24; the host holds the gateway address, which is
-the only host address pods reach (no masquerading, no kube-proxy: Service IPs do not work). A fake GitLab for
+``IfNotPresent``; a node started with ``NodeOptions(registry_hosts=True)`` can also be told about a local registry
+(:meth:`Node.trust_registry`, tests/harness/registry.py). The pod network is a CNI bridge with a private /24; the
+host holds the gateway address, which is the only host address pods reach (no masquerading, no kube-proxy: Service
+IPs do not work). A fake GitLab for
 pods listens on :attr:`Node.gateway`; pods reach the apiserver through :attr:`Node.apiserver_port` on the gateway
 (a forwarder to the apiserver's loopback port).
 
@@ -68,6 +70,9 @@ class NodeOptions:
     kubelet_port: int = 0  # 0: a free port
     # The kubelet's default; a Secret update reaches a pod's files within about this long.
     sync_frequency: str = "1m"
+    # Point containerd's CRI registry config at a hosts directory (``config_path``), so that
+    # :meth:`Node.trust_registry` can add a registry while the node runs. Off: containerd's config as before.
+    registry_hosts: bool = False
 
 
 def node_gateway(options: NodeOptions) -> str:
@@ -186,6 +191,11 @@ class Node:
     def socket(self) -> Path:
         return self.dir / "containerd" / "containerd.sock"
 
+    @property
+    def registry_hosts_dir(self) -> Path:
+        """containerd's ``config_path``: one ``<host:port>/hosts.toml`` per registry it is told about."""
+        return self.dir / "containerd" / "certs.d"
+
     def log_path(self, component: str) -> Path:
         return self.dir / "logs" / f"{component}.log"
 
@@ -287,6 +297,22 @@ class Node:
         if result.returncode != 0:
             raise NodeError(f"ctr {' '.join(args[:2])} failed: {result.stderr.strip()[-2000:]}")
         return result.stdout
+
+    def trust_registry(self, address: str, ca_file: Path) -> None:
+        """Let containerd pull from the HTTPS registry at ``address`` (``host:port``), trusting ``ca_file``."""
+        if not self.options.registry_hosts:
+            raise NodeError("this node was started without NodeOptions(registry_hosts=True)")
+        host_dir = self.registry_hosts_dir / address
+        host_dir.mkdir(parents=True, exist_ok=True)
+        (host_dir / "hosts.toml").write_text(
+            f'server = "https://{address}"\n\n'
+            f'[host."https://{address}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+            f'  ca = "{ca_file}"\n'
+        )
+
+    def forget_registry(self, address: str) -> None:
+        shutil.rmtree(self.registry_hosts_dir / address, ignore_errors=True)
 
     def describe(self, namespace: str) -> str:
         """The pods of ``namespace``, their Events and the last log lines of each: for a failing test's message."""
@@ -397,6 +423,12 @@ state = "{d / "state"}"
     conf_dir = "{self.dir / "cni" / "net.d"}"
   [{cri}.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
+"""
+        if self.options.registry_hosts:
+            # Read at every pull (containerd 1.6 docs/hosts.md), so registries can be added while it runs.
+            self.registry_hosts_dir.mkdir(mode=0o700)
+            config += f"""  [{cri}.registry]
+    config_path = "{self.registry_hosts_dir}"
 """
         (d / "config.toml").write_text(config)
         self._spawn("containerd", ["containerd", "--config", str(d / "config.toml")])

@@ -144,14 +144,15 @@ def test_registry_check(world: World) -> None:
     project = client(world, "glpat-pmaint").projects.get(100, lazy=True)
     repo_only = project.deploytokens.create({"name": "r", "scopes": ["read_repository"]})
     pull = project.deploytokens.create({"name": "p", "scopes": ["read_registry"]})
-    # valid credentials without read_registry: authenticated, nothing granted
-    assert granted_actions(registry_auth(world, repo_only.username, repo_only.token).json()) == []
+    # valid credentials without any registry scope: authenticated, then refused as GitLab does
+    denied = registry_auth(world, repo_only.username, repo_only.token)
+    assert (denied.status_code, denied.json()) == (403, {"errors": [{"code": "DENIED", "message": "access forbidden"}]})
     assert granted_actions(registry_auth(world, pull.username, pull.token).json()) == ["pull"]
     assert granted_actions(registry_auth(world, pull.username, pull.token, "platform/tools").json()) == []
     assert registry_auth(world, "someone-else", pull.token).status_code == 401
     assert registry_auth(world, pull.username, "gldt-wrong").status_code == 401
-    no_auth = httpx.get(world.gl.url + "/jwt/auth", timeout=5)
-    assert no_auth.status_code == 401
+    no_service = httpx.get(world.gl.url + "/jwt/auth", timeout=5)
+    assert (no_service.status_code, no_service.text) == (404, "")
 
 
 def test_faults_apply_to_deploy_tokens(world: World) -> None:

@@ -272,7 +272,13 @@ def test_control_settings_jobs_and_reset(world: World) -> None:
         "project_runner_token_expiration_interval": None,
         "deploy_token_lifetime_seconds": None,
         "require_personal_access_token_expiry": True,
+        "deploy_token_expiry_mode": "instant",
+        "host_utc_offset_minutes": 0,
     }
+    legacy = ctl.put("/settings", json={"deploy_token_expiry_mode": "legacy", "host_utc_offset_minutes": 600})
+    assert (legacy.json()["deploy_token_expiry_mode"], legacy.json()["host_utc_offset_minutes"]) == ("legacy", 600)
+    assert ctl.put("/settings", json={"deploy_token_expiry_mode": "sometimes"}).status_code == 400
+    ctl.put("/settings", json={"deploy_token_expiry_mode": "instant", "host_utc_offset_minutes": 0})
     job = ctl.post("/jobs", json={"payload": {"steps": []}})
     assert job.status_code == 201
     polled = world.client(None).post("/jobs/request", json={"token": created["token"]})
