@@ -23,6 +23,7 @@ _binaries_error: binaries.BinaryError | None = None
 _startup_seconds: list[float] = []
 _node_images: dict[str, Path] | None = None
 _node_seconds: dict[str, float] = {}
+_node_selected = False
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -38,8 +39,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # The node's packages (scripts/setup-node.sh) and images (scripts/build-images.sh, cached by their inputs under
     # ~/.cache/glrt-operator/images) likewise, once, before any test that runs pods; the node fixture reports
     # a machine that cannot run a node.
-    global _node_images  # noqa: PLW0603
-    if any("node" in getattr(i, "fixturenames", ()) for i in session.items) and unavailable_reason() is None:
+    global _node_images, _node_selected  # noqa: PLW0603
+    _node_selected = any("node" in getattr(i, "fixturenames", ()) for i in session.items)
+    if _node_selected and unavailable_reason() is None:
         started = time.monotonic()
         with contextlib.suppress(NodeError):  # build_images() fails again, with its message, in the node fixture
             _node_images = build_images()
@@ -59,8 +61,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def control_plane() -> Iterator[ControlPlane]:
     if _binaries_error is not None:
         raise _binaries_error
-    # The serving certificate also names the node's bridge gateway: pods reach the apiserver there.
-    cp = ControlPlane(extra_ips=[node_gateway(NodeOptions())])
+    # The serving certificate also names the node's bridge gateway: pods reach the apiserver there. When node tests
+    # were selected, the apiserver also advertises it, so the kubernetes Service routes pods to it (kube-proxy).
+    gateway = node_gateway(NodeOptions())
+    cp = ControlPlane(extra_ips=[gateway], advertise_address=gateway if _node_selected else None)
     cp.start()
     _startup_seconds.append(cp.startup_seconds or 0.0)
     try:

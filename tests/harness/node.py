@@ -125,6 +125,9 @@ def image_names() -> dict[str, str]:
         "pause": "registry.k8s.io/pause:3.10",
         "operator": "localhost/glrt-operator:test",
         "runner": "localhost/glrt-runner-standin:test",
+        # The kubernetes executor's job pods: the build container's image and the helper image.
+        "job": "localhost/glrt-job:test",
+        "helper": "localhost/glrt-runner-helper:test",
     }
 
 
