@@ -42,6 +42,7 @@ const (
 	defaultPollInterval = 3
 	defaultPollTimeout  = 180
 	annotationPrefix    = "runner.gitlab.com/"
+	informerSyncTimeout = 10 * time.Second
 	shellProfileHint    = "Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information"
 )
 
@@ -151,7 +152,7 @@ type kubeJob struct {
 	client   kubernetes.Interface
 	ns       string
 	image    string
-	name     string // gitlab-runner's Build.ProjectUniqueName()
+	name     string // gitlab-runner's Build.ProjectUniqueName(): the pods' and Secrets' generateName, and a label
 	pod      *corev1.Pod
 	secret   *corev1.Secret
 	watcher  *podWatcher
@@ -274,7 +275,13 @@ func (e *kubeJob) startInformer(ctx context.Context) {
 			return
 		}
 	}
-	e.watcher = newPodWatcher(ctx, e.client, e.ns, e.podLabels())
+	watcher, err := newPodWatcher(ctx, e.client, e.ns, e.podLabels())
+	if err != nil {
+		e.trace.Printf("WARNING: won't use informers: %q", err.Error())
+		logf("WARNING: won't use informers: %q job=%d", err.Error(), e.j.ID)
+		return
+	}
+	e.watcher = watcher
 }
 
 // setupCredentials: a kubernetes.io/dockercfg Secret when the job has registry credentials.
@@ -295,7 +302,7 @@ func (e *kubeJob) setupCredentials(ctx context.Context) error {
 		return err
 	}
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: e.name, Namespace: e.ns},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: e.name + "-", Namespace: e.ns},
 		Type:       corev1.SecretTypeDockercfg,
 		Data:       map[string][]byte{corev1.DockerConfigKey: content},
 	}
@@ -371,7 +378,9 @@ func (e *kubeJob) setupBuildPod(ctx context.Context) error {
 	}
 	emptyDir := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: e.name, Namespace: e.ns, Labels: e.podLabels(), Annotations: annotations},
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: e.name + "-", Namespace: e.ns, Labels: e.podLabels(), Annotations: annotations,
+		},
 		Spec: corev1.PodSpec{
 			Volumes: []corev1.Volume{
 				{Name: "repo", VolumeSource: emptyDir},
@@ -629,7 +638,7 @@ type podWatcher struct {
 	errors  chan error
 }
 
-func newPodWatcher(ctx context.Context, client kubernetes.Interface, namespace string, podLabels map[string]string) *podWatcher {
+func newPodWatcher(ctx context.Context, client kubernetes.Interface, namespace string, podLabels map[string]string) (*podWatcher, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &podWatcher{cancel: cancel, errors: make(chan error, 1)}
 	w.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace),
@@ -659,9 +668,17 @@ func newPodWatcher(ctx context.Context, client kubernetes.Interface, namespace s
 		AddFunc: check, UpdateFunc: func(_, obj any) { check(obj) },
 	})
 	w.factory.Start(ctx.Done())
-	w.factory.WaitForCacheSync(ctx.Done())
+	// The first list must succeed within a bounded time (maxSyncDuration), or the executor polls instead.
+	syncCtx, syncCancel := context.WithTimeout(ctx, informerSyncTimeout)
+	defer syncCancel()
+	for _, synced := range w.factory.WaitForCacheSync(syncCtx.Done()) {
+		if !synced {
+			w.stop()
+			return nil, errors.New("not synced: pods informer")
+		}
+	}
 	logf("Using informers for the job pods in %s", namespace)
-	return w
+	return w, nil
 }
 
 func (w *podWatcher) stop() {
@@ -778,10 +795,10 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 
 var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
 
-// projectUniqueName: "runner-<short token>-project-<id>-concurrent-<n>-" (one job at a time: n = 0), DNS-safe.
+// projectUniqueName: "runner-<short token>-project-<id>-concurrent-<n>" (one job at a time: n = 0), DNS-safe.
 func projectUniqueName(token string, projectID int64) string {
 	short := notDNS.ReplaceAllString(strings.ToLower(shortToken(token)), "")
-	return fmt.Sprintf("runner-%s-project-%d-concurrent-0-", short, projectID)
+	return fmt.Sprintf("runner-%s-project-%d-concurrent-0", short, projectID)
 }
 
 // shortToken: the token's first 8 characters after its glrt- (and partition) prefix, as common.ShortenToken does.
