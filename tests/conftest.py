@@ -32,15 +32,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _binaries_error  # noqa: PLW0603
     if session.config.option.collectonly or not any(i.get_closest_marker("cluster") for i in session.items):
         return
+    global _node_images, _node_selected  # noqa: PLW0603
+    _node_selected = any("node" in getattr(i, "fixturenames", ()) for i in session.items)
     try:
-        binaries.ensure("etcd", "kubernetes", "kubectl")
+        binaries.ensure("etcd", "kubernetes", "kubectl", *(("kube-proxy",) if _node_selected else ()))
     except binaries.BinaryError as exc:
         _binaries_error = exc  # reported by the control_plane fixture, on the tests that need it
     # The node's packages (scripts/setup-node.sh) and images (scripts/build-images.sh, cached by their inputs under
     # ~/.cache/glrt-operator/images) likewise, once, before any test that runs pods; the node fixture reports
     # a machine that cannot run a node.
-    global _node_images, _node_selected  # noqa: PLW0603
-    _node_selected = any("node" in getattr(i, "fixturenames", ()) for i in session.items)
     if _node_selected and unavailable_reason() is None:
         started = time.monotonic()
         with contextlib.suppress(NodeError):  # build_images() fails again, with its message, in the node fixture

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	authv1 "k8s.io/api/authorization/v1"
@@ -567,7 +568,22 @@ func (e *kubeJob) stream(ctx context.Context, sub, container string, command []s
 	if err != nil {
 		return err
 	}
-	return executor.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: stdout})
+	var out io.Writer
+	if stdout != nil {
+		out = &lockedWriter{w: stdout} // stdout and stderr are copied by two goroutines
+	}
+	return executor.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: out, Stderr: out})
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // printWarningEvents: with print_pod_warning_events (default true), a failed job's trace gets the pod's Warning
