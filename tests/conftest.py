@@ -83,7 +83,8 @@ def node(control_plane: ControlPlane) -> Iterator[Node]:
         yield n
     finally:
         n.stop()
-        _node_seconds["torn down"] = n.teardown_seconds or 0.0
+        phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in n.teardown_phases.items())
+        _node_seconds[f"torn down ({phases})"] = n.teardown_seconds or 0.0
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,7 @@ class Node:
         self.apiserver_port = 0
         self.startup_seconds: float | None = None
         self.teardown_seconds: float | None = None
+        self.teardown_phases: dict[str, float] = {}  # seconds per step of the last stop()
 
     # ----------------------------------------------------------------------------------------------- paths
 
@@ -283,11 +284,22 @@ class Node:
             return
         started = time.monotonic()
         problems: list[str] = []
+        phases: dict[str, float] = {}
+        mark = started
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            phases[phase] = now - mark
+            mark = now
+
         if self._base is not None:
             self._delete_pods()
             self._stop_sandboxes(problems)
+        lap("pods")
         for name in ("kube-proxy", "kube-scheduler", "kubelet", "containerd"):
             self._terminate(name)
+            lap(name)
         self._restore_nftables(problems)
         if self._forwarder is not None:
             self._forwarder.close()
@@ -313,6 +325,8 @@ class Node:
         self._lock.close()
         self._lock = None
         atexit.unregister(self.stop)
+        lap("the rest")
+        self.teardown_phases = phases
         self.teardown_seconds = time.monotonic() - started
         if problems:
             raise NodeError("node teardown left: " + "; ".join(problems))
