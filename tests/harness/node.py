@@ -301,15 +301,18 @@ class Node:
             self._terminate(name)
             lap(name)
         self._restore_nftables(problems)
+        lap("nftables")
         if self._forwarder is not None:
             self._forwarder.close()
             self._forwarder = None
         if self._base is not None:
             self._kill_shims()
             self._unmount_under(self.dir)
+        lap("shims and mounts")
         self._remove_netns()
         with contextlib.suppress(subprocess.CalledProcessError):
             subprocess.run(["ip", "link", "del", self.options.bridge], check=True, capture_output=True)
+        lap("netns and bridge")
         self._remove_kubepods_cgroups(problems)
         for key, value in self._sysctls.items():
             try:
@@ -320,12 +323,13 @@ class Node:
             if os.environ.get("GLRT_KEEP_CONTROLPLANE"):
                 print(f"node: keeping {self._base}")
             else:
+                lap("cgroups and sysctls")
                 shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
         self._lock.close()
         self._lock = None
         atexit.unregister(self.stop)
-        lap("the rest")
+        lap("files")
         self.teardown_phases = phases
         self.teardown_seconds = time.monotonic() - started
         if problems:
