@@ -106,7 +106,8 @@ def measure_rotation(rotations: int) -> None:
     if reason is not None:
         print(f"rotation figures skipped: no node on this machine ({reason})")
         return
-    with ControlPlane(extra_ips=[node_gateway(NodeOptions())]) as cp, node_harness.running(cp) as node:
+    gateway = node_gateway(NodeOptions())
+    with ControlPlane(advertise_address=gateway) as cp, node_harness.running(cp) as node:
         cp.install_crds(REPO / "crds")
         print("with the operator touching the pods after storing the token (now):")
         now = rotation_blackouts(cp, node, rotations, refresh=True)

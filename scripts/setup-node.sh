@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, what the test cluster's node and the image builds need: containerd, runc, the
-# CNI plugins (bridge, host-local, loopback), busybox-static (the /bin/sh in test images), debootstrap and buildah.
+# CNI plugins (bridge, host-local, loopback), nftables (kube-proxy's nftables mode runs `nft`), busybox-static (the
+# /bin/sh in test images), bash-static (the bash of the runner helper image), debootstrap and buildah.
 # Idempotent: installs only what is missing. Needs root; without root (or without apt-get) it prints one line
 # saying why and exits 3, so callers can run without a node.
 set -euo pipefail
-packages=(containerd runc containernetworking-plugins busybox-static debootstrap buildah)
+packages=(containerd runc containernetworking-plugins nftables busybox-static bash-static debootstrap buildah)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

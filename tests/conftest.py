@@ -23,6 +23,7 @@ _binaries_error: binaries.BinaryError | None = None
 _startup_seconds: list[float] = []
 _node_images: dict[str, Path] | None = None
 _node_seconds: dict[str, float] = {}
+_node_selected = False
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -31,8 +32,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _binaries_error  # noqa: PLW0603
     if session.config.option.collectonly or not any(i.get_closest_marker("cluster") for i in session.items):
         return
+    global _node_images, _node_selected  # noqa: PLW0603
+    _node_selected = any("node" in getattr(i, "fixturenames", ()) for i in session.items)
     try:
-        binaries.ensure("etcd", "kubernetes", "kubectl")
+        binaries.ensure("etcd", "kubernetes", "kubectl", *(("kube-proxy",) if _node_selected else ()))
         if any("registry" in getattr(i, "fixturenames", ()) for i in session.items):
             binaries.ensure("registry", "crane")  # tests/e2e/test_registry_pull.py
     except binaries.BinaryError as exc:
@@ -40,8 +43,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # The node's packages (scripts/setup-node.sh) and images (scripts/build-images.sh, cached by their inputs under
     # ~/.cache/glrt-operator/images) likewise, once, before any test that runs pods; the node fixture reports
     # a machine that cannot run a node.
-    global _node_images  # noqa: PLW0603
-    if any("node" in getattr(i, "fixturenames", ()) for i in session.items) and unavailable_reason() is None:
+    if _node_selected and unavailable_reason() is None:
         started = time.monotonic()
         with contextlib.suppress(NodeError):  # build_images() fails again, with its message, in the node fixture
             _node_images = build_images()
@@ -61,8 +63,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def control_plane() -> Iterator[ControlPlane]:
     if _binaries_error is not None:
         raise _binaries_error
-    # The serving certificate also names the node's bridge gateway: pods reach the apiserver there.
-    cp = ControlPlane(extra_ips=[node_gateway(NodeOptions())])
+    # The serving certificate also names the node's bridge gateway: pods reach the apiserver there. When node tests
+    # were selected, the apiserver also advertises it, so the kubernetes Service routes pods to it (kube-proxy).
+    gateway = node_gateway(NodeOptions())
+    cp = ControlPlane(extra_ips=[gateway], advertise_address=gateway if _node_selected else None)
     cp.start()
     _startup_seconds.append(cp.startup_seconds or 0.0)
     try:
@@ -83,7 +87,8 @@ def node(control_plane: ControlPlane) -> Iterator[Node]:
         yield n
     finally:
         n.stop()
-        _node_seconds["torn down"] = n.teardown_seconds or 0.0
+        phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in n.teardown_phases.items())
+        _node_seconds[f"torn down ({phases})"] = n.teardown_seconds or 0.0
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,9 @@ def test_deletion_scale_down_and_rollout_drain_the_running_job_and_a_longer_job_
     spec = stand_in(2)
     spec["manager"] = {**spec["manager"], "drainTimeout": DRAIN_TIMEOUT}  # type: ignore[dict-item]
     # One job per replica at a time, so two queued jobs land on two replicas.
-    spec["config"] = {"checkInterval": 1, "concurrent": 1, "shutdownTimeout": SHUTDOWN_TIMEOUT}
+    # The shell executor: jobs run inside the manager pod, the subject here (the kubernetes executor's job pods are
+    # tests/e2e/test_kubernetes_executor.py's).
+    spec["config"] = {"checkInterval": 1, "concurrent": 1, "shutdownTimeout": SHUTDOWN_TIMEOUT, "executor": "shell"}
     runners.create(runners.manifest(**spec))
     status = runners.wait_ready()["status"]
     runner_id = int(status["runnerId"])

@@ -61,11 +61,6 @@ def test_install_register_rotate_delete_uninstall(
         "image": {"repository": "localhost/glrt-operator", "tag": "test", "pullPolicy": "Never"},
         "watch": {"namespaces": [ci_ns]},
         "settings": TEST_SETTINGS,
-        # No kube-proxy on the test node: the in-cluster client must use an address pods reach.
-        "extraEnvVars": [
-            {"name": "KUBERNETES_SERVICE_HOST", "value": node.gateway},
-            {"name": "KUBERNETES_SERVICE_PORT", "value": str(node.apiserver_port)},
-        ],
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -80,6 +75,9 @@ def test_install_register_rotate_delete_uninstall(
         )
         (pod,) = core.list_namespaced_pod(system_ns).items
         assert pod.spec.containers[0].image == "localhost/glrt-operator:test"
+        # In-cluster configuration as in a real cluster: the kubelet's KUBERNETES_SERVICE_* (the kubernetes
+        # Service's ClusterIP, routed by kube-proxy), nothing set in the pod spec.
+        assert not [e.name for e in pod.spec.containers[0].env or [] if e.name.startswith("KUBERNETES_")]
         assert pod.status.container_statuses[0].ready
 
         runners = Runners(kube, ci_ns, gitlab.url)

@@ -82,6 +82,7 @@ class Request:
     client_ip: str
     base_url: str
     query_pairs: list[tuple[str, str]] = field(default_factory=list)
+    raw: bytes = b""  # the body as sent (a job trace patch is text/plain, not params)
 
     @property
     def params(self) -> dict[str, Any]:

@@ -282,6 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
             client_ip=self.client_address[0],
             base_url=f"http://{host}",
             query_pairs=query_pairs,
+            raw=raw,
         )
         try:
             req.body = parse_body(self.headers.get("Content-Type", ""), raw, allow_array=path in OUTSIDE_API_PATHS)

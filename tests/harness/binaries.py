@@ -52,6 +52,7 @@ _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] 
         lambda v: f"kubernetes-{v['KUBERNETES_VERSION']}",
         ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"),
     ),
+    "kube-proxy": (lambda v: f"kube-proxy-{v['KUBERNETES_VERSION']}", ("kube-proxy",)),
     "etcd": (lambda v: f"etcd-{v['ETCD_VERSION']}", ("etcd",)),
     "kubectl": (lambda v: f"kubectl-layer-{v['KUBECTL_LAYER_VERSION']}", ("kubectl", "helm")),
     "promtool": (lambda v: f"promtool-{v['PROMETHEUS_MODULE_VERSION']}", ("promtool",)),

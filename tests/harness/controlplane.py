@@ -133,11 +133,21 @@ class ControlPlane:
         *,
         controllers: Sequence[str] = DEFAULT_CONTROLLERS,
         extra_ips: Sequence[str] = (),
+        advertise_address: str | None = None,
     ) -> None:
         self._workdir = workdir
         # More addresses the serving certificate is valid for (a node's pods reach the apiserver through one).
         self._extra_ips = tuple(extra_ips)
+        # For a control plane with a node: the apiserver listens on every address and advertises this one (the
+        # node's bridge gateway), so the `kubernetes` Service's endpoints point where pods reach it, as in a real
+        # cluster. None keeps it on loopback, with no endpoints for that Service (no node, no pod needs them).
+        self.advertise_address = advertise_address
+        if advertise_address is not None and advertise_address not in self._extra_ips:
+            self._extra_ips += (advertise_address,)
         self._controllers = tuple(controllers)
+        if advertise_address is not None and "endpointslice-controller" not in self._controllers:
+            # With a node, kube-proxy routes every Service with a selector to its pods' EndpointSlices.
+            self._controllers += ("endpointslice-controller",)
         self._base: Path | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._final_logs: dict[str, str] = {}
@@ -343,14 +353,23 @@ class ControlPlane:
         self._wait_ready("etcd", etcd_url, ("/readyz", "/livez"))
 
         pki = self.dir / "pki"
+        if self.advertise_address is None:
+            # Loopback addresses are invalid in Endpoints; with no pods running nothing needs them.
+            addresses = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+        else:
+            # The apiserver's lease reconciler writes the `kubernetes` Endpoints and EndpointSlice with this address.
+            addresses = [
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={self.advertise_address}",
+                "--endpoint-reconciler-type=lease",
+            ]
         self._spawn(
             "apiserver",
             [
                 str(self._bin["kube-apiserver"]),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
                 f"--secure-port={api_port}",
-                "--advertise-address=127.0.0.1",
+                *addresses,
                 f"--cert-dir={pki}",  # unused with explicit certs, but keeps it out of /var/run/kubernetes
                 f"--tls-cert-file={pki / 'serving.crt'}",
                 f"--tls-private-key-file={pki / 'serving.key'}",
@@ -362,8 +381,6 @@ class ControlPlane:
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                # Loopback addresses are invalid in Endpoints; with no pods running nothing needs them.
-                "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 FEATURE_GATES,

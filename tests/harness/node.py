@@ -1,18 +1,24 @@
-"""A real node for the local control plane: containerd + runc + CNI bridge, kubelet and kube-scheduler.
+"""A real node for the local control plane: containerd + runc + CNI bridge, kubelet, kube-proxy and kube-scheduler.
 
 Pods scheduled on it really run, from images built locally (scripts/build-images.sh) and imported into
 containerd's ``k8s.io`` namespace: no registry is involved, so pods use ``imagePullPolicy: Never`` or
-``IfNotPresent``; a node started with ``NodeOptions(registry_hosts=True)`` can also be told about a local registry
-(:meth:`Node.trust_registry`, tests/harness/registry.py). The pod network is a CNI bridge with a private /24; the
-host holds the gateway address, which is the only host address pods reach (no masquerading, no kube-proxy: Service
-IPs do not work). A fake GitLab for
-pods listens on :attr:`Node.gateway`; pods reach the apiserver through :attr:`Node.apiserver_port` on the gateway
-(a forwarder to the apiserver's loopback port).
+``IfNotPresent``; a node started with ``NodeOptions(registry_hosts=True)`` can also be told about a local
+registry (:meth:`Node.trust_registry`, tests/harness/registry.py). The pod network is a CNI bridge with a private
+/24; the host holds the gateway address, which is the only host address pods reach (no masquerading to the outside,
+no route beyond the bridge). A fake GitLab for pods listens on :attr:`Node.gateway`.
+
+Services: kube-proxy (built from the pinned kubernetes module) runs in nftables mode, so a pod reaches a ClusterIP
+the way it does in a real cluster; in particular in-cluster configuration works unchanged (the kubelet sets
+``KUBERNETES_SERVICE_HOST`` to the ``kubernetes`` Service's ClusterIP). That needs a control plane that advertises
+the gateway (``ControlPlane(advertise_address=node_gateway(...))``): its ``kubernetes`` Service's endpoints then
+point at the gateway, where the apiserver listens. With a loopback-only control plane, pods reach the apiserver
+only through :attr:`Node.apiserver_port` on the gateway (a forwarder to the apiserver's loopback port).
 
 What it changes on the machine, and restores in :meth:`Node.stop`: a bridge interface, ``kubepods`` cgroups,
-network namespaces and mounts of the pods, and the sysctls the kubelet rewrites. It needs root and the
-packages scripts/setup-node.sh installs; :func:`unavailable_reason` says why a machine cannot run it. Only one
-node runs per machine at a time (a lock file); ports, paths, bridge name and subnet are configurable.
+network namespaces and mounts of the pods, kube-proxy's nftables tables, and the sysctls the kubelet rewrites. It
+needs root and the packages scripts/setup-node.sh installs; :func:`unavailable_reason` says why a machine cannot
+run it. Only one node runs per machine at a time (a lock file); ports, paths, bridge name and subnet are
+configurable.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import yaml
 from kubernetes import client
 
 from tests.harness import binaries
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-node.sh"
@@ -47,8 +53,20 @@ IMAGES_SCRIPT = REPO_ROOT / "scripts" / "build-images.sh"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-# The kubelet rewrites these machine-wide (it wants overcommit and panics on oops); saved and restored.
-KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+# Machine-wide sysctls the node rewrites, saved and restored in this order: the kubelet's (it wants overcommit and
+# panics on oops), and the CNI bridge plugin's (a gateway bridge turns on forwarding, which also turns off
+# accept_redirects: those are restored after ip_forward, whose write resets them).
+NODE_SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/forwarding",
+    "net/ipv4/conf/default/forwarding",
+    "net/ipv4/conf/all/accept_redirects",
+    "net/ipv4/conf/default/accept_redirects",
+)
+
 
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 START_DEADLINE = 90.0
@@ -111,7 +129,31 @@ def image_names() -> dict[str, str]:
         "pause": "registry.k8s.io/pause:3.10",
         "operator": "localhost/glrt-operator:test",
         "runner": "localhost/glrt-runner-standin:test",
+        # The kubernetes executor's job pods: the build container's image and the helper image.
+        "job": "localhost/glrt-job:test",
+        "helper": "localhost/glrt-runner-helper:test",
     }
+
+
+def _nft_objects() -> set[tuple[str, ...]]:
+    """Every nftables table ``("table", family, name)`` and chain ``("chain", family, table, name)`` of the host."""
+    result = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not result.stdout.strip():
+        return set()
+    objects: set[tuple[str, ...]] = set()
+    for item in json.loads(result.stdout).get("nftables", []):
+        if "table" in item:
+            objects.add(("table", item["table"]["family"], item["table"]["name"]))
+        elif "chain" in item:
+            chain = item["chain"]
+            objects.add(("chain", chain["family"], chain["table"], chain["name"]))
+    return objects
+
+
+def _nft(problems: list[str], *args: str) -> None:
+    result = subprocess.run(["nft", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        problems.append(f"nft {' '.join(args)}: {result.stderr.strip()}")
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -174,10 +216,12 @@ class Node:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._sysctls: dict[str, str] = {}
         self._netns_before: set[str] = set()
+        self._nft_before: set[tuple[str, ...]] | None = None
         self._forwarder: _Forwarder | None = None
         self.apiserver_port = 0
         self.startup_seconds: float | None = None
         self.teardown_seconds: float | None = None
+        self.teardown_phases: dict[str, float] = {}  # seconds per step of the last stop()
 
     # ----------------------------------------------------------------------------------------------- paths
 
@@ -207,7 +251,7 @@ class Node:
         reason = unavailable_reason()
         if reason is not None:
             raise NodeError(reason)
-        bins = {name: binaries.binary(name) for name in ("kubelet", "kube-scheduler")}
+        bins = {name: binaries.binary(name) for name in ("kubelet", "kube-scheduler", "kube-proxy")}
         images = build_images() if images is None else images
         self._acquire_lock()
         atexit.register(self.stop)
@@ -215,8 +259,9 @@ class Node:
             self._base = Path(tempfile.mkdtemp(prefix="glrt-node-", dir=self.options.workdir))
             for sub in ("logs", "containerd", "kubelet", "cni/net.d", "cni/ipam"):
                 (self.dir / sub).mkdir(parents=True, mode=0o700)
-            self._sysctls = {key: (Path("/proc/sys") / key).read_text().strip() for key in KUBELET_SYSCTLS}
+            self._sysctls = {key: (Path("/proc/sys") / key).read_text().strip() for key in NODE_SYSCTLS}
             self._netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+            self._nft_before = _nft_objects()
             self._create_bridge()
             self._start_containerd()
             wanted = set(image_names().values())  # the Debian base is only for building
@@ -228,10 +273,15 @@ class Node:
                     raise NodeError(f"image {name} not found in containerd after importing {archive}")
             self._start_kubelet(bins["kubelet"])
             self._start_scheduler(bins["kube-scheduler"])
+            self._start_kube_proxy(bins["kube-proxy"])
             api_port = int(self.cp.server.rsplit(":", 1)[1])
-            self._forwarder = _Forwarder((self.gateway, 0), ("127.0.0.1", api_port))
-            self.apiserver_port = self._forwarder.port
+            if self.cp.advertise_address == self.gateway:
+                self.apiserver_port = api_port  # the apiserver listens on the gateway itself
+            else:
+                self._forwarder = _Forwarder((self.gateway, 0), ("127.0.0.1", api_port))
+                self.apiserver_port = self._forwarder.port
             self._wait_ready()
+            self._wait("kube-proxy to route the kubernetes Service", self._kubernetes_service_routed)
         except BaseException:
             self.stop()
             raise
@@ -243,20 +293,35 @@ class Node:
             return
         started = time.monotonic()
         problems: list[str] = []
+        phases: dict[str, float] = {}
+        mark = started
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            phases[phase] = now - mark
+            mark = now
+
         if self._base is not None:
             self._delete_pods()
             self._stop_sandboxes(problems)
-        for name in ("kube-scheduler", "kubelet", "containerd"):
+        lap("pods")
+        for name in ("kube-proxy", "kube-scheduler", "kubelet", "containerd"):
             self._terminate(name)
+            lap(name)
+        self._restore_nftables(problems)
+        lap("nftables")
         if self._forwarder is not None:
             self._forwarder.close()
             self._forwarder = None
         if self._base is not None:
             self._kill_shims()
             self._unmount_under(self.dir)
+        lap("shims and mounts")
         self._remove_netns()
         with contextlib.suppress(subprocess.CalledProcessError):
             subprocess.run(["ip", "link", "del", self.options.bridge], check=True, capture_output=True)
+        lap("netns and bridge")
         self._remove_kubepods_cgroups(problems)
         for key, value in self._sysctls.items():
             try:
@@ -267,11 +332,14 @@ class Node:
             if os.environ.get("GLRT_KEEP_CONTROLPLANE"):
                 print(f"node: keeping {self._base}")
             else:
+                lap("cgroups and sysctls")
                 shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
         self._lock.close()
         self._lock = None
         atexit.unregister(self.stop)
+        lap("files")
+        self.teardown_phases = phases
         self.teardown_seconds = time.monotonic() - started
         if problems:
             raise NodeError("node teardown left: " + "; ".join(problems))
@@ -397,6 +465,9 @@ class Node:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": self.options.subnet, "gateway": self.gateway}]],
+                        # Service ClusterIPs go through the host, where kube-proxy's rules translate them; no
+                        # default route: pods still reach nothing beyond the bridge and the Services.
+                        "routes": [{"dst": SERVICE_CLUSTER_IP_RANGE, "gw": self.gateway}],
                         "dataDir": str(self.dir / "cni" / "ipam"),
                     },
                 }
@@ -491,6 +562,39 @@ state = "{d / "state"}"
             ],
         )
 
+    def _start_kube_proxy(self, kube_proxy: Path) -> None:
+        # nftables mode: the kernel here has nf_tables but no IPVS, and no /lib/modules to load anything; all rules
+        # live in kube-proxy's own tables, which stop() deletes. masqueradeAll: replies from a Service's endpoint
+        # must come back through the host's conntrack even when client and endpoint share the bridge.
+        d = self.dir / "kube-proxy"
+        d.mkdir(mode=0o700)
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "mode": "nftables",
+            "clientConnection": {"kubeconfig": str(self.cp.kubeconfig)},
+            "hostnameOverride": self.name,
+            "clusterCIDR": self.options.subnet,
+            "detectLocalMode": "ClusterCIDR",
+            "nftables": {"masqueradeAll": True, "syncPeriod": "30s", "minSyncPeriod": "0s"},
+            # Zeros leave the machine-wide conntrack sysctls as they are (kube-proxy would raise nf_conntrack_max).
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "healthzBindAddress": f"127.0.0.1:{_free_port()}",
+            "metricsBindAddress": f"127.0.0.1:{_free_port()}",
+            "nodePortAddresses": [f"{self.gateway}/32"],
+        }
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+        self._spawn("kube-proxy", [str(kube_proxy), f"--config={d / 'config.yaml'}", "--v=1"])
+
+    def _kubernetes_service_routed(self) -> bool:
+        """kube-proxy has written its rules for the kubernetes Service's ClusterIP."""
+        result = subprocess.run(
+            ["nft", "list", "map", "ip", "kube-proxy", "service-ips"], capture_output=True, text=True, check=False
+        )
+        with self.cp.api_client() as api:
+            cluster_ip = client.CoreV1Api(api).read_namespaced_service("kubernetes", "default").spec.cluster_ip
+        return result.returncode == 0 and f"{cluster_ip} . tcp . 443" in result.stdout
+
     def _wait_ready(self) -> None:
         core = client.CoreV1Api(self.cp.api_client())
 
@@ -559,6 +663,25 @@ state = "{d / "state"}"
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
         for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+    def _restore_nftables(self, problems: list[str]) -> None:
+        # kube-proxy's own tables (ip/ip6 kube-proxy) and the kubelet's iptables-nft canary chains and tables
+        # (KUBE-KUBELET-CANARY in mangle, nat and filter): whatever was not there before start() goes.
+        if self._nft_before is None:
+            return
+        before, self._nft_before = self._nft_before, None
+        now = _nft_objects()
+        new_tables = {o for o in now - before if o[0] == "table"}
+        for _, family, table in sorted(new_tables):
+            _nft(problems, "delete", "table", family, table)
+        for _, family, table, chain in sorted(
+            o for o in now - before if o[0] == "chain" and ("table", *o[1:3]) not in new_tables
+        ):
+            _nft(problems, "flush", "chain", family, table, chain)
+            _nft(problems, "delete", "chain", family, table, chain)
+        left = _nft_objects() - before
+        if left:
+            problems.append(f"nftables objects left: {sorted(left)}")
 
     def _remove_netns(self) -> None:
         if not os.path.isdir("/run/netns"):

@@ -36,7 +36,7 @@ def write_config(path: Path, url: str, token: str, *, metrics_port: int = 0) -> 
     listen = f'listen_address = "127.0.0.1:{metrics_port}"\n' if metrics_port else ""
     path.write_text(
         f'concurrent = 1\ncheck_interval = 1\n{listen}\n[[runners]]\n  name = "t"\n  url = "{url}"\n'
-        f'  token = "{token}"\n  executor = "kubernetes"\n'
+        f'  token = "{token}"\n  executor = "shell"\n'
     )
 
 
@@ -105,7 +105,7 @@ def test_polls_with_the_system_id_beside_the_config_path_as_given(
     started.append(Standin(tmp_path, config))
     wait_for(lambda: SYSTEM_ID in gitlab.runners[runner_id].managers, timeout=20, message="a poll with the id")
     manager = gitlab.runners[runner_id].managers[SYSTEM_ID]
-    assert manager.version == "19.4.0" and manager.executor == "kubernetes"
+    assert manager.version == "19.4.0" and manager.executor == "shell"
     assert set(gitlab.runners[runner_id].managers) == {SYSTEM_ID}
 
 

@@ -15,7 +15,10 @@
 //   - SIGQUIT: graceful (no new jobs, wait for running ones, exit 0); SIGTERM/SIGINT: forceful (running jobs
 //     are aborted and reported failed, exit 1).
 //
-// A job's script lines run through /bin/sh; the result goes back through `PUT /api/v4/jobs/:id` with the job token.
+// Jobs: for a [[runners]] entry with executor "kubernetes", the calls of gitlab-runner's kubernetes executor
+// (kubernetes.go; docs/development/runner-standin.md), the trace through `PATCH /api/v4/jobs/:id/trace` (trace.go);
+// for any other executor, the script lines run through /bin/sh in the stand-in's own process (a shell executor
+// without a trace). Either way the result goes back through `PUT /api/v4/jobs/:id` with the job token.
 package main
 
 import (
@@ -35,6 +38,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +59,8 @@ type RunnerConfig struct {
 	Token    string `toml:"token"`
 	Executor string `toml:"executor"`
 	Limit    int    `toml:"limit"`
+
+	Kubernetes *KubernetesConfig `toml:"kubernetes"`
 }
 
 type Config struct {
@@ -148,13 +154,59 @@ func short(token string) string {
 	return token
 }
 
+// job holds the fields of GitLab's job payload (POST /jobs/request) the stand-in reads.
 type job struct {
-	ID    int64  `json:"id"`
-	Token string `json:"token"`
-	Steps []struct {
+	ID      int64  `json:"id"`
+	Token   string `json:"token"`
+	JobInfo struct {
+		Name        string `json:"name"`
+		ProjectID   int64  `json:"project_id"`
+		ProjectName string `json:"project_name"`
+	} `json:"job_info"`
+	GitInfo struct {
+		RepoURL   string `json:"repo_url"`
+		Ref       string `json:"ref"`
+		Sha       string `json:"sha"`
+		BeforeSha string `json:"before_sha"`
+	} `json:"git_info"`
+	Image       jobImage        `json:"image"`
+	Variables   []jobVariable   `json:"variables"`
+	Credentials []jobCredential `json:"credentials"`
+	Steps       []struct {
 		Script []string `json:"script"`
 	} `json:"steps"`
 }
+
+// jobURL is CI_JOB_URL when GitLab sent it, else the project URL derived from the repository URL.
+func (j *job) jobURL() string {
+	for _, v := range j.Variables {
+		if v.Key == "CI_JOB_URL" {
+			return v.Value
+		}
+	}
+	return strings.TrimSuffix(j.GitInfo.RepoURL, ".git") + fmt.Sprintf("/-/jobs/%d", j.ID)
+}
+
+// envVars: the job's variables as the build container's environment (file variables are left out).
+func (j *job) envVars() []corev1EnvVar {
+	var out []corev1EnvVar
+	for _, v := range j.Variables {
+		if !v.File && v.Key != "" {
+			out = append(out, corev1EnvVar{Name: v.Key, Value: v.Value})
+		}
+	}
+	return out
+}
+
+type atomicString struct{ v atomic.Value }
+
+func (a *atomicString) Store(s string) { a.v.Store(s) }
+func (a *atomicString) Load() string {
+	s, _ := a.v.Load().(string)
+	return s
+}
+
+func logf(format string, args ...any) { log.Printf(format, args...) }
 
 type runningJob struct {
 	cancel context.CancelFunc
@@ -240,11 +292,26 @@ func (r *runner) runJob(rc RunnerConfig, j *job) {
 			r.st.jobs--
 			r.st.mu.Unlock()
 		}()
+		log.Printf("Job started job=%d executor=%s", j.ID, rc.Executor)
+		if rc.Executor == "kubernetes" {
+			trace := newJobTrace(r.client, rc.URL, j.ID, j.Token)
+			jobState, reason, code := runKubernetesJob(ctx, rc, j, r.st.systemID, trace)
+			switch {
+			case ctx.Err() != nil:
+				log.Printf("Job aborted job=%d", j.ID)
+				jobState, reason = "failed", "runner_system_failure"
+			case jobState == "success":
+				log.Printf("Job succeeded job=%d", j.ID)
+			default:
+				log.Printf("Job failed job=%d reason=%s", j.ID, reason)
+			}
+			trace.finish(jobState, reason, code)
+			return
+		}
 		var lines []string
 		for _, step := range j.Steps {
 			lines = append(lines, step.Script...)
 		}
-		log.Printf("Job started job=%d", j.ID)
 		cmd := exec.CommandContext(ctx, "/bin/sh", "-ec", strings.Join(lines, "\n"))
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		err := cmd.Run()
