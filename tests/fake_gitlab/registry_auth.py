@@ -180,12 +180,7 @@ def authenticate(ctx: Ctx) -> Actor:
     state = ctx.state
     access = state.access_tokens.get(password) if password else None
     now = state.clock.now()
-    if (
-        access is not None
-        and not access.revoked
-        and not access.expired(now)
-        and access.user_id in state.users
-    ):
+    if access is not None and not access.revoked and not access.expired(now) and access.user_id in state.users:
         user = state.users[access.user_id]
         ctx.info.user = user.username
         return Actor("personal_access_token", _abilities(access.scopes), user=user)
