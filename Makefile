@@ -39,11 +39,13 @@ demo: install binaries
 # Prints figures; not part of `make test`. Fleet scale (1,000 Runners; BENCH_ARGS="--runners N --slow-runners M"):
 # time to Ready, GitLab calls per Runner, RSS, a new Runner under a slow GitLab, requests per minute vs the budget.
 # Then each replica's blackout after a token rotation on a real node (ROTATION_ARGS="--rotations N").
-# BENCH=fleet or BENCH=rotation runs one part only.
+# Then 40 CI jobs through the kubernetes executor while the token rotates and the Runner scales 2 -> 1 (on a node;
+# JOBS_ARGS="--jobs N --job-seconds S"). BENCH=fleet, BENCH=rotation or BENCH=jobs runs one part only.
 BENCH ?= all
 bench: install binaries
-	@if [ "$(BENCH)" != rotation ]; then $(BIN)/python scripts/benchmark.py $(BENCH_ARGS); fi
-	@if [ "$(BENCH)" != fleet ]; then $(BIN)/python scripts/bench_rotation.py $(ROTATION_ARGS); fi
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = fleet ]; then $(BIN)/python scripts/benchmark.py $(BENCH_ARGS); fi
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = rotation ]; then $(BIN)/python scripts/bench_rotation.py $(ROTATION_ARGS); fi
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = jobs ]; then $(BIN)/python scripts/bench_jobs.py $(JOBS_ARGS); fi
 
 # Kill points, GitLab faults and the bad-input corpus against the operator; prints figures (see scripts/chaos.py
 # for CHAOS_ARGS, e.g. --trials 5 --fault-rate 0.2 --fault-seconds 600). Not part of `make test`.

@@ -453,7 +453,12 @@ def register_manager(gitlab: FakeGitLab, token: str, system_id: str) -> None:
 
 
 def test_operator_runs_a_runner_lifecycle_as_the_service_account(
-    request: pytest.FixtureRequest, kube: client.ApiClient, install: Install, gitlab: FakeGitLab, tmp_path: Path
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    install: Install,
+    gitlab: FakeGitLab,
+    tmp_path: Path,
 ) -> None:
     # Namespaced mode: a watched namespace. Cluster mode: any namespace at all.
     namespace = install.watched[0] if install.watched else request.getfixturevalue("namespace")
@@ -469,6 +474,29 @@ def test_operator_runs_a_runner_lifecycle_as_the_service_account(
         token = runners.secret_data(status["tokenSecretName"])["token"]
         assert_same_token(token, gitlab.runners[runner_id].token, "token Secret vs GitLab")
         assert runners.apps.read_namespaced_stateful_set("builds", namespace).spec.replicas == 2
+        # The executor's account, bound by the operator through the chart's RBAC: what jobs need where they run
+        # (the Runner's namespace here), nothing elsewhere (asked of the API server).
+        executor = f"system:serviceaccount:{namespace}:builds-runner"
+        assert status["executor"] == {
+            "namespace": namespace,
+            "serviceAccount": "builds-runner",
+            "roleBindings": [f"{namespace}/glrt.{namespace}.builds"],
+        }
+        for verb, what in [("create", "pods"), ("delete", "pods"), ("create", "pods/exec"), ("create", "pods/attach")]:
+            assert (
+                control_plane.kubectl(
+                    "auth", "can-i", verb, what, "-n", namespace, f"--as={executor}", check=False
+                ).stdout.strip()
+                == "yes"
+            ), (verb, what)
+        for args in [
+            ("create", "pods", "-n", install.namespace),
+            ("create", "pods", "-n", "kube-system"),
+            ("list", "secrets", "-n", namespace),
+            ("create", "rolebindings", "-n", namespace),
+        ]:
+            answer = control_plane.kubectl("auth", "can-i", *args, f"--as={executor}", check=False).stdout.strip()
+            assert answer == "no", args
         # Posted by the operator itself: proves the events rule (Kopf only logs a failed post).
         wait_for(lambda: "RunnerCreated" in runners.event_reasons(), timeout=10, message="RunnerCreated event")
 
@@ -494,6 +522,10 @@ def test_operator_runs_a_runner_lifecycle_as_the_service_account(
         # only after settings.background.cancellation_polling (60 s by default) before releasing the finalizer.
         wait_for(lambda: not runners.exists(), timeout=90, message="Runner gone")
         assert runner_id not in gitlab.runners
+        rbac = client.RbacAuthorizationV1Api(kube)
+        assert [
+            b.metadata.name for b in rbac.list_namespaced_role_binding(namespace).items if "glrt." in b.metadata.name
+        ] == []
     finally:
         operator.stop()
     output = operator.output()
