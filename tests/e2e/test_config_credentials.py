@@ -25,7 +25,10 @@ ACCESS, SECRET = "AKIA-e2e-access-0001", "s3-e2e-secret-value-0002"  # stand-ins
 def test_kitchen_sink_waits_for_its_credentials_then_renders_everything(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
 ) -> None:
-    runners.create(runners.manifest(config=copy.deepcopy(KITCHEN_SINK), replicas=1))
+    # Job pods in the Runner's own namespace: another one would have to accept it (docs/operations/jobs.md).
+    sink = copy.deepcopy(KITCHEN_SINK)
+    sink["kubernetes"]["namespace"] = runners.namespace
+    runners.create(runners.manifest(config=sink, replicas=1))
     condition = runners.wait_reason("ConfigSecretMissing")
     assert condition["status"] == "False"
     assert "'s3-creds'" in condition["message"] and "spec.config.cache.s3." in condition["message"]
@@ -36,7 +39,8 @@ def test_kitchen_sink_waits_for_its_credentials_then_renders_everything(
     runners.put_secret("s3-creds", {"access": ACCESS + "\n", "secret": SECRET})
     body = runners.wait_ready()
     config = tomllib.loads(runners.secret_data(body["status"]["configSecretName"])["config.toml"])
-    runner, expected = config["runners"][0], EXPECTED["runners"][0]
+    runner, expected = config["runners"][0], copy.deepcopy(EXPECTED["runners"][0])
+    expected["kubernetes"]["namespace"] = runners.namespace
     s3 = runner["cache"].pop("s3")
     assert fingerprint(s3.pop("AccessKey")) == fingerprint(ACCESS)
     assert fingerprint(s3.pop("SecretKey")) == fingerprint(SECRET)

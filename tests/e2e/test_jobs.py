@@ -116,7 +116,8 @@ def apply(cp: ControlPlane, manifest: dict[str, Any]) -> None:
 def run_a_job(fake: FakeGitLab, node: Node, core: client.CoreV1Api, runner_id: int, ns: list[str]) -> dict[str, Any]:
     """A job for this runner, run in a job pod of the executor namespace (`ns[1]`)."""
     marker = f"job-output-{secrets.token_hex(4)}"
-    job_id = fake.enqueue_job(runner_id=runner_id, payload=jobs.script_job([f"echo {marker}", "sleep 1"]))
+    tags = EXAMPLE["spec"]["tags"]  # the example runs tagged jobs only (runUntagged: false)
+    job_id = fake.enqueue_job(runner_id=runner_id, tags=tags, payload=jobs.script_job([f"echo {marker}", "sleep 1"]))
     pod = wait_on(node, ns, lambda: next(iter(core.list_namespaced_pod(ns[1]).items), None), "a job pod")
     result = wait_on(node, ns, lambda: jobs.results(fake).get(job_id), "the job's result", timeout=180)
     assert result == {"state": "success", "failure_reason": ""}, jobs.trace(fake, job_id)
