@@ -282,6 +282,7 @@ def install(
             core.delete_namespace(name, propagation_policy="Background")
 
 
+@pytest.mark.oldest_kubernetes
 def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install: Install) -> None:
     status = json.loads(control_plane.helm("status", install.release, "-n", install.namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
@@ -300,6 +301,7 @@ def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install
     assert item["spec"]["template"]["spec"]["containers"][0]["args"] == install.container["args"]
 
 
+@pytest.mark.oldest_kubernetes
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda v: v.name)
 def test_ci_scenarios_are_accepted_by_the_apiserver(
     control_plane: ControlPlane, kube: client.ApiClient, values: Path
@@ -444,6 +446,7 @@ def can_i(control_plane: ControlPlane, install: Install, *args: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
+@pytest.mark.oldest_kubernetes
 def test_service_account_has_only_what_the_operator_uses(control_plane: ControlPlane, install: Install) -> None:
     watched = install.watched[0] if install.watched else "default"
     allowed = [

@@ -197,7 +197,8 @@ class Node:
         reason = unavailable_reason()
         if reason is not None:
             raise NodeError(reason)
-        bins = {name: binaries.binary(name) for name in ("kubelet", "kube-scheduler")}
+        version = self.cp.kubernetes_version  # the kubelet may not be newer than the apiserver: the same version
+        bins = {name: binaries.binary(name, kubernetes_version=version) for name in ("kubelet", "kube-scheduler")}
         images = build_images() if images is None else images
         self._acquire_lock()
         atexit.register(self.stop)
@@ -417,7 +418,6 @@ state = "{d / "state"}"
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
             "cgroupDriver": "cgroupfs",
-            "failCgroupV1": False,  # these hosts are cgroup v1, which kubelet 1.35 refuses by default
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "syncFrequency": self.options.sync_frequency,
@@ -430,6 +430,9 @@ state = "{d / "state"}"
             "staticPodPath": "",
             "rotateCertificates": False,
         }
+        if binaries.minor_version(self.cp.kubernetes_version) >= (1, 31):
+            # These hosts are cgroup v1, which kubelet 1.35 refuses by default; the field exists from 1.31 on.
+            config["failCgroupV1"] = False
         (d / "config.yaml").write_text(yaml.safe_dump(config))
         self._spawn(
             "kubelet",
