@@ -473,6 +473,9 @@ state = "{d / "state"}"
             conditions = {c.type: c.status for c in (node.status.conditions or [])}
             if conditions.get("Ready") != "True":
                 return False
+            kubelet = node.status.node_info.kubelet_version
+            if kubelet != self.cp.kubernetes_version:
+                raise NodeError(f"the node runs kubelet {kubelet}, not {self.cp.kubernetes_version}")
             # No node-lifecycle controller runs: lift NodeTaint admission's not-ready taint ourselves.
             taints = [t for t in (node.spec.taints or []) if t.key != NOT_READY_TAINT]
             if len(taints) != len(node.spec.taints or []):
