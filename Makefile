@@ -24,9 +24,10 @@ reconcile: install
 compat: install binaries
 	GLRT_KUBERNETES_VERSION=oldest $(BIN)/python -m pytest tests/e2e $(COMPAT_ARGS)
 
-# Line coverage of the reconcile code (the Runner use cases, the handlers, core/) from the fast tiers.
+# Line coverage of the reconcile code (every resource's use cases and handlers, the controller runtime, core/) from
+# the fast tiers.
 coverage: install
-	$(BIN)/python -m pytest tests/unit tests/reconcile -q --cov=glrt_operator.runners --cov=glrt_operator.handlers \
+	$(BIN)/python -m pytest tests/unit tests/reconcile -q --cov=glrt_operator.runners --cov=glrt_operator.controller \
 		--cov=glrt_operator.core --cov=glrt_operator.deploytokens --cov-report=term-missing --cov-fail-under=85
 
 lint: install

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore", "urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from . import (
-        handlers,  # noqa: F401  (registers the handlers)
         metrics,
+        resources,  # noqa: F401  (registers the handlers)
     )
 
     if config.metrics_port:

@@ -68,7 +68,6 @@ for _controller in CONTROLLERS:  # present from the start at 0, as controller-ru
 
 # --- GitLab API ------------------------------------------------------------------------------------------------
 
-STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "network")
 GITLAB_REQUESTS = Counter(
     "glrt_gitlab_api_requests_total",
     "GitLab API calls, by endpoint template, method and status class (network: no HTTP answer).",
@@ -123,7 +122,8 @@ class ResourceMetrics:
     """The per-object series of one resource kind: `glrt_<kind>_token_expiration_timestamp_seconds`,
     `..._token_renewal_timestamp_seconds`, `..._ready_status{condition}`, `..._token_rotations_total{reason}`."""
 
-    def __init__(self, kind: str, what: str):
+    def __init__(self, kind: str, what: str, *more: Gauge | Counter):
+        """`more`: the kind's other per-object families (labelled namespace and name), forgotten with the rest."""
         labels = ["namespace", "name"]
         self.expiration = Gauge(
             f"glrt_{kind}_token_expiration_timestamp_seconds",
@@ -149,7 +149,7 @@ class ResourceMetrics:
             [*labels, "reason"],
             registry=REGISTRY,
         )
-        self._families: tuple[Gauge | Counter, ...] = (self.expiration, self.renewal, self.ready, self.rotations)
+        self._families: tuple[Gauge | Counter, ...] = (self.expiration, self.renewal, self.ready, self.rotations, *more)
 
     def observe_token(
         self, namespace: str, name: str, expires_at: datetime | None, renewal_at: datetime | None
@@ -181,14 +181,14 @@ def _set_or_remove(gauge: Gauge, labels: tuple[str, str], at: datetime | None) -
         gauge.labels(*labels).set(at.timestamp())
 
 
-RUNNER = ResourceMetrics("runner", "Runner's runner")
-DEPLOY_TOKEN = ResourceMetrics("deploytoken", "DeployToken's deploy")
 RUNNER_MANAGERS = Gauge(
     "glrt_runner_managers",
     "Replicas of a Runner by the status of their GitLab runner manager (not_registered: GitLab has none yet).",
     ["namespace", "name", "status"],
     registry=REGISTRY,
 )
+RUNNER = ResourceMetrics("runner", "Runner's runner", RUNNER_MANAGERS)
+DEPLOY_TOKEN = ResourceMetrics("deploytoken", "DeployToken's deploy")
 
 
 def observe_runner(
@@ -210,21 +210,12 @@ def observe_runner(
         RUNNER_MANAGERS.labels(namespace, name, status).set(count)
 
 
-def forget_runner(namespace: str, name: str) -> None:
-    RUNNER.forget(namespace, name)
-    RUNNER_MANAGERS.remove_by_labels({"namespace": namespace, "name": name})
-
-
 def observe_deploy_token(
     namespace: str, name: str, *, expires_at: datetime | None, renewal_at: datetime | None, ready: str
 ) -> None:
     """For the DeployToken controller, after each reconcile: its token dates and Ready condition status."""
     DEPLOY_TOKEN.observe_token(namespace, name, expires_at, renewal_at)
     DEPLOY_TOKEN.observe_ready(namespace, name, ready)
-
-
-def forget_deploy_token(namespace: str, name: str) -> None:
-    DEPLOY_TOKEN.forget(namespace, name)
 
 
 @contextmanager

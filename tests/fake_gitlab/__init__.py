@@ -1,8 +1,8 @@
 """A stateful fake GitLab HTTP server for tests, the demo and benchmarks.
 
-The runner and deploy-token endpoints of GitLab's REST API (``/api/v4``) and the registry's token check, with
-fault injection and a control API under ``/-/fake/``. Comments in this package cite GitLab's documentation by
-these short names:
+The runner and deploy-token endpoints of GitLab's REST API (``/api/v4``), its GraphQL API for runners
+(``/api/graphql``) and the registry's token check, with fault injection and a control API under ``/-/fake/``.
+Comments in this package cite GitLab's documentation by these short names:
 
 - REST API: https://docs.gitlab.com/api/rest/ (REST pagination: its #pagination section; REST status codes:
   https://docs.gitlab.com/api/rest/troubleshooting/; REST authentication: https://docs.gitlab.com/api/rest/authentication/)
@@ -14,6 +14,10 @@ these short names:
   (https://gitlab.com/gitlab-org/gitlab)
 - rate limits: https://docs.gitlab.com/security/rate_limits/ ; permissions: https://docs.gitlab.com/user/permissions/
 - deploy tokens: https://docs.gitlab.com/api/deploy_tokens/ and https://docs.gitlab.com/user/project/deploy_tokens/
+- access tokens (self-information, rotation, reuse detection): https://docs.gitlab.com/api/personal_access_tokens/ ,
+  https://docs.gitlab.com/api/group_access_tokens/ (:mod:`.access_tokens`); instance metadata and the version
+  that gates features: https://docs.gitlab.com/api/metadata/ (:mod:`.metadata`, :mod:`.versions`)
+- GraphQL (``/api/graphql``, :mod:`.graphql_api`): https://docs.gitlab.com/api/graphql/
 
 Typical use::
 
@@ -33,10 +37,13 @@ from .state import (
     Group,
     Manager,
     Project,
+    ReuseDetection,
     Runner,
     Settings,
+    TokenCounters,
     User,
 )
+from .versions import Instance
 
 __all__ = [
     "FAULT_KINDS",
@@ -47,9 +54,12 @@ __all__ = [
     "Fault",
     "FaultSet",
     "Group",
+    "Instance",
     "Manager",
     "Project",
+    "ReuseDetection",
     "Runner",
     "Settings",
+    "TokenCounters",
     "User",
 ]

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="runner token expiry",
         )
+    parser.add_argument(
+        "--gitlab-version",
+        default=None,
+        metavar="VERSION",
+        help="the GitLab version to play, e.g. 17.8.2-ee (gates features; default a current release)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log method, path and status of each API call")
     return parser
 
@@ -69,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     gl = FakeGitLab(verbose=args.verbose)
+    if args.gitlab_version is not None:
+        try:
+            gl.instance.update({"version": args.gitlab_version})
+        except ValueError as exc:
+            parser.error(str(exc))
     demo = gl.add_user("demo", admin=args.admin)
     try:
         for spec in args.group:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -24,16 +24,19 @@ from .state import (
     MAX_TEXT_LENGTH,
     MIN_MAXIMUM_TIMEOUT,
     RUNNER_TYPES,
+    AccessToken,
     Group,
     Job,
     Manager,
     Project,
+    ReuseDetection,
     Runner,
     State,
     User,
     iso,
     to_sentence,
 )
+from .versions import DELETE_MANAGERS, RUNNER_MAINTENANCE_NOTE, RUNNER_MANAGERS, USER_RUNNERS, Version
 
 USER_SCOPES = ("active", "paused", "online", "offline", "never_contacted", "stale")
 ALL_SCOPES = (*USER_SCOPES, "specific", "shared", *RUNNER_TYPES)
@@ -52,6 +55,17 @@ EDITABLE_FIELDS = (
     "maximum_timeout",
     "maintenance_note",
 )
+# GitLab's reuse detection: a revoked token presented on a path like this revokes its token family
+# (https://docs.gitlab.com/api/personal_access_tokens/#automatic-reuse-detection)
+ROTATE_PATH = re.compile(r"access_tokens/(\d+|self)/rotate$")
+EXPIRED_BODY = {
+    "error": "invalid_token",
+    "error_description": "Token is expired. You can either do re-authorization or token refresh.",
+}
+REVOKED_BODY = {
+    "error": "invalid_token",
+    "error_description": "Token was revoked. You have to re-authorize from the user.",
+}
 _TRUE = frozenset({"true", "t", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "f", "0", "no", "n", "off"})
 
@@ -231,42 +245,52 @@ class Ctx:
         self.req = req
         self.info = info
         self.params = Params(req.params)
+        self.user: User | None = None
+        self.access_token: AccessToken | None = None  # the token the request authenticated with
 
-    def authenticate(self) -> User:
-        """User-token authentication and scope check (REST authentication)."""
+    def authenticate(self, scopes: Collection[str] | None = None, *, any_scope: bool = False) -> User:
+        """User-token authentication and scope check (REST authentication); the result is kept per request.
+
+        ``scopes``: the scopes that grant this endpoint (default: :func:`allowed_scopes`); ``any_scope``: every scope
+        this version knows does. Expired is checked before revoked, as GitLab's ``AccessTokenValidationService``
+        does; a revoked token on a rotate path triggers reuse detection (``State.revoke_token_family``).
+        """
+        if self.user is not None:
+            return self.user
         headers = self.req.headers
         token = headers.get("private-token")
         auth = headers.get("authorization", "")
+        bearer = False
         if not token and auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
+            token, bearer = auth[7:].strip(), True
         if not token:
             value = self.req.query.get("private_token")
             token = value if isinstance(value, str) else None
         if not token:
             raise unauthorized()
-        access = self.state.access_tokens.get(token)
-        if access is None or access.user_id not in self.state.users:
+        state = self.state
+        access = state.access_tokens.get(token)
+        # an OAuth token is looked up only from the Authorization header
+        if access is None or access.user_id not in state.users or (access.kind == "oauth" and not bearer):
             raise unauthorized()
-        if access.expires_at is not None and access.expires_at <= self.state.clock.now():
-            raise ApiError(
-                401,
-                {
-                    "error": "invalid_token",
-                    "error_description": "Token is expired. You can either do re-authorization or token refresh.",
-                },
-            )
+        endpoint = f"{self.req.method} {self.req.path}"
+        now = state.clock.now()
+        if access.expired(now):
+            state.token_counters.expired_calls[endpoint] += 1
+            raise ApiError(401, dict(EXPIRED_BODY))
         if access.revoked:
-            raise ApiError(
-                401,
-                {
-                    "error": "invalid_token",
-                    "error_description": "Token was revoked. You have to re-authorize from the user.",
-                },
-            )
-        user = self.state.users[access.user_id]
+            state.token_counters.revoked_calls[endpoint] += 1
+            if access.kind == "personal" and ROTATE_PATH.search(self.req.path):
+                revoked = state.revoke_token_family(access)
+                state.token_counters.reuse_detections.append(
+                    ReuseDetection(access.id, revoked, self.req.method, self.req.path, now)
+                )
+            raise ApiError(401, dict(REVOKED_BODY))
+        user = state.users[access.user_id]
         self.info.user = user.username
-        allowed = allowed_scopes(self.req.method, self.req.path)
-        if not set(access.scopes) & set(allowed):
+        allowed = list(scopes) if scopes is not None else allowed_scopes(self.req.method, self.req.path)
+        held = {s for s in access.scopes if state.instance.knows_scope(s)}
+        if not (held if any_scope else held & set(allowed)):
             raise ApiError(
                 403,
                 {
@@ -275,6 +299,8 @@ class Ctx:
                     "scope": " ".join(allowed),
                 },
             )
+        state.note_token_use(access, self.req.client_ip)
+        self.user, self.access_token = user, access
         return user
 
     def runner_from_token(self, token: str) -> Runner:
@@ -377,6 +403,8 @@ def runner_details(ctx: Ctx, runner: Runner, user: User, *, include_projects: bo
             "maintenance_note": runner.maintenance_note if state.can_update_runner(user, runner) else None,
         }
     )
+    if not state.instance.at_least(RUNNER_MAINTENANCE_NOTE):
+        del body["maintenance_note"]
     if include_projects:
         body["projects"] = [project_entity(ctx, state.projects[p]) for p in runner.project_ids if p in state.projects]
     groups = [state.groups[runner.group_id]] if runner.group_id in state.groups else []
@@ -720,6 +748,9 @@ def update_runner(ctx: Ctx, m: re.Match[str]) -> Response:
     user = ctx.authenticate()
     raw = path_id(ctx, m["id"])
     p = ctx.params
+    if not ctx.state.instance.at_least(RUNNER_MAINTENANCE_NOTE):
+        # an undeclared parameter: Grape ignores it
+        p = ctx.params = Params({k: v for k, v in ctx.req.params.items() if k != "maintenance_note"})
     description = p.string("description")
     active = p.boolean("active")
     paused = p.boolean("paused")
@@ -909,9 +940,21 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 ]
 
 
-def register(method: str, pattern: str, handler: Handler) -> None:
-    """Add a route (used by feature modules such as :mod:`.deploy_tokens`); the path is relative to ``/api/v4``."""
+# Handlers of routes that a GitLab version before this one does not have (see :mod:`.versions`).
+ROUTE_SINCE: dict[Handler, Version] = {
+    create_user_runner: USER_RUNNERS,
+    delete_manager: DELETE_MANAGERS,
+    list_managers: RUNNER_MANAGERS,
+}
+
+
+def register(method: str, pattern: str, handler: Handler, *, since: Version | None = None) -> None:
+    """Add a route (used by feature modules such as :mod:`.deploy_tokens`); the path is relative to ``/api/v4``.
+
+    ``since``: the release that added it; an older instance version routes as if it were absent."""
     ROUTES.append((method, re.compile(f"^{pattern}$"), handler))
+    if since is not None:
+        ROUTE_SINCE[handler] = since
 
 
 def dispatch(state: State, req: Request, info: CallInfo) -> Response:
@@ -920,7 +963,7 @@ def dispatch(state: State, req: Request, info: CallInfo) -> Response:
     path_known = False
     for route_method, pattern, handler in ROUTES:
         match = pattern.match(req.path)
-        if match is None:
+        if match is None or not state.instance.at_least(ROUTE_SINCE.get(handler)):
             continue
         path_known = True
         if route_method != method:

@@ -16,6 +16,10 @@ are neither recorded nor subject to faults.
 | ``POST /-/fake/reset`` | clear runners, calls, faults |
 | ``GET/PUT /-/fake/settings`` | token expiration intervals (runner token expiry) |
 | ``POST /-/fake/jobs`` | queue a job ``{"runner_id"?, "tags"?, "payload"?}`` for ``/jobs/request`` |
+| ``GET/POST /-/fake/access_tokens``, ``POST .../{id}/revoke`` | list (masked), add, revoke access tokens |
+| ``GET /-/fake/token_counters`` | calls with revoked / expired tokens, reuse detections |
+| ``GET/PUT /-/fake/instance`` | the GitLab version (gates features), revision, KAS, edition |
+| ``GET/PUT /-/fake/graphql`` | ``{"enabled": bool, "removed_fields": [...]}`` of ``/api/graphql`` (graphql_api.py) |
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from . import access_tokens, graphql_api
 from .api import Response
 from .faults import Fault
 from .state import Settings, iso, parse_time
@@ -132,12 +137,20 @@ def _route(fake: FakeGitLab, method: str, route: str, query: dict[str, list[str]
             if unknown:
                 return _error(400, f"unknown settings: {', '.join(unknown)}")
             for name, value in body.items():
-                setattr(fake.settings, name, None if value is None else int(value))
+                if isinstance(getattr(fake.settings, name), bool):
+                    setattr(fake.settings, name, bool(value))
+                else:
+                    setattr(fake.settings, name, None if value is None else int(value))
         if method in ("GET", "PUT"):
             return Response(200, fake.settings.as_dict())
+    if route == "/graphql":
+        return graphql_api.control(fake, method, body)
     if route == "/jobs" and method == "POST":
         job_id = fake.enqueue_job(runner_id=body.get("runner_id"), tags=body.get("tags"), payload=body.get("payload"))
         return Response(201, {"id": job_id})
+    handled = access_tokens.control(fake, method, route, body)
+    if handled is not None:
+        return handled
     return _error(404, f"no control endpoint {method} /-/fake{route}")
 
 

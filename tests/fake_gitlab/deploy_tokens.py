@@ -152,6 +152,7 @@ def _owned(dt: DeployToken, project: Project | None, group: Group | None) -> boo
 
 def list_tokens(ctx: Ctx, m: re.Match[str]) -> Response:
     """``GET /projects/:id/deploy_tokens``, ``GET /groups/:id/deploy_tokens`` (Maintainer+), ``active`` filter."""
+    ctx.authenticate()  # before parameter validation, as Grape's before block
     active = ctx.params.boolean("active")
     ctx.params.check()
     page, per_page = api._page_params(ctx)
@@ -182,6 +183,7 @@ def get_token(ctx: Ctx, m: re.Match[str]) -> Response:
 
 def create_token(ctx: Ctx, m: re.Match[str]) -> Response:
     """``POST .../deploy_tokens``: 201 with the token, the only time it is shown."""
+    ctx.authenticate()  # before parameter validation, as Grape's before block
     p = ctx.params
     name = p.string("name", required=True)
     scopes = p.str_list("scopes")

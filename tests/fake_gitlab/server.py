@@ -1,7 +1,8 @@
 """HTTP layer of the fake GitLab and the :class:`FakeGitLab` facade.
 
 A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) in a background thread. ``/api/v4/...`` goes to :mod:`.api`
-under one state lock, after fault injection (:mod:`.faults`); ``/-/fake/...`` goes to :mod:`.control`.
+under one state lock, after fault injection (:mod:`.faults`), and so do ``/api/graphql`` (:mod:`.graphql_api`) and
+the registry's ``/jwt/auth``; ``/-/fake/...`` goes to :mod:`.control`.
 Request bodies are JSON, urlencoded or multipart form data, merged with the query
 (REST API). Nothing here ever logs or prints a token.
 """
@@ -19,14 +20,15 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api, control, deploy_tokens
+from . import access_tokens, api, control, deploy_tokens, graphql_api
+from . import metadata as _metadata  # noqa: F401 -- its routes register on import
 from .deploy_tokens import DeployToken
 from .faults import APP_RATE_LIMIT_MESSAGE, Fault, FaultSet
 from .state import (
@@ -45,6 +47,8 @@ from .state import (
 
 API_PREFIX = "/api/v4"
 REGISTRY_AUTH_PATH = "/jwt/auth"
+# Served outside /api/v4 but through the same faults, call log and state lock (graphql_api registers /api/graphql).
+OUTSIDE_API_PATHS = frozenset({REGISTRY_AUTH_PATH, graphql_api.GRAPHQL_PATH})
 CONTROL_PREFIX = "/-/fake"
 FILTERED = "[FILTERED]"
 # Body parameters whose values are safe to keep in the call log (everything else: names only).
@@ -61,6 +65,8 @@ SAFE_PARAMS = (
     "tag_list",
     "access_level",
     "maximum_timeout",
+    "expires_at",
+    "operationName",  # GraphQL
 )
 
 
@@ -96,8 +102,11 @@ def parse_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
-    """JSON or urlencoded body → params (multipart, used by no client here, is ignored); ``ValueError`` if malformed."""
+def parse_body(content_type: str, raw: bytes, *, allow_array: bool = False) -> dict[str, Any]:
+    """JSON or urlencoded body → params (multipart, used by no client here, is ignored); ``ValueError`` if malformed.
+
+    With ``allow_array`` a JSON array becomes ``{"_json": [...]}``, as Rails wraps it (a GraphQL multiplex).
+    """
     if not raw:
         return {}
     media = content_type.split(";", 1)[0].strip().lower()
@@ -110,6 +119,8 @@ def parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
             if media:
                 raise
             return parse_pairs(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
+        if allow_array and isinstance(data, list):
+            return {"_json": data}
         if not isinstance(data, dict):
             raise ValueError("the JSON body must be an object")
         return data
@@ -186,6 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the default line quotes the raw request line, query string (and so tokens) included."""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header tells the fake's clock, as GitLab's tells its own (moved clocks included)."""
+        return super().date_time_string(self.server.fake.clock.now().timestamp() if timestamp is None else timestamp)
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -252,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(control.handle(fake, self.command, path, split.query, raw))
             return
         # The registry's token endpoint lives outside /api/v4; it goes through the same faults and call log.
-        if not path.startswith(API_PREFIX + "/") and path != REGISTRY_AUTH_PATH:
+        if not path.startswith(API_PREFIX + "/") and path not in OUTSIDE_API_PATHS:
             self._send(api.Response(404, {"error": "404 Not Found"}))
             return
         fake_time = fake.clock.now()
@@ -260,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or fake.url.removeprefix("http://")
         req = api.Request(
             method=self.command,
-            path=path if path == REGISTRY_AUTH_PATH else path[len(API_PREFIX) :],
+            path=path if path in OUTSIDE_API_PATHS else path[len(API_PREFIX) :],
             query=parse_pairs(list(query_pairs)),
             body={},
             headers={k.lower(): v for k, v in self.headers.items()},
@@ -269,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             query_pairs=query_pairs,
         )
         try:
-            req.body = parse_body(self.headers.get("Content-Type", ""), raw)
+            req.body = parse_body(self.headers.get("Content-Type", ""), raw, allow_array=path in OUTSIDE_API_PATHS)
         except (ValueError, UnicodeDecodeError):
             resp = api.Response(400, {"error": "The request body could not be parsed"})
             fake._record(req, path, resp.status, api.CallInfo(), None, fake_time, started)
@@ -336,7 +351,7 @@ def _fault_response(fault: Fault) -> api.Response:
 
 
 # ------------------------------------------------------------------------ the facade
-class FakeGitLab:
+class FakeGitLab(access_tokens.AccessTokensFacade):
     """A stateful fake GitLab: setup helpers, state snapshots, fault injection and an HTTP server.
 
     ``FakeGitLab()`` starts empty with a real clock; ``start()`` serves it on a background thread. State reads
@@ -492,12 +507,28 @@ class FakeGitLab:
         token: str,
         user: User,
         scopes: list[str] | None = None,
-        expires_at: datetime | None = None,
+        expires_at: datetime | date | None = None,
         revoked: bool = False,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        kind: str = "personal",
     ) -> AccessToken:
-        """Register a user token (default scopes ``create_runner``, ``manage_runner``)."""
+        """Register a user token (default scopes ``create_runner``, ``manage_runner``); returns the live object.
+
+        ``expires_at`` is a date (a datetime is cut to its UTC date): the token dies at 00:00 UTC of it.
+        ``kind="oauth"`` makes an OAuth token, accepted only as ``Authorization: Bearer``."""
         with self._lock:
-            return self._state.add_access_token(token, user, scopes=scopes, expires_at=expires_at, revoked=revoked)
+            return self._state.add_access_token(
+                token,
+                user,
+                scopes=scopes,
+                expires_at=expires_at,
+                revoked=revoked,
+                name=name,
+                description=description,
+                kind=kind,
+            )
 
     @property
     def settings(self) -> Settings:
@@ -635,11 +666,12 @@ class FakeGitLab:
             )
 
     def reset(self) -> None:
-        """Clear runners, deploy tokens, calls, jobs and faults; keep users, groups, projects, access tokens,
-        settings and the
-        clock. The cleared runners' tokens are added to ``revoked_tokens``."""
+        """Clear runners, deploy tokens, calls, token counters, jobs, faults and the GraphQL test switch; keep users,
+        groups, projects, access tokens, settings, the instance and the clock. The cleared runners' tokens are added to
+        ``revoked_tokens``."""
         with self._lock:
             self._state.clear_runtime()
+            graphql_api.reset(self._state)
         self.faults.clear()
 
     # ---------------------------------------------------------------- JSON views (control API)
@@ -697,6 +729,8 @@ class FakeGitLab:
                 "settings": state.settings.as_dict(),
                 "runners": [self._runner_json(r) for r in sorted(state.runners.values(), key=lambda r: r.id)],
                 "revoked_tokens": len(state.revoked_tokens),
+                "version": state.instance.version,
+                "access_tokens": len(state.access_tokens),
                 "calls": len(state.calls),
                 "pending_jobs": len(state.pending_jobs),
                 "faults": [f.as_dict() for f in self.faults.rules],

@@ -11,9 +11,12 @@ import copy
 import secrets
 import string
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from .versions import Instance
 
 if TYPE_CHECKING:
     from .deploy_tokens import DeployToken
@@ -34,6 +37,9 @@ LEGACY_SYSTEM_ID = "<legacy>"
 MAX_TEXT_LENGTH = 1024  # description, maintenance_note (runners API)
 MAX_TAGS = 50  # runners API
 MIN_MAXIMUM_TIMEOUT = 600  # runners API
+# personal access tokens: last_used_at is refreshed at most this often (16.1+)
+LAST_USED_REFRESH = timedelta(minutes=10)
+MAX_LAST_USED_IPS = 5
 
 # GitLab access levels
 DEVELOPER = 30
@@ -135,6 +141,7 @@ class User:
     username: str
     admin: bool = False
     name: str = ""
+    bot: bool = False  # the bot user behind a group or project access token
 
 
 @dataclass
@@ -173,13 +180,100 @@ class Project:
 
 @dataclass
 class AccessToken:
-    """A personal (or group/project) access token; scopes as in REST authentication."""
+    """A personal access token, a group/project access token (a PAT of a bot user, ``resource_type`` set) or an
+    OAuth token (``kind="oauth"``, accepted as ``Authorization: Bearer`` only); scopes as in REST authentication.
+
+    ``expires_at`` is a date, as in GitLab: the token stops working at 00:00 UTC of that day
+    (https://docs.gitlab.com/user/profile/personal_access_tokens/#access-token-expiration). Each rotation links
+    the new token to the old through ``previous_personal_access_token_id`` (a token family).
+    """
 
     token: str = field(repr=False)
     user_id: int
     scopes: list[str]
-    expires_at: datetime | None = None
+    expires_at: date | None = None
     revoked: bool = False
+    id: int = 0
+    name: str = ""
+    description: str | None = None
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+    last_used_ips: list[str] = field(default_factory=list)
+    previous_personal_access_token_id: int | None = None
+    kind: str = "personal"  # or "oauth"
+    resource_type: str | None = None  # "group" or "project" for group and project access tokens
+    resource_id: int | None = None
+    access_level: int | None = None  # the bot's role in that group or project
+
+    @property
+    def expires_at_instant(self) -> datetime | None:
+        """00:00 UTC of ``expires_at``: the first instant the token is refused."""
+        day = self.expires_at
+        return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+    def expired(self, now: datetime) -> bool:
+        instant = self.expires_at_instant
+        return instant is not None and instant <= now
+
+    def active(self, now: datetime) -> bool:
+        return not self.revoked and not self.expired(now)
+
+    @property
+    def masked_token(self) -> str | None:
+        return mask_token(self.token)
+
+
+@dataclass
+class ReuseDetection:
+    """One trigger of GitLab's token reuse detection: a revoked token presented on a rotate path."""
+
+    token_id: int  # the revoked token that was presented
+    revoked_ids: list[int]  # its active descendants, revoked by the trigger
+    method: str
+    path: str  # relative to /api/v4
+    time: datetime
+
+
+@dataclass
+class TokenCounters:
+    """Access-token failures the fake saw, by ``"METHOD path"`` (path relative to ``/api/v4``)."""
+
+    revoked_calls: Counter[str] = field(default_factory=Counter)
+    expired_calls: Counter[str] = field(default_factory=Counter)
+    reuse_detections: list[ReuseDetection] = field(default_factory=list)
+
+    @property
+    def revoked_total(self) -> int:
+        return sum(self.revoked_calls.values())
+
+    @property
+    def expired_total(self) -> int:
+        return sum(self.expired_calls.values())
+
+    def snapshot(self) -> TokenCounters:
+        return TokenCounters(
+            Counter(self.revoked_calls),
+            Counter(self.expired_calls),
+            [copy.copy(d) for d in self.reuse_detections],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "revoked_calls": dict(self.revoked_calls),
+            "expired_calls": dict(self.expired_calls),
+            "revoked_total": self.revoked_total,
+            "expired_total": self.expired_total,
+            "reuse_detections": [
+                {
+                    "token_id": d.token_id,
+                    "revoked_ids": list(d.revoked_ids),
+                    "method": d.method,
+                    "path": d.path,
+                    "time": iso(d.time),
+                }
+                for d in self.reuse_detections
+            ],
+        }
 
 
 @dataclass
@@ -192,15 +286,19 @@ class Settings:
     # Test knob, not a GitLab setting: deploy tokens created with an expiry date expire this many seconds after
     # creation instead of at 00:00 UTC of the date, so that renewals can be tested in seconds.
     deploy_token_lifetime_seconds: int | None = None
+    # GitLab's application setting (default true, 17.3): a rotated access token without ``expires_at`` gets
+    # today + 7 days when true, no expiry when false; new tokens may not last beyond today + 365 days when true.
+    require_personal_access_token_expiry: bool = True
 
     FIELDS = (
         "runner_token_expiration_interval",
         "group_runner_token_expiration_interval",
         "project_runner_token_expiration_interval",
         "deploy_token_lifetime_seconds",
+        "require_personal_access_token_expiry",
     )
 
-    def as_dict(self) -> dict[str, int | None]:
+    def as_dict(self) -> dict[str, int | bool | None]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
 
@@ -330,14 +428,17 @@ class State:
         self.assigned_jobs: list[Job] = []
         self.deploy_tokens: dict[int, DeployToken] = {}
         self.next_deploy_token_id = 1
+        self.instance = Instance()
+        self.token_counters = TokenCounters()
+        self.next_access_token_id = 1
         self._next_user_id = 1
         self._next_runner_id = 1
         self._next_manager_id = 1
         self._next_job_id = 1
 
     # ----------------------------------------------------------------- setup
-    def add_user(self, username: str, *, admin: bool = False, name: str | None = None) -> User:
-        user = User(id=self._next_user_id, username=username, admin=admin, name=name or username.title())
+    def add_user(self, username: str, *, admin: bool = False, name: str | None = None, bot: bool = False) -> User:
+        user = User(id=self._next_user_id, username=username, admin=admin, name=name or username.title(), bot=bot)
         self._next_user_id += 1
         self.users[user.id] = user
         return user
@@ -401,19 +502,68 @@ class State:
         scopes: list[str] | None = None,
         expires_at: datetime | date | None = None,
         revoked: bool = False,
+        name: str | None = None,
+        description: str | None = None,
+        kind: str = "personal",
+        previous_id: int | None = None,
     ) -> AccessToken:
-        if isinstance(expires_at, date) and not isinstance(expires_at, datetime):
-            # PAT expiry is a date in GitLab; it expires at the start of that day (UTC).
-            expires_at = datetime(expires_at.year, expires_at.month, expires_at.day, tzinfo=UTC)
+        """Register a token. A datetime ``expires_at`` is cut to its UTC date, as GitLab's Date parameter is."""
+        if kind not in ("personal", "oauth"):
+            raise ValueError(f"unknown token kind {kind!r}")
+        if token in self.access_tokens:
+            raise ValueError("an access token with this value exists")
+        if isinstance(expires_at, datetime):
+            expires_at = expires_at.astimezone(UTC).date()
+        token_id = self.next_access_token_id
+        self.next_access_token_id += 1
         at = AccessToken(
             token=token,
             user_id=user.id,
             scopes=list(scopes if scopes is not None else ["create_runner", "manage_runner"]),
             expires_at=expires_at,
             revoked=revoked,
+            id=token_id,
+            name=name if name is not None else f"token-{token_id}",
+            description=description,
+            created_at=self.clock.now(),
+            previous_personal_access_token_id=previous_id,
+            kind=kind,
         )
         self.access_tokens[token] = at
         return at
+
+    def access_token_by_id(self, token_id: int) -> AccessToken | None:
+        return next((t for t in self.access_tokens.values() if t.id == token_id and t.kind == "personal"), None)
+
+    def revoke_token_family(self, token: AccessToken) -> list[int]:
+        """Revoke every active descendant of ``token`` (tokens rotated from it, recursively); their ids."""
+        now = self.clock.now()
+        children: dict[int, list[AccessToken]] = {}
+        for t in self.access_tokens.values():
+            if t.previous_personal_access_token_id is not None:
+                children.setdefault(t.previous_personal_access_token_id, []).append(t)
+        revoked: list[int] = []
+        pending, seen = list(children.get(token.id, [])), {token.id}
+        while pending:
+            t = pending.pop(0)
+            if t.id in seen:
+                continue
+            seen.add(t.id)
+            if t.active(now):
+                t.revoked = True
+                revoked.append(t.id)
+            pending.extend(children.get(t.id, []))
+        return sorted(revoked)
+
+    def note_token_use(self, token: AccessToken, ip: str) -> None:
+        """``last_used_at`` refreshed at most every 10 minutes; the last 5 distinct client IPs (inferred)."""
+        now = self.clock.now()
+        if token.last_used_at is None or now - token.last_used_at >= LAST_USED_REFRESH:
+            token.last_used_at = now
+        if ip in token.last_used_ips:
+            token.last_used_ips.remove(ip)
+        token.last_used_ips.insert(0, ip)
+        del token.last_used_ips[MAX_LAST_USED_IPS:]
 
     def clear_runtime(self) -> None:
         """Drop runners, calls and jobs; keep users, groups, projects, access tokens and settings.
@@ -427,6 +577,7 @@ class State:
         self.runners.clear()
         self.token_index.clear()
         self.calls.clear()
+        self.token_counters = TokenCounters()
         self.pending_jobs.clear()
         self.assigned_jobs.clear()
 

@@ -235,6 +235,7 @@ def test_control_settings_jobs_and_reset(world: World) -> None:
         "group_runner_token_expiration_interval": None,
         "project_runner_token_expiration_interval": None,
         "deploy_token_lifetime_seconds": None,
+        "require_personal_access_token_expiry": True,
     }
     job = ctl.post("/jobs", json={"payload": {"steps": []}})
     assert job.status_code == 201

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -276,10 +276,12 @@ def test_expired_and_revoked_tokens(world: World) -> None:
 
 
 def test_token_expires_with_the_clock(world: World) -> None:
-    world.gl.add_access_token("glpat-short", world.users["admin"], ["api"], expires_at=WORLD_START + timedelta(hours=1))
+    # an expiry date: the token dies at 00:00 UTC of it, 15 h after WORLD_START
+    world.gl.add_access_token("glpat-short", world.users["admin"], ["api"], expires_at=date(2025, 5, 4))
     client = world.client("glpat-short")
+    world.gl.clock.advance(15 * 3600 - 1)
     assert client.get("/runners").status_code == 200
-    world.gl.clock.advance(3600)
+    world.gl.clock.advance(1)
     assert client.get("/runners").status_code == 401
 
 

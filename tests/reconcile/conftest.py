@@ -16,8 +16,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
-from glrt_operator.adapters.kube import PodInfo
+from glrt_operator.core.api import RUNNER, Kind
 from glrt_operator.core.events import EventType
+from glrt_operator.core.ports import KubePort, PodInfo, SecretObject
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.deletion import delete_runner
 from glrt_operator.runners.reconcile import ReconcileOutcome, open_context, reconcile
@@ -31,8 +32,8 @@ LOG = logging.getLogger("tests.reconcile")
 
 
 class InMemoryKube:
-    """The methods of `glrt_operator.adapters.kube.Kube` the use cases call, over dicts. `fail[method]` makes a
-    method raise that ApiException (as the apiserver would, e.g. 403 for a missing RBAC rule)."""
+    """The Kubernetes port (`glrt_operator.core.ports.KubePort`) over dicts. `fail[method]` makes a method raise
+    that ApiException (as the apiserver would, e.g. 403 for a missing RBAC rule)."""
 
     def __init__(self) -> None:
         self.secrets: dict[str, dict[str, Any]] = {}
@@ -57,15 +58,19 @@ class InMemoryKube:
     def put_secret(self, name: str, data: Mapping[str, str], owners: list[str] | None = None) -> None:
         self.secrets[name] = {"annotations": {}, "data": dict(data), "owners": list(owners or [])}
 
-    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def read_secret(self, namespace: str, name: str) -> SecretObject | None:
         self._check("read_secret")
         assert namespace == NAMESPACE
         secret = self.secrets.get(name)
-        return None if secret is None else {k: (v.copy() if hasattr(v, "copy") else v) for k, v in secret.items()}
-
-    def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        secret = self.read_secret(namespace, name)
-        return None if secret is None else secret["data"].get(key)
+        if secret is None:
+            return None
+        return SecretObject(
+            name=name,
+            annotations=dict(secret["annotations"]),
+            data=dict(secret["data"]),
+            owners=tuple(secret["owners"]),
+            type=secret.get("type"),
+        )
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
         """Like server-side apply: the resourceVersion moves only when the Secret changed."""
@@ -116,34 +121,28 @@ class InMemoryKube:
         self.pod_patches.append((name, dict(annotations)))
         self.pod_annotations.setdefault(name, {}).update(annotations)
 
-    def read_runner_status(self, namespace: str, name: str) -> dict[str, Any]:
-        self._check("read_runner_status")
-        return dict(self.status)
+    def _status_of(self, kind: Kind) -> dict[str, Any]:
+        """One object of each kind: a Runner's status in `status`, a DeployToken's in `deploy_token_status`."""
+        return self.status if kind == RUNNER else self.deploy_token_status
 
-    def patch_runner_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def read_status(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        self._check("read_status")
+        return dict(self._status_of(kind))
+
+    def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """A JSON merge patch: None removes the field."""
-        self._check("patch_runner_status")
+        self._check("patch_status")
         self.status_writes.append(dict(status))
+        stored = self._status_of(kind)
         for key, value in status.items():
             if value is None:
-                self.status.pop(key, None)
+                stored.pop(key, None)
             else:
-                self.status[key] = value
+                stored[key] = value
 
-    # --- DeployToken -----------------------------------------------------------------------------------------
-    def read_deploy_token_status(self, namespace: str, name: str) -> dict[str, Any]:
-        self._check("read_deploy_token_status")
-        return dict(self.deploy_token_status)
 
-    def patch_deploy_token_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """A JSON merge patch: None removes the field."""
-        self._check("patch_deploy_token_status")
-        self.status_writes.append(dict(status))
-        for key, value in status.items():
-            if value is None:
-                self.deploy_token_status.pop(key, None)
-            else:
-                self.deploy_token_status[key] = value
+# mypy checks that the stand-in is a Kubernetes port like the real adapter.
+_PORT: type[KubePort] = InMemoryKube
 
 
 class RecordingPool(GitLabPool):
@@ -174,10 +173,10 @@ class Env:
         return [reason for _, reason, _ in self.events]
 
     def reconcile(self) -> ReconcileOutcome:
-        return reconcile(open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG))  # type: ignore[arg-type]
+        return reconcile(open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG))
 
     def delete(self, *, give_up_search: bool = False) -> None:
-        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG, give_up_search=give_up_search)  # type: ignore[arg-type]
+        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG, give_up_search=give_up_search)
 
     def use_token(self, token: str) -> None:
         self.kube.put_secret("gitlab-api", {"token": token})

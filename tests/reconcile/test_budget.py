@@ -10,7 +10,7 @@ import time
 import kopf
 import pytest
 
-from glrt_operator import handlers
+from glrt_operator.runners import handlers
 from glrt_operator.runners.context import RunnerRef
 from tests.fake_gitlab.faults import Fault
 

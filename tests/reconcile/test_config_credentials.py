@@ -12,8 +12,9 @@ from typing import Any
 import kopf
 import pytest
 
-from glrt_operator import handlers
+from glrt_operator.controller.runtime import CONFIG
 from glrt_operator.core.errors import ReconcileError
+from glrt_operator.runners import handlers
 
 from .conftest import Env
 from .test_handlers import call
@@ -102,7 +103,7 @@ def test_handler_reports_one_condition_and_retries_with_backoff(
     for retry in (0, 1):
         with pytest.raises(kopf.TemporaryError) as caught:
             call(handlers.on_runner_created_or_changed, env, retry=retry)
-        assert caught.value.delay == handlers.CONFIG.backoff(retry)
+        assert caught.value.delay == CONFIG.backoff(retry)
     ready = next(c for c in env.kube.status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == "ConfigSecretMissing"
     assert [p[1] for p in posted] == ["ConfigSecretMissing"]  # one Event for the same problem

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,19 +24,17 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from glrt_operator import handlers, metrics
-from glrt_operator.adapters.gitlab import parse_time
+from glrt_operator import metrics
+from glrt_operator.controller import runtime
+from glrt_operator.controller.runtime import CONFIG, wakeup_in
 from glrt_operator.core.errors import ReconcileError
 from glrt_operator.core.events import EventType
+from glrt_operator.core.times import parse_time
+from glrt_operator.deploytokens import handlers
 from glrt_operator.deploytokens.context import DeployTokenRef
-from glrt_operator.deploytokens.reconcile import (
-    DeployTokenOutcome,
-    delete_deploy_token,
-    next_check_of,
-    open_context,
-    reconcile,
-    wakeup_in,
-)
+from glrt_operator.deploytokens.deletion import delete_deploy_token
+from glrt_operator.deploytokens.reconcile import DeployTokenOutcome, open_context, reconcile
+from glrt_operator.deploytokens.status import DeployTokenStatus
 from tests.fake_gitlab import FakeGitLab
 from tests.fake_gitlab.deploy_tokens import granted_actions
 from tests.fake_gitlab.faults import Fault
@@ -208,7 +209,7 @@ def test_renewal_creates_the_next_token_then_revokes_the_previous_after_grace(dt
     assert dt.status["retiring"][0]["tokenId"] == first.token_id
     assert dt.reasons()[-1] == "TokenRenewed"
     assert second.next_check is not None and second.next_check <= second.renewal_time  # type: ignore[operator]
-    wait_until(next_check_of(dt.status))
+    wait_until(DeployTokenStatus.from_dict(dt.status).next_check())
     dt.reconcile()
     assert dt.active() == [second.token_id] and not dt.registry_accepts(old_creds) and dt.registry_accepts()
     assert dt.status["retiring"] == [] and dt.reasons()[-1] == "TokenRevoked"
@@ -422,14 +423,28 @@ def body_of(dt: DT, generation: int = 1) -> kopf.Body:
 
 
 def memo_of(dt: DT) -> kopf.Memo:
-    return dt.__dict__.setdefault("memo", kopf.Memo(kube=dt.kube, gitlab=dt.pool))
+    return dt.__dict__.setdefault(
+        "memo", kopf.Memo(kube=dt.kube, gitlab=dt.pool, resync_pool=ThreadPoolExecutor(1, thread_name_prefix="test"))
+    )
+
+
+def handle(handler: Any, dt: DT, body: kopf.Body, retry: int = 0) -> kopf.Patch:
+    """Call an event handler as Kopf does; Kopf applies its patch after success or failure."""
+    patch = kopf.Patch()
+    try:
+        result = handler(
+            body=body, spec=body["spec"], status=body["status"], patch=patch, memo=memo_of(dt), logger=LOG, retry=retry
+        )
+        if inspect.iscoroutine(result):  # resumes are resyncs: async, on the resync pool
+            asyncio.run(result)
+    finally:
+        dt.status.update(patch.get("status", {}))
+    return patch
 
 
 def test_handler_writes_status_and_conditions(dt: DT, posted: list[tuple[str, str]]) -> None:
     body = body_of(dt, generation=2)
-    handlers.on_deploy_token_changed(
-        body=body, spec=body["spec"], memo=memo_of(dt), logger=LOG, retry=0, status=body["status"]
-    )
+    handle(handlers.on_deploy_token_changed, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
     status = dt.status
     assert status["observedGeneration"] == 2 and status["tokenId"] == dt.ours()[0].id
     assert status["username"] == dt.ours()[0].username and status["renewalTime"] < status["expiresAt"]
@@ -443,15 +458,15 @@ def test_handler_failure_is_a_condition_with_one_event_and_backoff(dt: DT, poste
     for retry in (0, 1):
         body = body_of(dt)
         with pytest.raises(kopf.TemporaryError) as caught:
-            handlers.on_deploy_token_changed(body=body, spec=body["spec"], memo=memo_of(dt), logger=LOG, retry=retry)
-        assert caught.value.delay == handlers.CONFIG.backoff(retry)
+            handle(handlers.on_deploy_token_changed, dt, body_of(dt, body["metadata"]["generation"]), retry=retry)
+        assert caught.value.delay == CONFIG.backoff(retry)
     ready = dt.status["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "SecretNameTaken")
     assert posted == [("Warning", "SecretNameTaken")]
     dt.spec["scopes"] = ["nonsense"]
     body = body_of(dt)
     with pytest.raises(kopf.PermanentError):
-        handlers.on_deploy_token_changed(body=body, spec=body["spec"], memo=memo_of(dt), logger=LOG, retry=0)
+        handle(handlers.on_deploy_token_changed, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
 
 
 class Stopped:
@@ -480,20 +495,20 @@ def run_daemon(dt: DT, wakeups: int, status: dict[str, Any]) -> Stopped:
 
 def test_daemon_leaves_an_unreconciled_generation_to_the_event_handlers(dt: DT) -> None:
     stopped = run_daemon(dt, wakeups=2, status={})
-    assert stopped.waits == [handlers.CONFIG.resync_interval] * 3 and dt.gitlab.calls == []
+    assert stopped.waits == [CONFIG.resync_interval] * 3 and dt.gitlab.calls == []
 
 
 def test_daemon_wakes_at_the_renewal_time_and_backs_off_on_failure(dt: DT, posted: list[tuple[str, str]]) -> None:
     stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
-    assert stopped.waits[0] == handlers.CONFIG.resync_interval  # nothing known yet
-    assert 0 < stopped.waits[1] <= handlers.CONFIG.resync_interval and dt.status["tokenId"]
+    assert stopped.waits[0] == CONFIG.resync_interval  # nothing known yet
+    assert 0 < stopped.waits[1] <= CONFIG.resync_interval and dt.status["tokenId"]
     short_lived(dt, lifetime=4)
     dt.gitlab.revoke_deploy_token(dt.status["tokenId"])  # reissued with the short lifetime
     stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
     assert stopped.waits[1] < 2.0  # woken for the renewal, at about half the 4 s lifetime
     del dt.kube.secrets["gitlab-api"]
     stopped = run_daemon(dt, wakeups=2, status={**dt.status, "observedGeneration": 1})
-    assert stopped.waits[1:] == [handlers.CONFIG.backoff(0), handlers.CONFIG.backoff(1)]
+    assert stopped.waits[1:] == [CONFIG.backoff(0), CONFIG.backoff(1)]
     assert posted[-1] == ("Warning", "CredentialsMissing")
 
 
@@ -506,13 +521,14 @@ def test_wakeup_delay() -> None:
     assert wakeup_in(now - timedelta(seconds=5), now, 300) == 0.2
     assert wakeup_in(now + timedelta(hours=5), now, 300) == 300
     status = {"renewalTime": "2026-11-23T01:00:00Z", "retiring": [{"tokenId": 1, "revokeAt": "2026-11-23T00:10:00Z"}]}
-    assert next_check_of(status) == now + timedelta(minutes=10) and next_check_of({}) is None
+    assert DeployTokenStatus.from_dict(status).next_check() == now + timedelta(minutes=10)
+    assert DeployTokenStatus.from_dict({}).next_check() is None
 
 
 def test_handler_delete(dt: DT, posted: list[tuple[str, str]]) -> None:
     dt.reconcile()
     body = body_of(dt)
-    handlers.on_deploy_token_deleted(body=body, spec=body["spec"], memo=memo_of(dt), logger=LOG, retry=0)
+    handle(handlers.on_deploy_token_deleted, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
     assert dt.active() == [] and posted == [("Normal", "TokenRevoked")]
 
 
@@ -526,22 +542,77 @@ def test_handlers_keep_the_deploy_token_metrics(dt: DT, posted: list[tuple[str, 
 
     renewals_before = sample("glrt_deploytoken_token_rotations_total", reason="requested") or 0.0
     body = body_of(dt, generation=1)
-    handlers.on_deploy_token_changed(body=body, spec=body["spec"], memo=memo_of(dt), logger=LOG, retry=0)
+    handle(handlers.on_deploy_token_changed, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
     expires = parse_time(dt.status["expiresAt"])
     assert expires is not None
     assert sample("glrt_deploytoken_token_expiration_timestamp_seconds") == expires.timestamp()
     assert sample("glrt_deploytoken_ready_status", condition="True") == 1.0
 
     dt.spec["scopes"] = ["read_registry", "read_repository"]  # GitLab cannot edit a token: a new one is issued
-    handlers.on_deploy_token_changed(body=body, spec=dt.spec, memo=memo_of(dt), logger=LOG, retry=0)
+    handle(handlers.on_deploy_token_changed, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
     assert sample("glrt_deploytoken_token_rotations_total", reason="requested") == renewals_before + 1
 
     dt.gitlab.faults.add(Fault(method="GET", path=r"/deploy_tokens$", status=500, count=10))
     with pytest.raises(kopf.TemporaryError):
-        handlers.on_deploy_token_changed(body=body, spec=dt.spec, memo=memo_of(dt), logger=LOG, retry=0)
+        handle(handlers.on_deploy_token_changed, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
     assert sample("glrt_deploytoken_ready_status", condition="False") == 1.0
     dt.gitlab.faults.clear()
 
-    handlers.on_deploy_token_deleted(body=body, spec=dt.spec, memo=memo_of(dt), logger=LOG, retry=0)
+    handle(handlers.on_deploy_token_deleted, dt, body_of(dt, body["metadata"]["generation"]), retry=0)
     assert sample("glrt_deploytoken_ready_status", condition="True") is None
     assert sample("glrt_deploytoken_token_expiration_timestamp_seconds") is None
+
+
+def ready_of(dt: DT) -> dict[str, Any]:
+    condition: dict[str, Any] = next(c for c in dt.status["conditions"] if c["type"] == "Ready")
+    return condition
+
+
+def test_a_resync_rides_out_a_transient_gitlab_failure_like_a_runner_resync(
+    dt: DT, posted: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dropped connection in the renewal daemon's resync leaves Ready as it is and is retried after the back-off;
+    one outlasting a resync interval is reported (the same policy as a Runner's resync timer)."""
+    handle(handlers.on_deploy_token_changed, dt, body_of(dt))
+    assert ready_of(dt)["status"] == "True" and posted == [("Normal", "TokenCreated")]
+    dt.gitlab.faults.add(Fault(method="GET", path=r"/deploy_tokens$", kind="drop", count=1))
+    stopped = run_daemon(dt, wakeups=2, status=dict(dt.status))
+    assert stopped.waits[1] == CONFIG.backoff(0)  # retried soon, not at the next interval
+    assert ready_of(dt)["status"] == "True" and posted == [("Normal", "TokenCreated")]
+    assert stopped.waits[2] > CONFIG.backoff(0)  # the retry succeeded: back to the renewal schedule
+    # The same failure for longer than one resync interval (made zero here): reported, once.
+    monkeypatch.setattr(runtime, "CONFIG", dataclasses.replace(CONFIG, resync_interval=0.0))
+    dt.gitlab.faults.add(Fault(method="GET", path=r"/deploy_tokens$", status=503))
+    run_daemon(dt, wakeups=3, status=dict(dt.status))
+    assert ready_of(dt)["status"] == "False" and ready_of(dt)["reason"] == "GitLabUnavailable"
+    assert posted[1:] == [("Warning", "GitLabUnavailable")]
+
+
+def test_an_operator_restart_with_200_deploy_tokens_writes_nothing_and_reads_one_resync(
+    env: Env, dt: DT, posted: list[tuple[str, str]]
+) -> None:
+    """Kopf resumes every DeployToken at start: each resume is a resync (one read of its project's deploy tokens, at
+    resync priority), not an event reconcile, so nothing is written to GitLab or the cluster."""
+    owner = env.gitlab.add_user("fleet-owner")
+    env.gitlab.add_access_token("glpat-fleet", owner, scopes=["api"])
+    fleet: list[DT] = []
+    for i in range(200):
+        env.gitlab.add_project(2000 + i, f"fleet-{i}", maintainers=[owner])
+        kube = InMemoryKube()
+        kube.put_secret("gitlab-api", {"token": "glpat-fleet"})
+        spec = {**dt.spec, "projectId": 2000 + i}
+        ref = DeployTokenRef(NAMESPACE, "pull", f"0b7c1f7e-2222-4000-8000-{i:012d}")
+        member = DT(gitlab=env.gitlab, kube=kube, pool=dt.pool, spec=spec, ref=ref)
+        handle(handlers.on_deploy_token_changed, member, body_of(member))
+        fleet.append(member)
+    versions = [dict(m.kube.resource_versions) for m in fleet]
+    calls = len(env.gitlab.calls)
+    for member in fleet:
+        handle(handlers.on_deploy_token_resumed, member, body_of(member))
+    resumed = env.gitlab.calls[calls:]
+    assert [c.method for c in resumed] == ["GET"] * 200  # one list per DeployToken: exactly one resync's reads
+    assert all(c.path.endswith("/deploy_tokens") for c in resumed)
+    assert [dict(m.kube.resource_versions) for m in fleet] == versions  # no Secret written
+    assert all(m.kube.status_writes == m.kube.status_writes[:3] for m in fleet)  # only the creation's fence writes
+    assert all(ready_of(m)["status"] == "True" for m in fleet)
+    assert {reason for _, reason in posted} == {"TokenCreated"}

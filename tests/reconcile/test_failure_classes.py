@@ -12,9 +12,9 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from glrt_operator import handlers
+from glrt_operator.controller.runtime import CONFIG
 from glrt_operator.core.errors import ReconcileError
-from glrt_operator.runners import builders
+from glrt_operator.runners import builders, handlers
 from glrt_operator.runners.attributes import maintenance_note
 from glrt_operator.runners.context import RunnerRef
 from tests.fake_gitlab import Fault
@@ -50,7 +50,7 @@ def test_an_unexpected_exception_becomes_a_condition_without_its_message(
     env.kube.fail["statefulset_owners"] = RuntimeError("boom glrt-s3cr3t")  # type: ignore[assignment]
     with caplog.at_level(logging.DEBUG), pytest.raises(kopf.TemporaryError) as caught:
         call(handlers.on_runner_created_or_changed, env, retry=1)
-    assert caught.value.delay == handlers.CONFIG.backoff(1)
+    assert caught.value.delay == CONFIG.backoff(1)
     assert ready(env)["reason"] == "UnexpectedError" and "RuntimeError" in ready(env)["message"]
     assert "s3cr3t" not in ready(env)["message"] + caplog.text and "Traceback" not in caplog.text
 
@@ -197,7 +197,7 @@ def test_one_dropped_connection_during_resync_retries_soon_and_keeps_ready(
     env.gitlab.faults.add(Fault(method="GET", path=r"/runners/\d+$", kind="drop", count=1))
     with pytest.raises(kopf.TemporaryError) as caught:
         call(handlers.resync_runner, env, retry=0, runtime=timedelta(seconds=1))
-    assert caught.value.delay == handlers.CONFIG.backoff(0) < handlers.CONFIG.resync_interval
+    assert caught.value.delay == CONFIG.backoff(0) < CONFIG.resync_interval
     assert ready(env)["status"] == "True" and posted[-1][1] == "RunnerCreated"
     call(handlers.resync_runner, env, retry=1, runtime=timedelta(seconds=16))  # the retry succeeds
     assert ready(env)["status"] == "True"
@@ -208,7 +208,7 @@ def test_a_transient_error_outlasting_a_resync_interval_is_reported(
 ) -> None:
     call(handlers.on_runner_created_or_changed, env)
     env.gitlab.faults.add(Fault(method="GET", path=r"/runners/\d+$", status=503))
-    call(handlers.resync_runner, env, retry=5, runtime=timedelta(seconds=handlers.CONFIG.resync_interval))
+    call(handlers.resync_runner, env, retry=5, runtime=timedelta(seconds=CONFIG.resync_interval))
     assert ready(env)["status"] == "False" and ready(env)["reason"] == "GitLabUnavailable"
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import kopf
 import pytest
 
-from glrt_operator import handlers
+from glrt_operator.controller.runtime import CONFIG
+from glrt_operator.runners import handlers
 
 from .conftest import NAMESPACE, Env
 
@@ -77,7 +78,7 @@ def test_failure_sets_ready_false_once_and_retries_with_backoff(env: Env, posted
     del env.kube.secrets["gitlab-api"]
     with pytest.raises(kopf.TemporaryError) as caught:
         call(handlers.on_runner_created_or_changed, env, retry=2)
-    assert caught.value.delay == handlers.CONFIG.backoff(2)
+    assert caught.value.delay == CONFIG.backoff(2)
     ready = env.kube.status["conditions"][0]
     assert ready["type"] == "Ready" and ready["status"] == "False" and ready["reason"] == "CredentialsMissing"
     with pytest.raises(kopf.TemporaryError):

@@ -8,7 +8,7 @@ from glrt_operator.adapters.kube import Kube
 
 from .conftest import InMemoryKube
 
-PRODUCTION_ONLY = {"runner_api_served"}  # called once at startup by the handlers, not by a use case
+PRODUCTION_ONLY = {"api_served"}  # called once at startup by the handlers, not by a use case
 
 
 def test_in_memory_kube_has_every_method_of_the_adapter_with_its_parameters() -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from glrt_operator.core.api import RUNNER
+from glrt_operator.core.objects import owner_reference
 from glrt_operator.runners import builders
 from glrt_operator.runners.builders import (
     CA_FILE,
@@ -28,7 +30,6 @@ from glrt_operator.runners.builders import (
     child_names,
     drain_script,
     labels,
-    owner_reference,
     render_config_toml,
     system_id,
 )
@@ -124,7 +125,7 @@ def render(spec: RunnerSpec, **kwargs: Any) -> RenderedConfig:
 
 
 def owner() -> dict[str, Any]:
-    return owner_reference("glrt.dev/v1alpha1", "Runner", "builds", UID)
+    return owner_reference(RUNNER, "builds", UID)
 
 
 def statefulset(spec: RunnerSpec | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -987,6 +988,7 @@ def test_builders_package_is_pure() -> None:
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id not in {"open", "print", "exec", "eval"}
         siblings = {f".{m.stem}" for m in modules}
-        # runner_config's renderer and credential plan are pure too (they read only the packaged keys.json).
+        # runner_config's renderer and credential plan are pure too (they read only the packaged keys.json), and so
+        # are the labels and owner references every resource's children share.
         runner_config = {"...runner_config.render", "...runner_config.credentials"}
-        assert imported <= allowed | siblings | runner_config | {"tomli_w", "..model"}, module.name
+        assert imported <= allowed | siblings | runner_config | {"tomli_w", "..model", "...core.objects"}, module.name

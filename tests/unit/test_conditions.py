@@ -1,6 +1,13 @@
 from __future__ import annotations
 
-from glrt_operator.core.conditions import get_condition, set_condition
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from glrt_operator.core.conditions import set_condition
+
+
+def get_condition(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 def test_new_condition_gets_a_transition_time() -> None:

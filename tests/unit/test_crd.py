@@ -271,7 +271,7 @@ def test_printer_columns() -> None:
 
 def test_status_declares_what_the_operator_writes() -> None:
     status = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
-    written = RunnerStatus().to_dict()
+    written = RunnerStatus.patch(**vars(RunnerStatus()))
     for field in written:  # an undeclared field would be pruned by the apiserver, silently
         assert field in status, field
     assert {"ordinal", "pod", "systemId", "managerStatus", "contactedAt", "version"} <= set(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from glrt_operator.adapters.gitlab_budget import WINDOW, BudgetExhausted, HostBudget, Priority
+from glrt_operator.adapters.gitlab.budget import WINDOW, BudgetExhausted, HostBudget, Priority
 
 
 class FakeClock:
@@ -24,8 +26,18 @@ def budget(clock: FakeClock, **kwargs: object) -> HostBudget:
     return HostBudget("gitlab.example.com", clock=clock, **settings)  # type: ignore[arg-type]
 
 
+@contextmanager
+def slot(b: HostBudget, priority: Priority = Priority.EVENT) -> Iterator[None]:
+    """One request as the GitLab session makes it: admitted, sent, released once answered."""
+    b.admit(priority)
+    try:
+        yield
+    finally:
+        b.release()
+
+
 def send(b: HostBudget, priority: Priority = Priority.EVENT) -> None:
-    with b.slot(priority):
+    with slot(b, priority):
         pass
 
 
@@ -113,7 +125,7 @@ def test_resyncs_leave_slots_for_events_and_yield_to_them() -> None:
     holding = threading.Barrier(5)  # three resyncs, one event, this test
 
     def hold(priority: Priority) -> None:
-        with b.slot(priority):
+        with slot(b, priority):
             holding.wait()
             release.wait(5)
 

@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from glrt_operator.adapters.gitlab import THROTTLED, GitLabError, GitLabPool, GitLabThrottled
+from glrt_operator.adapters.gitlab import GitLabError, GitLabPool, GitLabThrottled
+from glrt_operator.core.reasons import Reason
 
 URL = "https://gitlab.test/api/v4"
 RUNNER_JSON = {"id": 5, "description": "r", "runner_type": "project_type"}
@@ -49,7 +50,7 @@ def test_every_call_counts_against_the_host_budget_and_the_spent_budget_sends_no
     with pytest.raises(GitLabThrottled) as refused:
         bob.delete_runner_by_token("glrt-token")
     assert len(recorder.seen) == 3  # the fourth call never left the operator
-    assert refused.value.reason == THROTTLED and refused.value.retryable
+    assert refused.value.reason == Reason.GITLAB_THROTTLED and refused.value.retryable
     assert 55.0 < (refused.value.retry_after or 0) <= 60.0  # the first call leaves the window after 60 s
     assert "3 requests per minute" in str(refused.value) and "glrt-token" not in str(refused.value)
     # Another host has its own budget.

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from glrt_operator.adapters.gitlab import TOKEN_PROBE_SYSTEM_ID, GitLabError, GitLabPool
+from glrt_operator.adapters.gitlab import GitLabError, GitLabPool
+from glrt_operator.adapters.gitlab.runners import TOKEN_PROBE_SYSTEM_ID
 
 PAT = "glpat-secret-access-token"
 RUNNER_TOKEN = "glrt-t3_secret-runner-token"
@@ -174,3 +175,26 @@ def test_which_refusals_prove_nothing_was_done(status: int, nothing_done: bool) 
     with pytest.raises(GitLabError) as caught:
         client(lambda request: httpx.Response(status, json={"message": "x"})).create_runner({})
     assert caught.value.nothing_done is nothing_done
+
+
+@pytest.mark.parametrize(
+    ("call", "answer", "reason"),
+    [
+        (lambda gl: gl.list_deploy_tokens("projects/7"), httpx.Response(200, text="<html>login</html>"), "NotGitLab"),
+        (lambda gl: gl.list_deploy_tokens("projects/7"), httpx.Response(200, json={"id": 1}), "GitLabAnswerInvalid"),
+        (
+            lambda gl: gl.create_deploy_token("projects/7", name="n", scopes=["read_registry"], expires_on=None,
+                                              username=None),
+            httpx.Response(201, json={"id": "x"}),
+            "GitLabAnswerInvalid",
+        ),
+        (lambda gl: gl.list_managers(5), httpx.Response(200, json={"managers": []}), "GitLabAnswerInvalid"),
+    ],
+)  # fmt: skip
+def test_every_call_classifies_an_answer_of_the_wrong_shape(
+    call: Callable, answer: httpx.Response, reason: str
+) -> None:  # type: ignore[type-arg]
+    """Deploy-token calls go through the same answer checks as runner calls: garbage is never an UnexpectedError."""
+    with pytest.raises(GitLabError) as caught:
+        call(client(lambda request: answer))
+    assert caught.value.reason == reason and not caught.value.retryable

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import kopf
 
-from glrt_operator import handlers
+from glrt_operator import resources  # noqa: F401  (registers every handler)
+from glrt_operator.controller import runtime, startup
 
 
 def test_kopf_settings() -> None:
     settings = kopf.OperatorSettings()
-    handlers.apply_settings(settings)
+    startup.apply_settings(settings)
     assert settings.persistence.finalizer == "glrt.dev/finalizer"
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
@@ -27,18 +28,18 @@ def test_every_lifecycle_handler_is_registered() -> None:
         i.split("/")[0] for i in changing
     }
     timers = [h for h in registry._spawning.get_all_handlers() if h.id.startswith("resync_runner")]
-    assert timers and timers[0].interval == handlers.CONFIG.resync_interval
-    assert timers[0].initial_delay is handlers.resync_initial_delay
+    assert timers and timers[0].interval == runtime.CONFIG.resync_interval
+    assert timers[0].initial_delay is runtime.resync_initial_delay
 
 
 def test_resyncs_of_a_fleet_are_spread_over_one_interval() -> None:
     """Kopf's timers start together after a restart; each Runner's first resync is shifted by its own phase,
     stable across restarts, and Kopf keeps that phase for the later ones (same interval)."""
-    interval = handlers.CONFIG.resync_interval
+    interval = runtime.CONFIG.resync_interval
     uids = [f"0b7c1f7e-1111-4000-8000-{i:012d}" for i in range(200)]
-    delays = [handlers.resync_initial_delay(body=kopf.Body({"metadata": {"uid": uid}})) for uid in uids]
+    delays = [runtime.resync_initial_delay(body=kopf.Body({"metadata": {"uid": uid}})) for uid in uids]
     assert all(interval <= d < 2 * interval for d in delays)
-    assert delays == [handlers.resync_initial_delay(body=kopf.Body({"metadata": {"uid": uid}})) for uid in uids]
+    assert delays == [runtime.resync_initial_delay(body=kopf.Body({"metadata": {"uid": uid}})) for uid in uids]
     # Spread: every tenth of the interval holds some of the 200 Runners, none holds more than a quarter.
     buckets = [int((d - interval) / interval * 10) for d in delays]
     assert {b: buckets.count(b) for b in range(10)}.keys() == set(buckets)
@@ -47,5 +48,5 @@ def test_resyncs_of_a_fleet_are_spread_over_one_interval() -> None:
 
 def test_timers_release_a_deleted_runner_quickly() -> None:
     settings = kopf.OperatorSettings()
-    handlers.apply_settings(settings)
+    startup.apply_settings(settings)
     assert settings.background.cancellation_polling == 1

@@ -149,7 +149,7 @@ def test_runner_series_are_set_and_removed_on_delete() -> None:
     assert value("glrt_runner_ready_status", **key, condition="False") == 1
 
     metrics.observe_runner("ns-a", "other", expires_at=None, renewal_at=None, manager_statuses=[])
-    metrics.forget_runner("ns-a", "builds")
+    metrics.RUNNER.forget("ns-a", "builds")
     exposition = metrics.REGISTRY.collect()
     names = [(s.name, s.labels) for family in exposition for s in family.samples]
     assert not [n for n, labels in names if labels.get("name") == "builds" and labels.get("namespace") == "ns-a"]
@@ -175,7 +175,7 @@ def test_deploy_token_gauges_for_the_deploytoken_controller() -> None:
     metrics.observe_deploy_token("ci", "registry-pull", expires_at=expires, renewal_at=None, ready="Bogus")
     assert value("glrt_deploytoken_token_renewal_timestamp_seconds", **key) is None
     assert value("glrt_deploytoken_ready_status", **key, condition="Unknown") == 1
-    metrics.forget_deploy_token("ci", "registry-pull")
+    metrics.DEPLOY_TOKEN.forget("ci", "registry-pull")
     assert value("glrt_deploytoken_token_expiration_timestamp_seconds", **key) is None
     assert value("glrt_deploytoken_token_rotations_total", **key, reason="expiring") is None
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from glrt_operator.adapters.gitlab import RunnerManager
-from glrt_operator.adapters.kube import PodInfo
+from glrt_operator.core.gitlab import RunnerManager
+from glrt_operator.core.ports import PodInfo
 from glrt_operator.runners.builders import ANNOTATION_CONFIG_VERSION, system_id
 from glrt_operator.runners.replicas import pods_to_refresh, replica_statuses, stray_managers
 

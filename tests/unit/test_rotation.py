@@ -4,8 +4,17 @@ from datetime import UTC, datetime, timedelta
 
 from glrt_operator import metrics
 from glrt_operator.runners.model import TokenRotation
-from glrt_operator.runners.rotation import TokenState, renewal_due_at, rotation_cause, rotation_reason
+from glrt_operator.runners.rotation import TokenState, renewal_due_at, rotation_cause
 from glrt_operator.runners.status import RunnerStatus
+
+
+def rotation_reason(
+    rotation: TokenRotation, status: RunnerStatus, state: TokenState, now: datetime, uid: str
+) -> str | None:
+    """The words of the cause, as the TokenRotated Event carries them."""
+    cause = rotation_cause(rotation, status, state, now, uid)
+    return None if cause is None else cause.text
+
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 UID = "0b7c1f7e-1111-4000-8000-000000000000"

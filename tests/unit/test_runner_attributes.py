@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from glrt_operator.adapters.gitlab import RunnerDetails
+from glrt_operator.core.gitlab import RunnerDetails
 from glrt_operator.runners.attributes import (
     create_attributes,
     desired_attributes,

@@ -511,21 +511,23 @@ def test_crd_fits_client_side_kubectl_apply() -> None:
     assert size < 200_000, f"the Runner CRD is {size} bytes as JSON; the limit is 262144"
 
 
-def _readme_yaml_blocks() -> list[Any]:
+def _documented_yaml_blocks() -> list[Any]:
+    """The YAML examples of the README and the operations docs."""
     import yaml
 
-    text = (ROOT / "README.md").read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs" / "operations").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
     return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
 
 
 def test_documented_manifests_are_valid() -> None:
-    """examples/ and the README's Runners (written for the curated fields) and its spec.config example."""
+    """examples/ and the documented Runners (README, docs/operations) and the spec.config example."""
     import yaml
 
     from glrt_operator.runners.model import RunnerSpec
 
     runners = [yaml.safe_load((ROOT / "examples" / "runner.yaml").read_text())]
-    blocks = _readme_yaml_blocks()
+    blocks = _documented_yaml_blocks()
     runners += [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Runner"]
     configs = [b["config"] for b in blocks if isinstance(b, dict) and set(b) == {"config"}]
     assert len(runners) >= 2 and len(configs) == 1

@@ -9,17 +9,18 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from ..core.api import GROUP, VERSION, Kind
 from ..core.errors import ReconcileError, redact, register_classifier
+from ..core.ports import PodInfo, SecretObject
+from ..core.reasons import Reason
 
 FIELD_MANAGER = "glrt-operator"
-GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "runners"
 _APPLY = "application/apply-patch+yaml"
 _MERGE = "application/merge-patch+json"
 T = TypeVar("T")
@@ -67,15 +68,6 @@ def describe_api_error(exc: ApiException) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class PodInfo:
-    """What the operator needs of a runner manager pod: is it stopping, and its annotations."""
-
-    name: str
-    terminating: bool
-    annotations: Mapping[str, str]
-
-
 @register_classifier
 def classify_kube_error(exc: BaseException) -> ReconcileError | None:
     """Kubernetes API failures: the apiserver's answer, or the apiserver unreachable."""
@@ -83,14 +75,14 @@ def classify_kube_error(exc: BaseException) -> ReconcileError | None:
         status = exc.status or 0
         # 422: the object built from this Runner is invalid; retrying cannot help until the Runner is edited.
         return ReconcileError(
-            "KubernetesAPIError",
+            Reason.KUBERNETES_API_ERROR,
             describe_api_error(exc),
             permanent=status == 422,
             transient=status >= 500 or status in (0, 409, 429),
         )
     if isinstance(exc, urllib3.exceptions.HTTPError):
         return ReconcileError(
-            "KubernetesUnreachable",
+            Reason.KUBERNETES_UNREACHABLE,
             f"The Kubernetes API server is unreachable ({type(exc).__name__}); retrying.",
             transient=True,
         )
@@ -98,34 +90,35 @@ def classify_kube_error(exc: BaseException) -> ReconcileError | None:
 
 
 class Kube:
+    """The Kubernetes API as the use cases need it (`core.ports.KubePort`)."""
+
     def __init__(self, api: kubernetes.client.ApiClient):
         self._discovery = kubernetes.client.ApisApi(api)
         self._core = kubernetes.client.CoreV1Api(api)
         self._apps = kubernetes.client.AppsV1Api(api)
         self._custom = kubernetes.client.CustomObjectsApi(api)
 
-    def runner_api_served(self) -> bool:
-        """Is `glrt.dev/v1alpha1` served (the CRD installed)? Discovery needs no RBAC beyond being logged in."""
+    def api_served(self) -> bool:
+        """Is the operator's group and version served (the CRDs installed)? Discovery needs no RBAC beyond being
+        logged in."""
         groups = self._discovery.get_api_versions().groups or []
         return any(g.name == GROUP and any(v.version == VERSION for v in g.versions) for g in groups)
 
     # --- Secrets --------------------------------------------------------------------------------------------
 
-    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Secret's metadata annotations and decoded data, or None when it does not exist."""
+    def read_secret(self, namespace: str, name: str) -> SecretObject | None:
+        """The Secret with its data decoded, or None when it does not exist."""
         secret = _unless_missing(self._core.read_namespaced_secret, name, namespace)
         if secret is None:
             return None
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         meta = secret.metadata
-        return {"annotations": dict((meta and meta.annotations) or {}), "data": data, "owners": _owner_uids(meta)}
-
-    def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        secret = self.read_secret(namespace, name)
-        if secret is None:
-            return None
-        value: str | None = secret["data"].get(key)
-        return value
+        return SecretObject(
+            name=name,
+            annotations=dict((meta and meta.annotations) or {}),
+            data={k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()},
+            owners=tuple(_owner_uids(meta)),
+            type=secret.type,
+        )
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
         """Server-side apply; returns the Secret's resourceVersion (unchanged when the apply changed nothing)."""
@@ -193,32 +186,17 @@ class Kube:
             name, namespace, {"metadata": {"annotations": dict(annotations)}}, _content_type=_MERGE
         )
 
-    # --- the Runner's own status ----------------------------------------------------------------------------
+    # --- the status of the operator's own resources --------------------------------------------------------
 
-    def read_runner_status(self, namespace: str, name: str) -> dict[str, Any]:
-        """The Runner's status as stored now: handlers act on this, never on the snapshot of the event that woke
-        them (another handler of the same Runner may have written since)."""
-        body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name)
+    def read_status(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        """The object's status as stored now: handlers act on this, never on the snapshot of the event that woke
+        them (another handler of the same object may have written since)."""
+        body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, kind.plural, name)
         return dict(cast(dict[str, Any], body).get("status") or {})
 
-    def patch_runner_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Write status at once, outside Kopf's end-of-handler patch: for facts that must survive a crash."""
+    def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Write status at once, outside Kopf's end-of-handler patch: for facts that must survive a crash (the fences
+        around non-idempotent GitLab calls) and for handlers Kopf does not patch for (daemons)."""
         self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}, _content_type=_MERGE
+            GROUP, VERSION, namespace, kind.plural, name, {"status": dict(status)}, _content_type=_MERGE
         )
-
-    # === DeployToken (the deploytokens package) ==============================================================
-
-    def read_deploy_token_status(self, namespace: str, name: str) -> dict[str, Any]:
-        """The DeployToken's status as stored now (not the snapshot of the event that woke the handler)."""
-        body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, DEPLOY_TOKENS, name)
-        return dict(cast(dict[str, Any], body).get("status") or {})
-
-    def patch_deploy_token_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Write status at once: the fences and token ids must survive a crash of the operator."""
-        self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, DEPLOY_TOKENS, name, {"status": dict(status)}, _content_type=_MERGE
-        )
-
-
-DEPLOY_TOKENS = "deploytokens"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
+
+from .reasons import ConditionType, Reason
+from .times import now_iso
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -20,22 +22,11 @@ class Condition(TypedDict):
     lastTransitionTime: str | None
 
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' timestamp form (RFC 3339, UTC, seconds)
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime(TIME_FORMAT) if value else None
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime(TIME_FORMAT)
-
-
 def set_condition(
     conditions: Iterable[Mapping[str, Any]] | None,
-    type_: str,
+    type_: ConditionType,
     status: ConditionStatus,
-    reason: str,
+    reason: Reason | str,
     message: str,
     generation: int | None,
     now: str | None = None,
@@ -45,9 +36,9 @@ def set_condition(
     previous = next((c for c in result if c.get("type") == type_), None)
     changed = previous is None or previous.get("status") != status
     updated: Condition = {
-        "type": type_,
+        "type": str(type_),
         "status": status,
-        "reason": reason,
+        "reason": str(reason),
         "message": message,
         "observedGeneration": generation,
         "lastTransitionTime": (now or now_iso()) if changed else previous.get("lastTransitionTime"),  # type: ignore[union-attr]
@@ -57,7 +48,3 @@ def set_condition(
     else:
         result[result.index(previous)] = updated
     return result
-
-
-def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
-    return next((c for c in conditions or () if c.get("type") == type_), None)

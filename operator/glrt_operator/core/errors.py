@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .reasons import Reason
 
 # Secrets must never reach a condition through a quoted message: GitLab's token prefixes
 # (https://docs.gitlab.com/security/tokens/#token-prefixes), and anything following a `token` key.
@@ -25,7 +28,7 @@ class ReconcileError(Exception):
 
     def __init__(
         self,
-        reason: str,
+        reason: Reason,
         message: str,
         *,
         permanent: bool = False,
@@ -76,24 +79,41 @@ def classify(exc: BaseException) -> ReconcileError:
             return found
     if isinstance(exc, OverflowError):
         return ReconcileError(
-            "ValueOutOfRange",
+            Reason.VALUE_OUT_OF_RANGE,
             "A number or duration in the spec is too large to compute with: use a realistic value "
             "(durations in hours, at most a few years).",
             permanent=True,
         )
     if isinstance(exc, UnicodeError):
         return ReconcileError(
-            "InvalidCharacters",
+            Reason.INVALID_CHARACTERS,
             "A value read from the spec or a Secret holds characters that cannot be encoded (a byte-order mark, "
             "a control or non-ASCII character): re-create it as plain text.",
         )
     if isinstance(exc, ssl.SSLError):
         return ReconcileError(
-            "TLSError", f"TLS failed ({type(exc).__name__}): check spec.gitlab.url and spec.gitlab.caSecretRef."
+            Reason.TLS_ERROR, f"TLS failed ({type(exc).__name__}): check spec.gitlab.url and spec.gitlab.caSecretRef."
         )
     # A bug, not bad input: the type and the place, never the message (it may quote data), with back-off.
     return ReconcileError(
-        "UnexpectedError",
+        Reason.UNEXPECTED_ERROR,
         f"Unexpected {type(exc).__name__} at {where(exc)}; retrying with back-off. If it persists, report it "
         "with this message.",
     )
+
+
+# Turns a failure the caller knows better (a GitLab error, say) into a ReconcileError with hints naming the
+# resource's own fields; None leaves it to `classify`.
+Explain = Callable[[BaseException], ReconcileError | None]
+
+
+@contextmanager
+def failures_explained(explain: Explain) -> Iterator[None]:
+    """Every failure inside the block as a ReconcileError: `explain`'s, else `classify`'s. The one place a use case
+    turns exceptions into what a condition shows."""
+    try:
+        yield
+    except ReconcileError:
+        raise
+    except Exception as exc:  # the one classification point
+        raise (explain(exc) or classify(exc)) from None

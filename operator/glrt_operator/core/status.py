@@ -40,9 +40,5 @@ class TypedStatus:
             raise TypeError(f"not {cls.__name__} fields: {sorted(unknown)}")
         return {camel(k): list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, by its CRD name."""
-        return self.patch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
-
     def updated(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]

@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..runners.builders.common import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, owner_reference
+from ..core.api import DEPLOY_TOKEN
+from ..core.objects import b64, labels_of, owner_reference
+from ..core.times import iso
 from .model import DOCKERCONFIGJSON, SecretSpec
 
-GROUP_VERSION = "glrt.dev/v1alpha1"
-KIND = "DeployToken"
 LABEL_DEPLOY_TOKEN = "glrt.dev/deploytoken"
 ANNOTATION_TOKEN_ID = "glrt.dev/deploy-token-id"
 ANNOTATION_EXPIRES_AT = "glrt.dev/deploy-token-expires-at"
@@ -38,8 +38,8 @@ def secret_data(spec: SecretSpec, username: str, token: str) -> dict[str, str]:
         assert spec.registry is not None  # the model requires it for this type
         auth = base64.b64encode(f"{username}:{token}".encode()).decode()
         config = {"auths": {spec.registry: {"username": username, "password": token, "auth": auth}}}
-        return {".dockerconfigjson": _b64(json.dumps(config, sort_keys=True))}
-    return {"username": _b64(username), "password": _b64(token)}
+        return {".dockerconfigjson": b64(json.dumps(config, sort_keys=True))}
+    return {"username": b64(username), "password": b64(token)}
 
 
 def secret(
@@ -58,9 +58,9 @@ def secret(
     token's id and expiry. The token itself is only in ``data``."""
     annotations = {ANNOTATION_TOKEN_ID: str(token_id)}
     if expires_at is not None:
-        annotations[ANNOTATION_EXPIRES_AT] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        annotations[ANNOTATION_EXPIRES_AT] = iso(expires_at) or ""
     if issued_at is not None:
-        annotations[ANNOTATION_ISSUED_AT] = issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        annotations[ANNOTATION_ISSUED_AT] = iso(issued_at) or ""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -68,24 +68,17 @@ def secret(
         "metadata": {
             "name": spec.name,
             "namespace": namespace,
-            "labels": {
-                LABEL_NAME: "deploy-token",
-                LABEL_INSTANCE: owner_name,
-                LABEL_MANAGED_BY: "glrt-operator",
-                LABEL_DEPLOY_TOKEN: owner_name,
-            },
+            "labels": labels_of("deploy-token", owner_name, LABEL_DEPLOY_TOKEN),
             "annotations": annotations,
-            "ownerReferences": [owner_reference(GROUP_VERSION, KIND, owner_name, owner_uid)],
+            "ownerReferences": [owner_reference(DEPLOY_TOKEN, owner_name, owner_uid)],
         },
         "data": secret_data(spec, username, token),
     }
 
 
-def secret_token_id(secret_obj: dict[str, Any] | None) -> int | None:
-    """The token id a Secret says it holds (None for no Secret or one without the annotation)."""
-    if not secret_obj:
-        return None
-    raw = ((secret_obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TOKEN_ID)
+def secret_token_id(annotations: Mapping[str, str]) -> int | None:
+    """The token id a Secret's annotations say it holds (None without the annotation)."""
+    raw = annotations.get(ANNOTATION_TOKEN_ID)
     return int(raw) if isinstance(raw, str) and raw.isdigit() else None
 
 
@@ -103,12 +96,3 @@ def credentials(spec: SecretSpec, data: Mapping[str, str]) -> tuple[str, str] | 
         return str(entry["username"]), str(entry["password"])
     username, token = data.get("username"), data.get("password")
     return (username, token) if username and token else None
-
-
-def encoded(data: Mapping[str, str]) -> dict[str, str]:
-    """Decoded Secret data (as the Kubernetes adapter reads it) in the form `secret()` builds, to compare."""
-    return {k: _b64(v) for k, v in data.items()}
-
-
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()

@@ -4,21 +4,23 @@ whose message says what to fix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters.gitlab import GitLabClient, GitLabError, GitLabPool
-from ..adapters.kube import Kube
-from ..core.errors import ReconcileError, classify
+from ..core import connection
+from ..core.api import DEPLOY_TOKEN
+from ..core.errors import Explain, ReconcileError
 from ..core.events import EventSink
+from ..core.ports import GitLabConnector, GitLabPort, KubePort, SecretObject
+from ..core.reasons import Reason
 from ..core.refs import Logger, ObjectRef
-from ..runners.context import gitlab_client
-from ..runners.model import SpecError
+from ..core.spec import SpecError
 from . import builders
 from .model import DeployTokenSpec
 from .status import DeployTokenStatus
+
+ACCESS_TOKEN_NEEDS = "scope api, of a project Maintainer or group Owner"
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class DeployTokenRef(ObjectRef):
 class DeployTokenContext:
     ref: DeployTokenRef
     spec: DeployTokenSpec
-    kube: Kube
-    gitlab: GitLabClient
+    kube: KubePort
+    gitlab: GitLabPort
     status: DeployTokenStatus
     emit: EventSink
     log: Logger
@@ -42,7 +44,7 @@ class DeployTokenContext:
     def record(self, **changes: Any) -> None:
         """Write status fields at once, outside Kopf's end-of-handler patch: the fence and the token ids must
         survive a crash. `self.status` follows."""
-        self.kube.patch_deploy_token_status(self.ref.namespace, self.ref.name, DeployTokenStatus.patch(**changes))
+        self.kube.patch_status(DEPLOY_TOKEN, self.ref.namespace, self.ref.name, DeployTokenStatus.patch(**changes))
         self.status = self.status.updated(**changes)
 
 
@@ -50,59 +52,48 @@ def parse_spec(raw: Mapping[str, Any]) -> DeployTokenSpec:
     try:
         return DeployTokenSpec.parse(raw)
     except SpecError as exc:
-        raise ReconcileError("InvalidSpec", str(exc), permanent=True) from None
+        raise ReconcileError(Reason.INVALID_SPEC, str(exc), permanent=True) from None
 
 
-def check_secret_free(kube: Kube, ref: DeployTokenRef, spec: DeployTokenSpec) -> dict[str, Any] | None:
+def check_secret_free(kube: KubePort, ref: DeployTokenRef, spec: DeployTokenSpec) -> SecretObject | None:
     """The Secret of spec.secret.name when it is ours or absent (None); refuses one someone else owns, before
     anything is created in GitLab."""
-    secret: dict[str, Any] | None = kube.read_secret(ref.namespace, spec.secret.name)
-    if secret is None or ref.uid in secret["owners"]:
+    secret = kube.read_secret(ref.namespace, spec.secret.name)
+    if secret is None or ref.uid in secret.owners:
         return secret
     where = f"Secret {spec.secret.name!r} in namespace {ref.namespace!r}"
-    if secret["owners"]:
+    if secret.owners:
         raise ReconcileError(
-            "SecretNameTaken",
+            Reason.SECRET_NAME_TAKEN,
             f"{where} belongs to another object; waiting for it to go. If it is not being deleted, choose another "
             "spec.secret.name.",
         )
     raise ReconcileError(
-        "SecretNameTaken",
+        Reason.SECRET_NAME_TAKEN,
         f"{where} already exists and is not managed by this DeployToken: delete it or choose another "
         "spec.secret.name (the operator only writes Secrets it owns).",
     )
 
 
-def connect(kube: Kube, pool: GitLabPool, ref: DeployTokenRef, spec: DeployTokenSpec) -> GitLabClient:
-    needs = "scope api, of a project Maintainer or group Owner"
-    return gitlab_client(kube, pool, ref.namespace, spec.gitlab, needs)
+def connect(kube: KubePort, pool: GitLabConnector, ref: DeployTokenRef, spec: DeployTokenSpec) -> GitLabPort:
+    return connection.connect(kube, pool, ref.namespace, spec.gitlab, ACCESS_TOKEN_NEEDS)
 
 
-def explain(exc: GitLabError, spec: DeployTokenSpec) -> ReconcileError:
-    """A GitLab failure as a message that says what to fix."""
-    secret = f"Secret {spec.gitlab.credentials.name!r} (key {spec.gitlab.credentials.key!r})"
+def explainer(spec: DeployTokenSpec) -> Explain:
+    """GitLab's failures with the hints that name this DeployToken's fields."""
     role = (
         f"the Maintainer role on project {spec.project_id}"
         if spec.project_id is not None
         else f"the Owner role on group {spec.group_id} (Maintainer can only read group deploy tokens)"
     )
-    hints = {
-        401: f"GitLab refused the access token in {secret}: it is unknown, expired or revoked. Put a valid one in.",
-        403: f"The access token in {secret} lacks a right: deploy tokens need scope api and {role}.",
-        404: "GitLab does not know this project or group, or the access token cannot see it: check "
-        "spec.projectId / spec.groupId.",
-    }
-    message = f"{exc} {hints.get(exc.status or 0, '')}".strip()
-    return ReconcileError(exc.reason, message, delay=exc.retry_after, transient=exc.retryable)
 
+    def explain(exc: BaseException) -> ReconcileError | None:
+        return connection.explain_gitlab(
+            exc,
+            spec.gitlab,
+            forbidden=f"deploy tokens need scope api and {role}.",
+            not_found="GitLab does not know this project or group, or the access token cannot see it: check "
+            "spec.projectId / spec.groupId.",
+        )
 
-@contextmanager
-def failures_explained(spec: DeployTokenSpec) -> Iterator[None]:
-    try:
-        yield
-    except GitLabError as exc:
-        raise explain(exc, spec) from None
-    except ReconcileError:
-        raise
-    except Exception as exc:  # the one classification point (Kubernetes errors quote the apiserver)
-        raise classify(exc) from None
+    return explain

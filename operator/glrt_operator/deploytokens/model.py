@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, cast
 
-from ..runners.model import GitLabSpec, SpecError, _get, _parse_gitlab, parse_duration
+from ..core.connection import GitLabSpec, parse_gitlab
+from ..core.objects import is_subdomain_name
+from ..core.spec import SpecError, duration, get_field
 
 Scope = Literal["read_repository", "read_registry", "write_registry", "read_package_registry", "write_package_registry"]
 SecretType = Literal["kubernetes.io/dockerconfigjson", "kubernetes.io/basic-auth"]
@@ -35,7 +37,6 @@ DEFAULT_RENEW_BEFORE = timedelta(hours=168)
 DEFAULT_GRACE_PERIOD = timedelta(minutes=10)
 # GitLab accepts letters, digits, '_', '-', '+', '.' and at most 255 characters in a deploy token's username.
 USERNAME_RE = re.compile(r"^[a-zA-Z0-9_+.-]{1,255}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # A registry host with an optional port, as .dockerconfigjson keys it (no scheme, no path).
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
 
@@ -67,25 +68,25 @@ class DeployTokenSpec:
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> DeployTokenSpec:
         """Validate and type a `DeployToken` spec; raises `SpecError` naming the field to fix."""
-        project_id = _get(spec, "projectId", int, "spec")
-        group_id = _get(spec, "groupId", int, "spec")
+        project_id = get_field(spec, "projectId", int, "spec")
+        group_id = get_field(spec, "groupId", int, "spec")
         if (project_id is None) == (group_id is None):
             raise SpecError("spec: set exactly one of projectId and groupId")
         for name, value in (("projectId", project_id), ("groupId", group_id)):
             if value is not None and value < 1:
                 raise SpecError(f"spec.{name}: must be a positive GitLab id")
-        scopes = _get(spec, "scopes", list, "spec", [])
+        scopes = get_field(spec, "scopes", list, "spec", [])
         if not scopes or any(s not in SCOPES for s in scopes):
             raise SpecError(f"spec.scopes: one or more of {', '.join(SCOPES)}")
-        username = _get(spec, "username", str, "spec", "") or None
+        username = get_field(spec, "username", str, "spec", "") or None
         if username is not None and not USERNAME_RE.match(username):
             raise SpecError("spec.username: letters, digits, '_', '-', '+' and '.' only, at most 255 characters")
-        valid_for = _duration(spec, "validFor", DEFAULT_VALID_FOR)
-        renew_before = _duration(spec, "renewBefore", DEFAULT_RENEW_BEFORE)
+        valid_for = duration(spec, "validFor", "spec", DEFAULT_VALID_FOR)
+        renew_before = duration(spec, "renewBefore", "spec", DEFAULT_RENEW_BEFORE)
         if valid_for <= renew_before:
             raise SpecError("spec.validFor must be longer than spec.renewBefore")
         return cls(
-            gitlab=_parse_gitlab(spec),
+            gitlab=parse_gitlab(spec),
             project_id=project_id,
             group_id=group_id,
             scopes=tuple(s for s in SCOPES if s in scopes),
@@ -93,31 +94,21 @@ class DeployTokenSpec:
             valid_for=valid_for,
             renew_before=renew_before,
             secret=_parse_secret(spec),
-            grace_period=_duration(spec, "gracePeriod", DEFAULT_GRACE_PERIOD, allow_zero=True),
+            grace_period=duration(spec, "gracePeriod", "spec", DEFAULT_GRACE_PERIOD, allow_zero=True),
         )
 
 
-def _duration(spec: Mapping[str, Any], key: str, default: timedelta, allow_zero: bool = False) -> timedelta:
-    raw = _get(spec, key, str, "spec")
-    if raw is None:
-        return default
-    value = parse_duration(raw, f"spec.{key}")
-    if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
-        raise SpecError(f"spec.{key}: must be longer than zero")
-    return value
-
-
 def _parse_secret(spec: Mapping[str, Any]) -> SecretSpec:
-    secret = _get(spec, "secret", Mapping, "spec")
+    secret = get_field(spec, "secret", Mapping, "spec")
     if secret is None:
         raise SpecError("spec.secret is required (name, type, registry)")
-    name = _get(secret, "name", str, "spec.secret", "")
-    if not name or len(name) > 253 or not _K8S_NAME.match(name):
+    name = get_field(secret, "name", str, "spec.secret", "")
+    if not is_subdomain_name(name):
         raise SpecError("spec.secret.name: a DNS subdomain name (lower case, digits, '-', '.')")
-    secret_type = _get(secret, "type", str, "spec.secret", DOCKERCONFIGJSON)
+    secret_type = get_field(secret, "type", str, "spec.secret", DOCKERCONFIGJSON)
     if secret_type not in SECRET_TYPES:
         raise SpecError(f"spec.secret.type: one of {', '.join(SECRET_TYPES)}")
-    registry = _get(secret, "registry", str, "spec.secret", "") or None
+    registry = get_field(secret, "registry", str, "spec.secret", "") or None
     if secret_type == DOCKERCONFIGJSON and registry is None:
         raise SpecError("spec.secret.registry is required for kubernetes.io/dockerconfigjson")
     if registry is not None and not _REGISTRY.match(registry):

@@ -10,18 +10,14 @@ active tokens per object (current + previous in grace) at any time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ..adapters.gitlab import DeployTokenInfo
-from .expiry import renewal_time
-
-# The planner reads GitLab's listing as the adapter types it.
-GitLabDeployToken = DeployTokenInfo
-
-DEFAULT_GRACE = timedelta(minutes=10)
+from ..core.gitlab import DeployTokenInfo
+from ..core.renewal import renewal_time
+from .model import DEFAULT_GRACE_PERIOD
 
 
 @dataclass(frozen=True)
@@ -74,66 +70,20 @@ def plan(
     renew_before: timedelta,
     uid: str,
     name: str,
-    tokens: Sequence[GitLabDeployToken],
+    tokens: Sequence[DeployTokenInfo],
     state: DeployTokenState,
     now: datetime,
-    grace: timedelta = DEFAULT_GRACE,
+    grace: timedelta = DEFAULT_GRACE_PERIOD,
     scopes: Sequence[str] | None = None,
     username: str | None = None,
 ) -> Plan:
     """The actions for now. ``tokens`` is GitLab's list for the scope (any names; only ``name`` is ours).
     ``scopes`` and ``username`` are what the spec asks for: a current token that differs is replaced."""
     ours = {t.id: t for t in tokens if t.name == name}
-    adopt = None
-    held = ours.get(state.secret_token_id) if state.secret_token_id is not None else None
-    if held is not None and held.id != state.token_id and held.active(now):
-        # A crash after the Secret was written and before the status was: the Secret is the truth.
-        adopt = held.id
-        old = [Retiring(state.token_id, now + grace)] if state.token_id is not None else []
-        state = DeployTokenState(
-            token_id=held.id,
-            issued_at=state.secret_issued_at,
-            secret_token_id=held.id,
-            secret_issued_at=state.secret_issued_at,
-            retiring=(*state.retiring, *old),
-        )
+    adopt, state = _adopted(ours, state, now, grace)
     current = ours.get(state.token_id) if state.token_id is not None else None
-
-    revoke: list[Revoke] = []
-    retiring: list[Retiring] = []
-    for r in state.retiring:
-        t = ours.get(r.token_id)
-        if t is None or not t.active(now):
-            continue  # already gone: nothing to do
-        if now >= r.revoke_at:
-            revoke.append(Revoke(r.token_id, "its grace period after renewal is over"))
-        else:
-            retiring.append(r)
-    known = {state.token_id, *(r.token_id for r in state.retiring)}
-    revoke += [
-        Revoke(t.id, "a stray token (a lost reply or an interrupted renewal)")
-        for t in ours.values()
-        if t.id not in known and t.active(now)
-    ]
-
-    reason: CreateReason | None = None
-    due: datetime | None = None
-    if state.token_id is None:
-        reason = CreateReason.INITIAL
-    elif current is None:
-        reason = CreateReason.MISSING
-    elif current.revoked:
-        reason = CreateReason.REVOKED
-    elif not current.active(now):
-        reason = CreateReason.EXPIRED
-    elif state.secret_token_id != current.id:
-        reason = CreateReason.SECRET_STALE
-    elif (scopes is not None and set(current.scopes) != set(scopes)) or (username and current.username != username):
-        reason = CreateReason.SPEC_CHANGED
-    elif current.expires_at is not None:
-        due = renewal_time(current.expires_at, state.issued_at, renew_before, uid)
-        if now >= due:
-            reason = CreateReason.RENEWAL
+    revoke, retiring = _due_revocations(ours, state, now)
+    reason, due = _create_reason(state, current, now, renew_before, uid, scopes, username)
 
     keep_until = None
     if reason in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED):
@@ -160,6 +110,75 @@ def plan(
     )
 
 
-def to_revoke_on_delete(name: str, tokens: Sequence[GitLabDeployToken], now: datetime) -> list[int]:
+def _adopted(
+    ours: Mapping[int, DeployTokenInfo], state: DeployTokenState, now: datetime, grace: timedelta
+) -> tuple[int | None, DeployTokenState]:
+    """A crash after the Secret was written and before the status was: the Secret is the truth. The token to adopt
+    and the state as it then is; (None, state) otherwise."""
+    held = ours.get(state.secret_token_id) if state.secret_token_id is not None else None
+    if held is None or held.id == state.token_id or not held.active(now):
+        return None, state
+    old = [Retiring(state.token_id, now + grace)] if state.token_id is not None else []
+    return held.id, DeployTokenState(
+        token_id=held.id,
+        issued_at=state.secret_issued_at,
+        secret_token_id=held.id,
+        secret_issued_at=state.secret_issued_at,
+        retiring=(*state.retiring, *old),
+    )
+
+
+def _due_revocations(
+    ours: Mapping[int, DeployTokenInfo], state: DeployTokenState, now: datetime
+) -> tuple[list[Revoke], list[Retiring]]:
+    """Retiring tokens whose grace is over, and strays; and the retiring tokens that stay."""
+    revoke: list[Revoke] = []
+    retiring: list[Retiring] = []
+    for r in state.retiring:
+        t = ours.get(r.token_id)
+        if t is None or not t.active(now):
+            continue  # already gone: nothing to do
+        if now >= r.revoke_at:
+            revoke.append(Revoke(r.token_id, "its grace period after renewal is over"))
+        else:
+            retiring.append(r)
+    known = {state.token_id, *(r.token_id for r in state.retiring)}
+    revoke += [
+        Revoke(t.id, "a stray token (a lost reply or an interrupted renewal)")
+        for t in ours.values()
+        if t.id not in known and t.active(now)
+    ]
+    return revoke, retiring
+
+
+def _create_reason(
+    state: DeployTokenState,
+    current: DeployTokenInfo | None,
+    now: datetime,
+    renew_before: timedelta,
+    uid: str,
+    scopes: Sequence[str] | None,
+    username: str | None,
+) -> tuple[CreateReason | None, datetime | None]:
+    """Why a new token is needed now (None: it is not), and when the current one is due for renewal."""
+    if state.token_id is None:
+        return CreateReason.INITIAL, None
+    if current is None:
+        return CreateReason.MISSING, None
+    if current.revoked:
+        return CreateReason.REVOKED, None
+    if not current.active(now):
+        return CreateReason.EXPIRED, None
+    if state.secret_token_id != current.id:
+        return CreateReason.SECRET_STALE, None
+    if (scopes is not None and set(current.scopes) != set(scopes)) or (username and current.username != username):
+        return CreateReason.SPEC_CHANGED, None
+    if current.expires_at is None:
+        return None, None
+    due = renewal_time(current.expires_at, state.issued_at, renew_before, uid)
+    return (CreateReason.RENEWAL if now >= due else None), due
+
+
+def to_revoke_on_delete(name: str, tokens: Sequence[DeployTokenInfo], now: datetime) -> list[int]:
     """Deletion: every active token carrying our name (current, retiring and strays); gone ones count as done."""
     return [t.id for t in tokens if t.name == name and t.active(now)]

@@ -12,37 +12,35 @@ next is created. Either way one active token per creation remains.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
-from ..adapters.gitlab import CreatedDeployToken, DeployTokenInfo, GitLabError, GitLabPool, parse_time
-from ..adapters.kube import Kube
-from ..core.conditions import iso
-from ..core.errors import ReconcileError
+from ..core.api import DEPLOY_TOKEN
+from ..core.conditions import set_condition
+from ..core.errors import failures_explained
 from ..core.events import EventSink
+from ..core.gitlab import CreatedDeployToken, DeployTokenInfo, GitLabError
+from ..core.objects import encoded
+from ..core.ports import GitLabConnector, KubePort, SecretObject
+from ..core.reasons import ConditionType, EventReason, Reason
 from ..core.refs import Logger
+from ..core.renewal import renewal_time
+from ..core.times import iso, parse_time
 from . import builders
-from .context import (
-    DeployTokenContext,
-    DeployTokenRef,
-    check_secret_free,
-    connect,
-    failures_explained,
-    parse_spec,
-)
-from .expiry import expiry_date, renewal_time
-from .planner import CreateReason, Plan, Retiring, plan, to_revoke_on_delete
+from .context import DeployTokenContext, DeployTokenRef, check_secret_free, connect, explainer, parse_spec
+from .expiry import expiry_date
+from .planner import CreateReason, Plan, Retiring, plan
 from .status import DeployTokenStatus, retiring_status
 
 # Out-of-band losses: a Warning Event and the TokenValid condition say what happened.
 OUT_OF_BAND = {
-    CreateReason.REVOKED: "TokenRevoked",
-    CreateReason.EXPIRED: "TokenExpired",
-    CreateReason.MISSING: "TokenMissing",
-    CreateReason.SECRET_STALE: "SecretStale",
+    CreateReason.REVOKED: EventReason.TOKEN_REVOKED,
+    CreateReason.EXPIRED: EventReason.TOKEN_EXPIRED,
+    CreateReason.MISSING: EventReason.TOKEN_MISSING,
+    CreateReason.SECRET_STALE: EventReason.SECRET_STALE,
 }
 
 # Why a token replaced the previous one, as the rotation metric's reason (the first token is no rotation).
@@ -66,37 +64,54 @@ class DeployTokenOutcome:
     renewal_time: datetime | None
     next_check: datetime | None
     reissued: str | None  # why the token was replaced out of band (for TokenValid), None otherwise
+    ref: DeployTokenRef
 
-    def status_patch(self) -> dict[str, Any]:
+    def ready_status(self, conditions: Sequence[Mapping[str, Any]], generation: int | None) -> dict[str, Any]:
+        """The status of the reconciled DeployToken: its fields, TokenValid, and Ready=True."""
+        reason, detail = (
+            (Reason.REISSUED, self.reissued) if self.reissued else (Reason.ACCEPTED, "GitLab lists it as active")
+        )
+        updated = set_condition(conditions, ConditionType.TOKEN_VALID, "True", reason, detail, generation)
+        expiry = f"expires {iso(self.expires_at)}" if self.expires_at else "never expires"
+        message = f"Deploy token {self.token_id} ({self.username}) is in the Secret; it {expiry}"
+        ready = set_condition(updated, ConditionType.READY, "True", Reason.RECONCILED, message, generation)
         return DeployTokenStatus.patch(
             token_id=self.token_id,
             username=self.username,
             expires_at=iso(self.expires_at),
             renewal_time=iso(self.renewal_time),
+            observed_generation=generation,
+            conditions=tuple(ready),
+        )
+
+    def observe(self) -> None:
+        """The metrics of a reconciled DeployToken."""
+        metrics.observe_deploy_token(
+            self.ref.namespace, self.ref.name, expires_at=self.expires_at, renewal_at=self.renewal_time, ready="True"
         )
 
 
 def open_context(
-    kube: Kube, pool: GitLabPool, ref: DeployTokenRef, spec: Mapping[str, Any], emit: EventSink, log: Logger
+    kube: KubePort, pool: GitLabConnector, ref: DeployTokenRef, spec: Mapping[str, Any], emit: EventSink, log: Logger
 ) -> DeployTokenContext:
     """Parse the spec, refuse a Secret name someone else holds, connect, read the status as stored now."""
     parsed = parse_spec(spec)
-    with failures_explained(parsed):
+    with failures_explained(explainer(parsed)):
         check_secret_free(kube, ref, parsed)
         gitlab = connect(kube, pool, ref, parsed)
-        status = DeployTokenStatus.from_dict(kube.read_deploy_token_status(ref.namespace, ref.name))
+        status = DeployTokenStatus.from_dict(kube.read_status(DEPLOY_TOKEN, ref.namespace, ref.name))
     return DeployTokenContext(ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log)
 
 
 def reconcile(ctx: DeployTokenContext) -> DeployTokenOutcome:
-    with failures_explained(ctx.spec):
+    with failures_explained(explainer(ctx.spec)):
         now = datetime.now(UTC)
         tokens = ctx.gitlab.list_deploy_tokens(ctx.spec.scope_path)
         secret = ctx.kube.read_secret(ctx.ref.namespace, ctx.spec.secret.name)
         held = _held_credentials(ctx, secret)
-        annotations = (secret or {}).get("annotations", {})
+        annotations = secret.annotations if secret else {}
         state = ctx.status.planner_state(
-            builders.secret_token_id({"metadata": {"annotations": annotations}}) if held else None,
+            builders.secret_token_id(annotations) if held else None,
             annotations.get(builders.ANNOTATION_ISSUED_AT),
         )
         p = plan(
@@ -127,11 +142,11 @@ def reconcile(ctx: DeployTokenContext) -> DeployTokenOutcome:
         return _outcome(ctx, created.info, _next_check(ctx, created.info), reissued)
 
 
-def _held_credentials(ctx: DeployTokenContext, secret: Mapping[str, Any] | None) -> tuple[str, str] | None:
+def _held_credentials(ctx: DeployTokenContext, secret: SecretObject | None) -> tuple[str, str] | None:
     """(username, token) in our Secret, None without a readable one (deleted or edited by hand)."""
     if secret is None:
         return None
-    return builders.credentials(ctx.spec.secret, secret["data"])
+    return builders.credentials(ctx.spec.secret, secret.data)
 
 
 def _adopt(ctx: DeployTokenContext, token: DeployTokenInfo, issued_at: datetime | None, p: Plan) -> None:
@@ -154,7 +169,7 @@ def _revoke(ctx: DeployTokenContext, p: Plan) -> None:
         if not gone:
             ctx.emit(
                 "Warning" if stray else "Normal",
-                "StrayTokenRevoked" if stray else "TokenRevoked",
+                EventReason.STRAY_TOKEN_REVOKED if stray else EventReason.TOKEN_REVOKED,
                 f"Revoked deploy token {r.token_id} in GitLab: {r.why}",
             )
         ctx.log.info("revoked deploy token %s: %s", r.token_id, r.why)
@@ -221,20 +236,19 @@ def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | N
         creation_started_at=None,
         retiring=retiring_status(retiring),
     )
-    verb = "Renewed" if p.create in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED) else "Created"
+    renewed = p.create in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED)
+    verb = "Renewed" if renewed else "Created"
     message = f"{verb} deploy token {info.id} ({p.create}); Secret {ctx.spec.secret.name!r} holds it"
     if keep_until is not None and replaced is not None:
         message += f"; deploy token {replaced.id} stays valid until {iso(keep_until)}"
-    ctx.emit("Normal", f"Token{verb}", message)
+    ctx.emit("Normal", EventReason.TOKEN_RENEWED if renewed else EventReason.TOKEN_CREATED, message)
     ctx.log.info("%s", message)
     if (reason := ROTATION_REASONS.get(p.create)) is not None:
         metrics.DEPLOY_TOKEN.count_rotation(ctx.ref.namespace, ctx.ref.name, reason)
     return created
 
 
-def _repair_secret(
-    ctx: DeployTokenContext, secret: Mapping[str, Any] | None, current: DeployTokenInfo, token: str
-) -> None:
+def _repair_secret(ctx: DeployTokenContext, secret: SecretObject | None, current: DeployTokenInfo, token: str) -> None:
     """Rewrite the Secret when its content no longer matches the spec (e.g. spec.secret.registry changed)."""
     desired = builders.secret(
         ctx.spec.secret,
@@ -247,10 +261,10 @@ def _repair_secret(
         expires_at=current.expires_at,
         issued_at=parse_time(ctx.status.issued_at),
     )
-    if secret is not None and builders.encoded(secret["data"]) == desired["data"]:
+    if secret is not None and encoded(dict(secret.data)) == desired["data"]:
         return
     ctx.kube.apply_secret(desired)
-    ctx.emit("Normal", "SecretUpdated", f"Rewrote Secret {ctx.spec.secret.name!r} to match spec.secret")
+    ctx.emit("Normal", EventReason.SECRET_UPDATED, f"Rewrote Secret {ctx.spec.secret.name!r} to match spec.secret")
 
 
 def _next_check(ctx: DeployTokenContext, token: DeployTokenInfo) -> datetime | None:
@@ -277,54 +291,5 @@ def _outcome(
         renewal_time=_renewal(ctx, token),
         next_check=next_check,
         reissued=reissued,
+        ref=ctx.ref,
     )
-
-
-def delete_deploy_token(
-    kube: Kube,
-    pool: GitLabPool,
-    ref: DeployTokenRef,
-    spec: Mapping[str, Any],
-    emit: EventSink,
-    log: Logger,
-    *,
-    give_up: bool = False,
-) -> None:
-    """Revoke every active token of this object in GitLab (current, retiring, strays); gone counts as done. The
-    Secret goes by garbage collection. `give_up`: when the access token is missing (often: the namespace is being
-    deleted), warn and let the object go rather than hold it forever; the tokens still expire on their own."""
-    status = DeployTokenStatus.from_dict(kube.read_deploy_token_status(ref.namespace, ref.name))
-    if status.token_id is None and status.creation_started_at is None and not status.retiring:
-        return  # never got as far as GitLab
-    parsed = parse_spec(spec)
-    with failures_explained(parsed):
-        try:
-            gitlab = connect(kube, pool, ref, parsed)
-        except ReconcileError as exc:
-            if not give_up:
-                raise
-            message = f"Could not revoke deploy token {status.token_id} in GitLab: {exc.message} Revoke it there."
-            emit("Warning", "RevokeSkipped", message)
-            log.warning("%s", message)
-            return
-        tokens = gitlab.list_deploy_tokens(parsed.scope_path)
-        for token_id in to_revoke_on_delete(ref.token_name, tokens, datetime.now(UTC)):
-            if gitlab.revoke_deploy_token(parsed.scope_path, token_id):
-                emit("Normal", "TokenRevoked", f"Revoked deploy token {token_id} in GitLab")
-                log.info("revoked deploy token %s in GitLab", token_id)
-
-
-def wakeup_in(next_check: datetime | None, now: datetime, resync: float, minimum: float = 0.2) -> float:
-    """Seconds until the next look (pure): at `next_check` when it comes before the resync interval."""
-    if next_check is None:
-        return resync
-    return min(resync, max(minimum, (next_check - now).total_seconds()))
-
-
-def next_check_of(status: Mapping[str, Any]) -> datetime | None:
-    """When a stored status says to look again (renewal or the end of a grace period): the renewal daemon's first
-    wait after an operator restart."""
-    typed = DeployTokenStatus.from_dict(status)
-    times = [parse_time(typed.renewal_time), *(parse_time(r["revokeAt"]) for r in typed.retiring)]
-    known = [t for t in times if t is not None]
-    return min(known) if known else None

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from ..adapters.gitlab import parse_time
-from ..core.conditions import Condition, iso
+from ..core.conditions import Condition
 from ..core.status import TypedStatus
+from ..core.times import iso, parse_time
 from .planner import DeployTokenState, Retiring
 
 
@@ -52,6 +52,13 @@ class DeployTokenStatus(TypedStatus):
                 if (revoke_at := parse_time(r["revokeAt"])) is not None
             ),
         )
+
+    def next_check(self) -> datetime | None:
+        """When this status says to look again (renewal or the end of a grace period): the renewal daemon's first
+        wait after an operator restart."""
+        times = [parse_time(self.renewal_time), *(parse_time(r["revokeAt"]) for r in self.retiring)]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
 
 def retiring_status(retiring: tuple[Retiring, ...]) -> tuple[RetiringStatus, ...]:

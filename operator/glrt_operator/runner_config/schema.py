@@ -7,7 +7,6 @@ kept as properties so that a CEL rule can refuse them with the reason.
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any, Literal
 
@@ -168,12 +167,3 @@ def spec_config_schema(*, descriptions: Descriptions = "full") -> dict[str, Any]
         f"(global keys whose names [[runners]] also uses go under {GLOBAL_SECTION})."
     )
     return schema
-
-
-def with_config_schema(crd: dict[str, Any], *, descriptions: Descriptions = "short") -> dict[str, Any]:
-    """A copy of the Runner CRD document whose spec.config is the generated schema (every served version)."""
-    out = copy.deepcopy(crd)
-    for version in out["spec"]["versions"]:
-        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        spec["properties"]["config"] = spec_config_schema(descriptions=descriptions)
-    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..adapters.gitlab import RunnerDetails
+from ..core.gitlab import RunnerDetails
 from .model import RunnerSpec
 
 MARKER_PREFIX = "Managed by glrt-operator (Runner uid "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..adapters.kube import PodInfo
+from ..core.ports import PodInfo
 from ..runner_config.credentials import TomlPath
 from . import builders
 from .context import RunnerContext

@@ -8,6 +8,7 @@ the Runner becomes Ready once the Secret is created. Values are only ever writte
 from __future__ import annotations
 
 from ..core.errors import ReconcileError
+from ..core.reasons import Reason
 from ..runner_config.credentials import SecretRef, TomlPath, credential_plan, resolved_credentials
 from .context import RunnerContext
 
@@ -21,16 +22,16 @@ def config_credentials(ctx: RunnerContext) -> dict[TomlPath, str]:
     for ref in refs:
         if ref.name not in secrets:
             found = ctx.kube.read_secret(ctx.ref.namespace, ref.name)
-            secrets[ref.name] = None if found is None else found["data"]
+            secrets[ref.name] = None if found is None else dict(found.data)
         data = secrets[ref.name]
         where = f"({ref.source}) in namespace {ctx.ref.namespace!r}"
         if data is None:
-            raise ReconcileError("ConfigSecretMissing", f"Secret {ref.name!r} {where} not found: create it.")
+            raise ReconcileError(Reason.CONFIG_SECRET_MISSING, f"Secret {ref.name!r} {where} not found: create it.")
         # A trailing newline (`kubectl create secret --from-file` of an echoed file) is never part of a credential.
         value = (data.get(ref.key) or "").rstrip("\r\n")
         if not value:
             raise ReconcileError(
-                "ConfigSecretMissing", f"Secret {ref.name!r} has no key {ref.key!r} (or it is empty) {where}."
+                Reason.CONFIG_SECRET_MISSING, f"Secret {ref.name!r} has no key {ref.key!r} (or it is empty) {where}."
             )
         values[ref] = value
     return resolved_credentials(plan, values)

@@ -11,23 +11,41 @@ only until the caller says to give up (`give_up_search`); a runner whose id is k
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..adapters.gitlab import GitLabError, GitLabPool, parse_time
-from ..adapters.kube import Kube
-from ..core.errors import ReconcileError, classify
+from ..core.api import RUNNER
+from ..core.connection import connect_without_token
+from ..core.errors import ReconcileError, classify, failures_explained
 from ..core.events import EventSink
+from ..core.gitlab import GitLabError
+from ..core.ports import GitLabConnector, GitLabPort, KubePort, SecretObject
+from ..core.reasons import EventReason
 from ..core.refs import Logger
+from ..core.times import iso, parse_time
 from . import token
-from .context import RunnerContext, RunnerRef, connect, failures_explained, parse_spec, read_ca
+from .context import RunnerContext, RunnerRef, connect, explainer, parse_spec
+from .model import RunnerSpec
 from .registration import find_orphan_or_warn
 from .status import RunnerStatus
 
 
+@dataclass(frozen=True)
+class _Deletion:
+    kube: KubePort
+    pool: GitLabConnector
+    ref: RunnerRef
+    spec: RunnerSpec
+    status: RunnerStatus
+    token_secret: SecretObject | None
+    emit: EventSink
+    log: Logger
+
+
 def delete_runner(
-    kube: Kube,
-    pool: GitLabPool,
+    kube: KubePort,
+    pool: GitLabConnector,
     ref: RunnerRef,
     spec: Mapping[str, Any],
     emit: EventSink,
@@ -36,7 +54,7 @@ def delete_runner(
     give_up_search: bool = False,
 ) -> None:
     try:
-        status = RunnerStatus.from_dict(kube.read_runner_status(ref.namespace, ref.name))
+        status = RunnerStatus.from_dict(kube.read_status(RUNNER, ref.namespace, ref.name))
         token_secret = token.own_token_secret(kube, ref, log)
     except Exception as exc:  # classified like every failure
         raise classify(exc) from None
@@ -45,48 +63,58 @@ def delete_runner(
     if runner_id is None and started is None:
         return  # never got as far as GitLab (a spec it could not act on included)
     parsed = parse_spec(spec)
-    with failures_explained(parsed):
+    d = _Deletion(kube, pool, ref, parsed, status, token_secret, emit, log)
+    with failures_explained(explainer(parsed)):
         try:
             gitlab = connect(kube, pool, ref, parsed)
         except (ReconcileError, GitLabError) as exc:
-            runner_token = token.token_of(token_secret)
             if runner_id is None:
                 assert started is not None
-                _give_up_search(ref, started, classify(exc).message, emit, log)
-                return
-            if not runner_token:
-                raise
-            # The access token is gone (often: the namespace is being deleted) but the runner token is at hand.
-            # It goes to the same GitLab, so it is verified with the same CA.
-            by_token = pool.client(parsed.gitlab.api_url, "", read_ca(kube, ref.namespace, parsed.gitlab))
-            if by_token.delete_runner_by_token(runner_token):
-                emit("Normal", "RunnerDeleted", f"Deleted runner {runner_id} in GitLab with its own token")
-                log.info("deleted runner %s in GitLab with its own token", runner_id)
+                _give_up_search(d, started, classify(exc).message)
+            else:
+                _delete_with_runner_token(d, runner_id, exc)
             return
         if runner_id is None:
             assert started is not None
-            ctx = RunnerContext(ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log)
-            try:
-                runner_id = find_orphan_or_warn(ctx, started, then="it stays in GitLab if it exists")
-            except GitLabError as exc:
-                if exc.retryable and not give_up_search:
-                    raise  # may pass (5xx, 429, network): retried with back-off
-                _give_up_search(ref, started, str(exc), emit, log)
-                return
+            runner_id = _search(d, gitlab, started, give_up_search)
             if runner_id is None:
-                return  # the interrupted creation created nothing
+                return  # the interrupted creation created nothing, or it cannot be searched for
         if gitlab.delete_runner(int(runner_id)):
-            emit("Normal", "RunnerDeleted", f"Deleted runner {runner_id} in GitLab")
+            emit("Normal", EventReason.RUNNER_DELETED, f"Deleted runner {runner_id} in GitLab")
             log.info("deleted runner %s in GitLab", runner_id)
         else:
             log.info("runner %s was already gone from GitLab", runner_id)
 
 
-def _give_up_search(ref: RunnerRef, started: datetime, why: str, emit: EventSink, log: Logger) -> None:
+def _delete_with_runner_token(d: _Deletion, runner_id: int, why: Exception) -> None:
+    """The access token is gone (often: the namespace is being deleted) but the runner token is at hand: the runner
+    deletes itself. It goes to the same GitLab, so it is verified with the same CA."""
+    runner_token = token.token_of(d.token_secret)
+    if not runner_token:
+        raise why
+    by_token = connect_without_token(d.kube, d.pool, d.ref.namespace, d.spec.gitlab)
+    if by_token.delete_runner_by_token(runner_token):
+        d.emit("Normal", EventReason.RUNNER_DELETED, f"Deleted runner {runner_id} in GitLab with its own token")
+        d.log.info("deleted runner %s in GitLab with its own token", runner_id)
+
+
+def _search(d: _Deletion, gitlab: GitLabPort, started: datetime, give_up: bool) -> int | None:
+    """What an interrupted creation may have made; None when it made nothing or cannot be searched for."""
+    ctx = RunnerContext(ref=d.ref, spec=d.spec, kube=d.kube, gitlab=gitlab, status=d.status, emit=d.emit, log=d.log)
+    try:
+        return find_orphan_or_warn(ctx, started, then="it stays in GitLab if it exists")
+    except GitLabError as exc:
+        if exc.retryable and not give_up:
+            raise  # may pass (5xx, 429, network): retried with back-off
+        _give_up_search(d, started, str(exc))
+        return None
+
+
+def _give_up_search(d: _Deletion, started: datetime, why: str) -> None:
     message = (
-        f"A creation attempt at {started:%Y-%m-%dT%H:%M:%SZ} was interrupted and what it may have created cannot be "
+        f"A creation attempt at {iso(started)} was interrupted and what it may have created cannot be "
         f"searched for ({why}); deleting the Runner anyway. Check GitLab for a runner whose maintenance note names "
-        f"Runner uid {ref.uid}."
+        f"Runner uid {d.ref.uid}."
     )
-    emit("Warning", "OrphanSearchImpossible", message)
-    log.warning("%s", message)
+    d.emit("Warning", EventReason.ORPHAN_SEARCH_IMPOSSIBLE, message)
+    d.log.warning("%s", message)

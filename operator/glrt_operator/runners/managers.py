@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..adapters.gitlab import RunnerManager
 from ..core.events import EventType
+from ..core.gitlab import RunnerManager
+from ..core.reasons import EventReason
 from .context import RunnerContext
 from .replicas import stray_managers
 from .rotation import TokenState
@@ -15,7 +16,7 @@ from .rotation import TokenState
 class _Removal:
     manager: RunnerManager
     event_type: EventType
-    reason: str
+    reason: EventReason
     which: str
 
 
@@ -24,12 +25,14 @@ def remove_stray_managers(ctx: RunnerContext, token: TokenState, managers: list[
     ref = ctx.ref
     stray = stray_managers(ref.uid, ctx.spec.replicas, managers)
     doomed = [
-        _Removal(manager, "Normal", "ManagerRemoved", f"of scaled-away replica {ordinal}")
+        _Removal(manager, "Normal", EventReason.MANAGER_REMOVED, f"of scaled-away replica {ordinal}")
         for ordinal, manager in sorted(stray.scaled_away.items())
         # A pod still stopping may contact GitLab once more: wait until it is gone.
         if not ctx.kube.pod_exists(ref.namespace, f"{ref.name}-{ordinal}")
     ]
-    doomed += [_Removal(m, "Warning", "UnknownManagerRemoved", "that belongs to no replica") for m in stray.unknown]
+    doomed += [
+        _Removal(m, "Warning", EventReason.UNKNOWN_MANAGER_REMOVED, "that belongs to no replica") for m in stray.unknown
+    ]
     removed: set[str] = set()
     for r in doomed:
         ctx.gitlab.delete_manager(token.token, r.manager.system_id)

@@ -8,13 +8,13 @@ written before a schema change still get a clear message.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, cast
 
-from ..core import durations
+from ..core.connection import GitLabSpec, parse_gitlab
+from ..core.spec import SpecError, get_field, parse_duration, str_map
 from ..runner_config.validate import config_errors
 
 RunnerType = Literal["instance_type", "group_type", "project_type"]
@@ -46,43 +46,9 @@ MAX_REPLICAS = 100
 DEFAULT_RUNNER_IMAGE = "registry.gitlab.com/gitlab-org/gitlab-runner:v19.4.0"
 DEFAULT_RENEW_BEFORE = timedelta(hours=72)
 DEFAULT_REPLICAS = 1
-DEFAULT_CREDENTIALS_KEY = "token"
-DEFAULT_CA_KEY = "ca.crt"
 # How long a stopping manager pod may wait for its running jobs (the official gitlab-runner chart's
 # terminationGracePeriodSeconds: https://docs.gitlab.com/runner/install/kubernetes/).
 DEFAULT_DRAIN_TIMEOUT = 3600
-
-_URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-
-
-class SpecError(ValueError):
-    """The spec cannot be acted on; the message says which field to fix and how."""
-
-
-def parse_duration(value: str, field_name: str) -> timedelta:
-    """Parse `72h`, `90m`, `1h30m`, `45s`; SpecError naming `field_name` otherwise."""
-    try:
-        return durations.parse_duration(value)
-    except ValueError as exc:
-        raise SpecError(f"{field_name}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
-class GitLabSpec:
-    url: str
-    credentials: SecretKeyRef
-    ca: SecretKeyRef | None = None
-
-    @property
-    def api_url(self) -> str:
-        return self.url.rstrip("/") + "/api/v4"
 
 
 @dataclass(frozen=True)
@@ -194,72 +160,26 @@ _ROTATION = TokenRotation()
 _MANAGER = ManagerPod()
 
 
-def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str, default: Any = None) -> Any:
-    value = obj.get(key, default)
-    if value is None:
-        return default
-    # bool is an int in Python; never accept True where a number is asked for.
-    if isinstance(value, bool) and kind in (int, (int,)):
-        raise SpecError(f"{path}.{key}: expected a number, got {value!r}")
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise SpecError(f"{path}.{key}: expected {expected}, got {type(value).__name__}")
-    return value
-
-
-def _str_map(value: Any, path: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
-        raise SpecError(f"{path}: expected a map of strings")
-    return {str(k): v for k, v in value.items()}
-
-
-def _secret_ref(obj: Mapping[str, Any], key: str, path: str, default_key: str) -> SecretKeyRef | None:
-    ref = _get(obj, key, Mapping, path)
-    if ref is None:
-        return None
-    name = _get(ref, "name", str, f"{path}.{key}", "")
-    if not _K8S_NAME.match(name):
-        raise SpecError(f"{path}.{key}.name: {name!r} is not a Secret name")
-    return SecretKeyRef(name=name, key=_get(ref, "key", str, f"{path}.{key}", default_key))
-
-
-def _parse_gitlab(spec: Mapping[str, Any]) -> GitLabSpec:
-    gitlab = _get(spec, "gitlab", Mapping, "spec")
-    if gitlab is None:
-        raise SpecError("spec.gitlab is required: set spec.gitlab.url and spec.gitlab.credentialsSecretRef")
-    url = _get(gitlab, "url", str, "spec.gitlab", "")
-    if not _URL.match(url):
-        raise SpecError(f"spec.gitlab.url: {url!r} is not an http(s) URL like https://gitlab.example.com")
-    credentials = _secret_ref(gitlab, "credentialsSecretRef", "spec.gitlab", DEFAULT_CREDENTIALS_KEY)
-    if credentials is None:
-        raise SpecError("spec.gitlab.credentialsSecretRef is required: name the Secret holding the access token")
-    return GitLabSpec(
-        url=url, credentials=credentials, ca=_secret_ref(gitlab, "caSecretRef", "spec.gitlab", DEFAULT_CA_KEY)
-    )
-
-
 def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
-    description = _get(spec, "description", str, "spec", _SETTINGS.description)
+    description = get_field(spec, "description", str, "spec", _SETTINGS.description)
     if len(description) > MAX_DESCRIPTION:
         raise SpecError(f"spec.description: at most {MAX_DESCRIPTION} characters")
-    note = _get(spec, "maintenanceNote", str, "spec", _SETTINGS.maintenance_note)
+    note = get_field(spec, "maintenanceNote", str, "spec", _SETTINGS.maintenance_note)
     if len(note) > MAX_MAINTENANCE_NOTE:
         raise SpecError(f"spec.maintenanceNote: at most {MAX_MAINTENANCE_NOTE} characters")
-    raw_tags = _get(spec, "tags", list, "spec", [])
+    raw_tags = get_field(spec, "tags", list, "spec", [])
     if not all(isinstance(t, str) and t.strip(TAG_STRIP) and "," not in t for t in raw_tags):
         raise SpecError("spec.tags: every tag must be a non-empty string without commas")
     tags = [t.strip(TAG_STRIP) for t in raw_tags]
     if len(set(tags)) > MAX_TAGS:
         raise SpecError(f"spec.tags: at most {MAX_TAGS} tags")
-    run_untagged = _get(spec, "runUntagged", bool, "spec", _SETTINGS.run_untagged)
+    run_untagged = get_field(spec, "runUntagged", bool, "spec", _SETTINGS.run_untagged)
     if not run_untagged and not tags:
         raise SpecError("spec.tags: must not be empty when spec.runUntagged is false (the runner could pick no job)")
-    access_level = _get(spec, "accessLevel", str, "spec", _SETTINGS.access_level)
+    access_level = get_field(spec, "accessLevel", str, "spec", _SETTINGS.access_level)
     if access_level not in ACCESS_LEVELS:
         raise SpecError(f"spec.accessLevel: must be one of {', '.join(ACCESS_LEVELS)}")
-    maximum_timeout = _get(spec, "maximumTimeout", int, "spec")
+    maximum_timeout = get_field(spec, "maximumTimeout", int, "spec")
     if maximum_timeout is not None and not MIN_MAXIMUM_TIMEOUT <= maximum_timeout <= MAX_INT32:
         raise SpecError(
             f"spec.maximumTimeout: between {MIN_MAXIMUM_TIMEOUT} (GitLab's minimum) and {MAX_INT32} seconds"
@@ -268,8 +188,8 @@ def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
         description=description,
         tags=tuple(sorted(set(tags))),
         run_untagged=run_untagged,
-        locked=_get(spec, "locked", bool, "spec", _SETTINGS.locked),
-        paused=_get(spec, "paused", bool, "spec", _SETTINGS.paused),
+        locked=get_field(spec, "locked", bool, "spec", _SETTINGS.locked),
+        paused=get_field(spec, "paused", bool, "spec", _SETTINGS.paused),
         access_level=cast(AccessLevel, access_level),
         maximum_timeout=maximum_timeout,
         maintenance_note=note,
@@ -277,9 +197,9 @@ def _parse_settings(spec: Mapping[str, Any]) -> GitLabRunnerSettings:
 
 
 def _parse_rotation(spec: Mapping[str, Any]) -> TokenRotation:
-    rotation = _get(spec, "tokenRotation", Mapping, "spec", {})
-    requested_at = _get(rotation, "requestedAt", str, "spec.tokenRotation")
-    renew_before = _get(rotation, "renewBefore", str, "spec.tokenRotation")
+    rotation = get_field(spec, "tokenRotation", Mapping, "spec", {})
+    requested_at = get_field(rotation, "requestedAt", str, "spec.tokenRotation")
+    renew_before = get_field(rotation, "renewBefore", str, "spec.tokenRotation")
     return TokenRotation(
         requested_at=requested_at or None,
         renew_before=(
@@ -290,27 +210,27 @@ def _parse_rotation(spec: Mapping[str, Any]) -> TokenRotation:
 
 def _parse_manager(spec: Mapping[str, Any]) -> ManagerPod:
     path = "spec.manager"
-    m = _get(spec, "manager", Mapping, "spec", {})
-    pull_secrets = _get(m, "imagePullSecrets", list, path, [])
+    m = get_field(spec, "manager", Mapping, "spec", {})
+    pull_secrets = get_field(m, "imagePullSecrets", list, path, [])
     return ManagerPod(
-        image=_get(m, "image", str, path, _MANAGER.image),
-        image_pull_policy=_get(m, "imagePullPolicy", str, path, _MANAGER.image_pull_policy),
+        image=get_field(m, "image", str, path, _MANAGER.image),
+        image_pull_policy=get_field(m, "imagePullPolicy", str, path, _MANAGER.image_pull_policy),
         image_pull_secrets=tuple(str(s["name"]) if isinstance(s, Mapping) else str(s) for s in pull_secrets),
-        service_account_name=_get(m, "serviceAccountName", str, path),
-        resources=dict(_get(m, "resources", Mapping, path, {})),
-        node_selector=_str_map(m.get("nodeSelector"), f"{path}.nodeSelector"),
-        tolerations=tuple(_get(m, "tolerations", list, path, [])),
-        affinity=dict(_get(m, "affinity", Mapping, path, {})),
-        priority_class_name=_get(m, "priorityClassName", str, path),
-        pod_labels=_str_map(m.get("podLabels"), f"{path}.podLabels"),
-        pod_annotations=_str_map(m.get("podAnnotations"), f"{path}.podAnnotations"),
-        env=tuple(_get(m, "env", list, path, [])),
-        drain_timeout=_get(m, "drainTimeout", int, path, _MANAGER.drain_timeout),
+        service_account_name=get_field(m, "serviceAccountName", str, path),
+        resources=dict(get_field(m, "resources", Mapping, path, {})),
+        node_selector=str_map(m.get("nodeSelector"), f"{path}.nodeSelector"),
+        tolerations=tuple(get_field(m, "tolerations", list, path, [])),
+        affinity=dict(get_field(m, "affinity", Mapping, path, {})),
+        priority_class_name=get_field(m, "priorityClassName", str, path),
+        pod_labels=str_map(m.get("podLabels"), f"{path}.podLabels"),
+        pod_annotations=str_map(m.get("podAnnotations"), f"{path}.podAnnotations"),
+        env=tuple(get_field(m, "env", list, path, [])),
+        drain_timeout=get_field(m, "drainTimeout", int, path, _MANAGER.drain_timeout),
     )
 
 
 def _parse_config(spec: Mapping[str, Any]) -> RunnerConfig:
-    c = _get(spec, "config", Mapping, "spec", {})
+    c = get_field(spec, "config", Mapping, "spec", {})
     errors = config_errors(dict(c))
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -319,11 +239,11 @@ def _parse_config(spec: Mapping[str, Any]) -> RunnerConfig:
 
 
 def _parse_spec(spec: Mapping[str, Any]) -> RunnerSpec:
-    runner_type = _get(spec, "runnerType", str, "spec", "")
+    runner_type = get_field(spec, "runnerType", str, "spec", "")
     if runner_type not in RUNNER_TYPES:
         raise SpecError(f"spec.runnerType: must be one of {', '.join(RUNNER_TYPES)}")
-    project_id = _get(spec, "projectId", int, "spec")
-    group_id = _get(spec, "groupId", int, "spec")
+    project_id = get_field(spec, "projectId", int, "spec")
+    group_id = get_field(spec, "groupId", int, "spec")
     for name, value in (("projectId", project_id), ("groupId", group_id)):
         if value is not None and not 1 <= value <= MAX_ID:
             raise SpecError(f"spec.{name}: between 1 and {MAX_ID}")
@@ -335,11 +255,11 @@ def _parse_spec(spec: Mapping[str, Any]) -> RunnerSpec:
         raise SpecError("spec.projectId is only allowed when spec.runnerType is project_type")
     if runner_type != "group_type" and group_id is not None:
         raise SpecError("spec.groupId is only allowed when spec.runnerType is group_type")
-    replicas = _get(spec, "replicas", int, "spec", DEFAULT_REPLICAS)
+    replicas = get_field(spec, "replicas", int, "spec", DEFAULT_REPLICAS)
     if not 0 <= replicas <= MAX_REPLICAS:
         raise SpecError(f"spec.replicas: between 0 and {MAX_REPLICAS}")
     return RunnerSpec(
-        gitlab=_parse_gitlab(spec),
+        gitlab=parse_gitlab(spec),
         runner_type=cast(RunnerType, runner_type),
         project_id=project_id,
         group_id=group_id,

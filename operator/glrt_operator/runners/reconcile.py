@@ -7,18 +7,22 @@ objects in the cluster (`children`). Deletion is in `deletion`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters.gitlab import GitLabPool
-from ..adapters.kube import Kube
-from ..core.conditions import iso
+from .. import metrics
+from ..core.api import RUNNER
+from ..core.conditions import set_condition
+from ..core.errors import failures_explained
 from ..core.events import EventSink
+from ..core.ports import GitLabConnector, KubePort
+from ..core.reasons import ConditionType, Reason
 from ..core.refs import Logger
+from ..core.times import iso, parse_time
 from . import managers, registration, token
 from .children import apply_children
-from .context import RunnerContext, RunnerRef, check_name, connect, failures_explained, parse_spec
+from .context import RunnerContext, RunnerRef, check_name, connect, explainer, parse_spec
 from .credentials import config_credentials
 from .replicas import replica_statuses
 from .rotation import renewal_due_at
@@ -62,10 +66,31 @@ class ReconcileOutcome:
     def online_replicas(self) -> int:
         return sum(1 for r in self.replicas if r["managerStatus"] == "online" and r["ordinal"] < self.spec_replicas)
 
+    def ready_status(self, conditions: Sequence[Mapping[str, Any]], generation: int | None) -> dict[str, Any]:
+        """The status of the reconciled Runner: its fields, TokenValid, and Ready=True."""
+        message = (
+            f"Runner {self.runner_id} is registered in GitLab; {self.ready_replicas}/{self.spec_replicas} "
+            f"pod(s) ready, {self.online_replicas} online in GitLab"
+        )
+        t = self.token_condition
+        updated = set_condition(conditions, ConditionType.TOKEN_VALID, t.status, t.reason, t.message, generation)
+        ready = set_condition(updated, ConditionType.READY, "True", Reason.RECONCILED, message, generation)
+        return {**self.status_patch(), **RunnerStatus.patch(observed_generation=generation, conditions=tuple(ready))}
+
+    def observe(self) -> None:
+        """The metrics of a reconciled Runner."""
+        metrics.observe_runner(
+            self.ref.namespace,
+            self.ref.name,
+            expires_at=parse_time(self.token_expires_at),
+            renewal_at=parse_time(self.renewal_time),
+            manager_statuses=[r["managerStatus"] for r in self.replicas],
+        )
+
 
 def open_context(
-    kube: Kube,
-    pool: GitLabPool,
+    kube: KubePort,
+    pool: GitLabConnector,
     ref: RunnerRef,
     spec: Mapping[str, Any],
     emit: EventSink,
@@ -77,9 +102,9 @@ def open_context(
     woke the handler: another handler of the same Runner may have written since)."""
     parsed = parse_spec(spec)
     check_name(ref)
-    with failures_explained(parsed):
+    with failures_explained(explainer(parsed)):
         gitlab = connect(kube, pool, ref, parsed)
-        status = RunnerStatus.from_dict(kube.read_runner_status(ref.namespace, ref.name))
+        status = RunnerStatus.from_dict(kube.read_status(RUNNER, ref.namespace, ref.name))
     return RunnerContext(
         ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log, refresh_pods=refresh_pods
     )
@@ -87,7 +112,7 @@ def open_context(
 
 def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
     """Make GitLab and the children match the spec."""
-    with failures_explained(ctx.spec):
+    with failures_explained(explainer(ctx.spec)):
         # First: a missing credential Secret must stop the reconcile before GitLab or the cluster is touched.
         credentials = config_credentials(ctx)
         ensured = registration.ensure_runner(ctx)

@@ -8,13 +8,15 @@ restarted operator finds the runner it made instead of making a second one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..adapters.gitlab import GitLabClient, GitLabError, IssuedToken, parse_time
-from ..adapters.kube import Kube
-from ..core.conditions import now_iso
 from ..core.errors import ReconcileError
+from ..core.gitlab import GitLabError, IssuedToken
+from ..core.ports import GitLabPort, KubePort
+from ..core.reasons import EventReason, Reason
+from ..core.times import now_iso, parse_time
 from . import children, token
 from .attributes import create_attributes, desired_attributes, drifted, is_owned_by
 from .context import RunnerContext, RunnerRef
@@ -62,14 +64,16 @@ def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
     """Does the runner still exist in GitLab? If so, repair any drift of its attributes from the spec."""
     actual = ctx.gitlab.get_runner(runner_id)
     if actual is None:
-        ctx.emit("Warning", "RunnerMissing", f"Runner {runner_id} no longer exists in GitLab; creating a new one")
+        ctx.emit(
+            "Warning", EventReason.RUNNER_MISSING, f"Runner {runner_id} no longer exists in GitLab; creating a new one"
+        )
         ctx.log.warning("runner %s is gone from GitLab; creating a new one", runner_id)
         return False
     changes = drifted(desired_attributes(ctx.spec, ctx.ref.uid), actual)
     if changes:
         ctx.gitlab.update_runner(actual.id, changes)
         fields = ", ".join(sorted(changes))
-        ctx.emit("Normal", "RunnerUpdated", f"Updated {fields} of runner {actual.id} in GitLab")
+        ctx.emit("Normal", EventReason.RUNNER_UPDATED, f"Updated {fields} of runner {actual.id} in GitLab")
         ctx.log.info("updated %s of runner %s in GitLab", fields, actual.id)
     return True
 
@@ -84,12 +88,18 @@ def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
             # Created by an earlier attempt whose reply was lost: its token was never seen, so reset it.
             issued = ctx.gitlab.reset_token(orphan)
             adopted = _recorded(
-                ctx, orphan, issued, "RunnerAdopted", f"Adopted runner {orphan}, created by an interrupted attempt"
+                ctx,
+                orphan,
+                issued,
+                EventReason.RUNNER_ADOPTED,
+                f"Adopted runner {orphan}, created by an interrupted attempt",
             )
             # It was created from the spec of that attempt; the spec may have been edited since (while the operator
             # was down): bring its attributes in step before this generation can be Ready.
             if not _exists_in_step(ctx, orphan):
-                raise ReconcileError("RunnerMissing", f"Runner {orphan} vanished from GitLab right after adoption")
+                raise ReconcileError(
+                    Reason.RUNNER_MISSING, f"Runner {orphan} vanished from GitLab right after adoption"
+                )
             return adopted
     else:
         ctx.record(creation_started_at=now_iso())
@@ -103,10 +113,12 @@ def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
             ctx.record(creation_started_at=None)
         raise
     message = f"Created {ctx.spec.runner_type} runner {created.id} in GitLab"
-    return _recorded(ctx, created.id, created.token, "RunnerCreated", message)
+    return _recorded(ctx, created.id, created.token, EventReason.RUNNER_CREATED, message)
 
 
-def _recorded(ctx: RunnerContext, runner_id: int, issued: IssuedToken, reason: str, message: str) -> EnsuredRunner:
+def _recorded(
+    ctx: RunnerContext, runner_id: int, issued: IssuedToken, reason: EventReason, message: str
+) -> EnsuredRunner:
     # Persist before anything else can fail: the token exists nowhere else.
     token.store(ctx, runner_id, issued)
     record_runner(ctx, runner_id)
@@ -122,12 +134,12 @@ def record_runner(ctx: RunnerContext, runner_id: int | None) -> None:
     ctx.record(runner_id=runner_id, creation_started_at=None, rotation_started_at=None)
 
 
-def check_names_free(kube: Kube, ref: RunnerRef) -> None:
+def check_names_free(kube: KubePort, ref: RunnerRef) -> None:
     """Before anything is created in GitLab: the objects this Runner will own must not exist, or be ours.
     One still owned by an earlier Runner of the same name is about to be garbage-collected: wait for it."""
     names = ref.children
-    secret_owners = {
-        f"Secret {name!r}": (kube.read_secret(ref.namespace, name) or {"owners": None})["owners"]
+    secret_owners: dict[str, Sequence[str] | None] = {
+        f"Secret {name!r}": (secret.owners if (secret := kube.read_secret(ref.namespace, name)) else None)
         for name in (names.token_secret, names.config_secret)
     }
     existing = {
@@ -139,10 +151,10 @@ def check_names_free(kube: Kube, ref: RunnerRef) -> None:
             continue
         if owners:
             raise ReconcileError(
-                "WaitingForCleanup", f"{what} still belongs to an earlier object; waiting for its removal"
+                Reason.WAITING_FOR_CLEANUP, f"{what} still belongs to an earlier object; waiting for its removal"
             )
         raise ReconcileError(
-            "NameConflict",
+            Reason.NAME_CONFLICT,
             f"{what} already exists in namespace {ref.namespace!r} and is not managed by this Runner: "
             "delete or rename it (the operator names its objects after the Runner).",
         )
@@ -161,12 +173,12 @@ def find_orphan_or_warn(ctx: RunnerContext, since: datetime, then: str) -> int |
         f"read_api or api scope) to find what it may have created; {then}. Check GitLab for a "
         f"runner whose maintenance note names Runner uid {ctx.ref.uid}."
     )
-    ctx.emit("Warning", "OrphanSearchForbidden", message)
+    ctx.emit("Warning", EventReason.ORPHAN_SEARCH_FORBIDDEN, message)
     ctx.log.warning("%s", message)
     return None
 
 
-def find_orphan(gl: GitLabClient, ref: RunnerRef, spec: RunnerSpec, since: datetime) -> int | None:
+def find_orphan(gl: GitLabPort, ref: RunnerRef, spec: RunnerSpec, since: datetime) -> int | None:
     """A runner carrying this Runner's ownership marker, created since the recorded creation attempt."""
     if spec.runner_type == "project_type":
         path = f"/projects/{spec.project_id}/runners"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..adapters.gitlab import RunnerManager
-from ..adapters.kube import PodInfo
+from ..core.gitlab import RunnerManager
+from ..core.ports import PodInfo
 from .builders import ANNOTATION_CONFIG_VERSION, system_id
 from .model import MAX_REPLICAS
 from .status import ReplicaStatus

@@ -7,14 +7,12 @@ token in the Secret is always the one GitLab accepts.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..core.renewal import renewal_time
 from .model import TokenRotation
 from .status import RunnerStatus
-
-JITTER_FRACTION = 0.1  # a fleet created together spreads its renewals over 10% of the renewal window
 
 
 @dataclass(frozen=True)
@@ -30,18 +28,10 @@ class TokenState:
 
 
 def renewal_due_at(state: TokenState, renew_before: timedelta, runner_uid: str) -> datetime | None:
-    """When to renew a token that expires; None when it never expires.
-
-    `renewBefore` is capped at half the token's lifetime, so a short-lived token (GitLab allows 2 hours) with the
-    default 72h is renewed at mid-life instead of on every reconcile. A deterministic per-Runner jitter moves the
-    time earlier by up to 10% of the window."""
+    """When to renew a token that expires (`core.renewal.renewal_time`); None when it never expires."""
     if state.expires_at is None:
         return None
-    window = renew_before
-    if state.obtained_at is not None and state.expires_at > state.obtained_at:
-        window = min(window, (state.expires_at - state.obtained_at) / 2)
-    fraction = int(hashlib.sha256(runner_uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return state.expires_at - window - window * JITTER_FRACTION * fraction
+    return renewal_time(state.expires_at, state.obtained_at, renew_before, runner_uid)
 
 
 @dataclass(frozen=True)
@@ -65,11 +55,3 @@ def rotation_cause(
     if due is not None and now >= due:
         return RotationCause("expiring", f"the token expires at {state.expires_at:%Y-%m-%dT%H:%M:%SZ}")
     return None
-
-
-def rotation_reason(
-    rotation: TokenRotation, status: RunnerStatus, state: TokenState, now: datetime, runner_uid: str
-) -> str | None:
-    """Why the token must be rotated now, in words for an Event; None when it need not be."""
-    cause = rotation_cause(rotation, status, state, now, runner_uid)
-    return None if cause is None else cause.text

@@ -8,16 +8,16 @@ instead of keeping a token GitLab has revoked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from .. import metrics
-from ..adapters.gitlab import IssuedToken, RunnerManager, parse_time
-from ..adapters.kube import Kube
-from ..core.conditions import iso, now_iso
+from ..core.gitlab import IssuedToken, RunnerManager
+from ..core.ports import KubePort, SecretObject
+from ..core.reasons import EventReason, Reason
 from ..core.refs import Logger
+from ..core.times import iso, now_iso, parse_time
 from . import builders
 from .context import RunnerContext, RunnerRef
 from .rotation import TokenState, rotation_cause
@@ -32,38 +32,37 @@ class TokenCondition:
     """The TokenValid condition to write."""
 
     status: Literal["True", "False"]
-    reason: str
+    reason: Reason
     message: str
 
 
-ACCEPTED = TokenCondition("True", "Accepted", "GitLab accepts the runner token")
+ACCEPTED = TokenCondition("True", Reason.ACCEPTED, "GitLab accepts the runner token")
 
 
-def own_token_secret(kube: Kube, ref: RunnerRef, log: Logger) -> dict[str, Any] | None:
+def own_token_secret(kube: KubePort, ref: RunnerRef, log: Logger) -> SecretObject | None:
     """The token Secret, unless it still belongs to an earlier Runner of the same name (awaiting garbage
     collection): its runner is not ours to adopt."""
-    secret: dict[str, Any] | None = kube.read_secret(ref.namespace, ref.children.token_secret)
-    if secret is not None and ref.uid not in secret["owners"]:
+    secret = kube.read_secret(ref.namespace, ref.children.token_secret)
+    if secret is not None and ref.uid not in secret.owners:
         log.info("ignoring token Secret left by an earlier Runner of the same name")
         return None
     return secret
 
 
-def runner_id_of(token_secret: Mapping[str, Any] | None) -> int | None:
+def runner_id_of(token_secret: SecretObject | None) -> int | None:
     """The runner id recorded on the token Secret (the status may have lost it)."""
-    raw = (token_secret or {}).get("annotations", {}).get(builders.ANNOTATION_RUNNER_ID)
+    raw = token_secret.annotations.get(builders.ANNOTATION_RUNNER_ID) if token_secret else None
     return int(raw) if raw and str(raw).isdigit() else None
 
 
-def token_of(token_secret: Mapping[str, Any] | None) -> str | None:
-    value: str | None = (token_secret or {}).get("data", {}).get(builders.TOKEN_KEY) or None
-    return value
+def token_of(token_secret: SecretObject | None) -> str | None:
+    return token_secret.value(builders.TOKEN_KEY) if token_secret else None
 
 
-def stored_state(token_secret: Mapping[str, Any]) -> TokenState:
-    annotations = token_secret["annotations"]
+def stored_state(token_secret: SecretObject) -> TokenState:
+    annotations = token_secret.annotations
     return TokenState(
-        token=token_secret["data"][builders.TOKEN_KEY],
+        token=token_secret.data[builders.TOKEN_KEY],
         expires_at=parse_time(annotations.get(builders.ANNOTATION_TOKEN_EXPIRES_AT)),
         obtained_at=parse_time(annotations.get(builders.ANNOTATION_TOKEN_OBTAINED_AT)),
     )
@@ -95,7 +94,9 @@ def restore(ctx: RunnerContext, runner_id: int) -> TokenState:
     issued = ctx.gitlab.reset_token(runner_id)
     store(ctx, runner_id, issued)
     metrics.RUNNER.count_rotation(ctx.ref.namespace, ctx.ref.name, "secret_lost")
-    ctx.emit("Warning", "TokenRestored", f"The token Secret was missing; reset the token of runner {runner_id}")
+    ctx.emit(
+        "Warning", EventReason.TOKEN_RESTORED, f"The token Secret was missing; reset the token of runner {runner_id}"
+    )
     return issued_state(issued)
 
 
@@ -110,7 +111,7 @@ def rotate(ctx: RunnerContext, runner_id: int, reason: str, kind: str) -> TokenS
         rotation_requested_at=ctx.spec.token_rotation.requested_at,
     )
     metrics.RUNNER.count_rotation(ctx.ref.namespace, ctx.ref.name, kind)
-    ctx.emit("Normal", "TokenRotated", f"Rotated the token of runner {runner_id}: {reason}")
+    ctx.emit("Normal", EventReason.TOKEN_ROTATED, f"Rotated the token of runner {runner_id}: {reason}")
     ctx.log.info("rotated the token of runner %s: %s", runner_id, reason)
     return issued_state(issued)
 
@@ -135,10 +136,10 @@ def ensure_accepted(
     asking; otherwise one side-effect-free check is made."""
     if recently_contacted(managers) or ctx.gitlab.token_is_valid(token.token):
         return CheckedToken(token, ACCEPTED)
-    ctx.emit("Warning", "TokenRefused", TOKEN_REFUSED)
+    ctx.emit("Warning", EventReason.TOKEN_REFUSED, TOKEN_REFUSED)
     ctx.log.warning("%s", TOKEN_REFUSED)
     token = rotate(ctx, runner_id, "GitLab refused the token", "refused")
-    return CheckedToken(token, TokenCondition("True", "Reissued", f"{TOKEN_REFUSED} Reissued at {now_iso()}."))
+    return CheckedToken(token, TokenCondition("True", Reason.REISSUED, f"{TOKEN_REFUSED} Reissued at {now_iso()}."))
 
 
 def recently_contacted(managers: list[RunnerManager]) -> bool:

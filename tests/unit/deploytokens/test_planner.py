@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from glrt_operator.core.gitlab import DeployTokenInfo
 from glrt_operator.deploytokens.planner import (
     CreateReason,
     DeployTokenState,
-    GitLabDeployToken,
     Plan,
     Retiring,
     plan,
@@ -21,11 +21,11 @@ WEEK = timedelta(hours=168)
 
 def tok(
     token_id: int, *, name: str = NAME, revoked: bool = False, expired: bool = False, expires: datetime | None = EXPIRES
-) -> GitLabDeployToken:
-    return GitLabDeployToken(token_id, name, f"u{token_id}", expires, revoked, expired, ("read_registry",))
+) -> DeployTokenInfo:
+    return DeployTokenInfo(token_id, name, f"u{token_id}", expires, revoked, expired, ("read_registry",))
 
 
-def run(tokens: list[GitLabDeployToken], state: DeployTokenState, now: datetime = NOW) -> Plan:
+def run(tokens: list[DeployTokenInfo], state: DeployTokenState, now: datetime = NOW) -> Plan:
     return plan(renew_before=WEEK, uid="uid-1", name=NAME, tokens=tokens, state=state, now=now)
 
 

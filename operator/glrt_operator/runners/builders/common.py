@@ -10,19 +10,16 @@ Pure: no I/O, no client. The children of a `Runner` named `<name>`:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...core.objects import LABEL_INSTANCE, is_dns_label, labels_of
+
 # --- names, labels, annotations ------------------------------------------------------------------------------
 
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_RUNNER = "glrt.dev/runner"
 
 ANNOTATION_RUNNER_ID = "glrt.dev/runner-id"
@@ -136,7 +133,6 @@ def child_names(runner_name: str) -> ChildNames:
 # every pod with `controller-revision-hash: <name>-<hash of up to 10 characters>`, a label value of at most 63
 # characters: 63 - 11 = 52. Pods `<name>-<ordinal>` (ordinal < 100) and the Secrets `<name>-runner-*` then fit too.
 MAX_RUNNER_NAME = 52
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def child_name_problem(runner_name: str) -> str | None:
@@ -146,7 +142,7 @@ def child_name_problem(runner_name: str) -> str | None:
             f"at most {MAX_RUNNER_NAME} characters (it names the StatefulSet, whose pods carry a "
             "'<name>-<hash>' label of at most 63); create the Runner under a shorter name"
         )
-    if not _DNS_LABEL.match(runner_name):
+    if not is_dns_label(runner_name):
         return (
             "must be lowercase letters, digits and '-' (no dot), starting and ending with a letter or digit: it "
             "names the StatefulSet (an RFC 1123 label); create the Runner under such a name"
@@ -154,26 +150,9 @@ def child_name_problem(runner_name: str) -> str | None:
     return None
 
 
-def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
-    """A controller owner reference: the garbage collector deletes the child with its owner."""
-    return {
-        "apiVersion": api_version,
-        "kind": kind,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def labels(runner_name: str) -> dict[str, str]:
     """The labels on every child of a `Runner` (and on its pods)."""
-    return {
-        LABEL_NAME: "gitlab-runner",
-        LABEL_INSTANCE: runner_name,
-        LABEL_MANAGED_BY: "glrt-operator",
-        LABEL_RUNNER: runner_name,
-    }
+    return labels_of("gitlab-runner", runner_name, LABEL_RUNNER)
 
 
 def selector_labels(runner_name: str) -> dict[str, str]:
@@ -181,7 +160,7 @@ def selector_labels(runner_name: str) -> dict[str, str]:
     return {LABEL_INSTANCE: runner_name, LABEL_RUNNER: runner_name}
 
 
-def _metadata(name: str, namespace: str, owner: Mapping[str, Any], runner_name: str) -> dict[str, Any]:
+def child_metadata(name: str, namespace: str, owner: Mapping[str, Any], runner_name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": namespace,
@@ -220,7 +199,3 @@ def _set_if(table: dict[str, Any], key: str, value: Any) -> None:
     if value is None or (isinstance(value, str | list | tuple | dict) and not value):
         return
     table[key] = value
-
-
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode("ascii")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...core.objects import b64
 from .common import (
     ANNOTATION_CONFIG_SHA256,
     ANNOTATION_CONFIG_TOKEN_FREE_SHA256,
@@ -14,8 +15,7 @@ from .common import (
     SYSTEM_ID_KEY_PREFIX,
     TOKEN_KEY,
     TOKEN_SECRET_TYPE,
-    _b64,
-    _metadata,
+    child_metadata,
     system_id,
 )
 from .config_toml import RenderedConfig
@@ -36,7 +36,7 @@ def build_token_secret(
 
     The annotations carry what the operator needs to plan rotation; the token itself appears only in `data`.
     """
-    metadata = _metadata(name, namespace, owner, runner_name)
+    metadata = child_metadata(name, namespace, owner, runner_name)
     annotations = {ANNOTATION_RUNNER_ID: str(runner_id), ANNOTATION_TOKEN_OBTAINED_AT: token_obtained_at}
     if token_expires_at:
         annotations[ANNOTATION_TOKEN_EXPIRES_AT] = token_expires_at
@@ -46,7 +46,7 @@ def build_token_secret(
         "kind": "Secret",
         "metadata": metadata,
         "type": TOKEN_SECRET_TYPE,
-        "data": {TOKEN_KEY: _b64(token)},
+        "data": {TOKEN_KEY: b64(token)},
     }
 
 
@@ -68,12 +68,12 @@ def build_config_secret(
     """The Secret mounted into every manager pod: `config.toml` and `system-id-<N>` for N in range(replicas)."""
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
-    metadata = _metadata(name, namespace, owner, runner_name)
+    metadata = child_metadata(name, namespace, owner, runner_name)
     metadata["annotations"] = {
         ANNOTATION_CONFIG_SHA256: rendered.sha256,
         ANNOTATION_CONFIG_TOKEN_FREE_SHA256: rendered.token_free_sha256,
     }
-    data = {CONFIG_KEY: _b64(rendered.text)}
+    data = {CONFIG_KEY: b64(rendered.text)}
     for ordinal in range(replicas):
-        data[system_id_key(ordinal)] = _b64(system_id(runner_uid, ordinal) + "\n")
+        data[system_id_key(ordinal)] = b64(system_id(runner_uid, ordinal) + "\n")
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "data": data}

@@ -23,8 +23,8 @@ from .common import (
     RUNNER_SCRIPT,
     SECRET_VOLUME_MODE,
     SECRETS_MOUNT,
-    _metadata,
     _set_if,
+    child_metadata,
     drain_script,
     labels,
     selector_labels,
@@ -52,24 +52,11 @@ def _env(user_env: tuple[Mapping[str, Any], ...]) -> list[dict[str, Any]]:
     return env
 
 
-def build_statefulset(
-    spec: RunnerSpec,
-    *,
-    name: str,
-    namespace: str,
-    owner: dict[str, Any],
-    config_secret: str,
-    config_checksum: str,
-    ca_secret_key: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """The runner manager pods. `name` is the Runner's name (the StatefulSet shares it; see `child_names`).
-
-    `config_checksum` goes into a pod template annotation, so pods roll exactly when it changes (pass
-    `RenderedConfig.token_free_sha256` to keep token rotations restart-free). `ca_secret_key=(secret, key)`
-    mounts that key at `CA_FILE`; render config.toml with `ca_path=CA_FILE` to match.
-    """
-    manager = spec.manager
-
+def _volumes(
+    spec: RunnerSpec, config_secret: str, ca_secret_key: tuple[str, str] | None
+) -> tuple[list[Any], list[Any]]:
+    """The pod's volumes and the container's mounts: the config Secret, the writable emptyDirs, the CA, and the
+    credential files of spec.config."""
     volumes: list[dict[str, Any]] = [
         {"name": "config", "secret": {"secretName": config_secret, "defaultMode": SECRET_VOLUME_MODE}},
         {"name": "etc", "emptyDir": {}},
@@ -99,7 +86,12 @@ def build_statefulset(
     plan = credential_plan(spec.config.values)
     volumes.extend(copy.deepcopy(plan.volumes))
     mounts.extend(copy.deepcopy(plan.volume_mounts))
+    return volumes, mounts
 
+
+def _container(spec: RunnerSpec, mounts: list[Any]) -> dict[str, Any]:
+    """The manager container: gitlab-runner started by the start script, drained by its preStop hook."""
+    manager = spec.manager
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": manager.image,
@@ -120,7 +112,11 @@ def build_statefulset(
     }
     if manager.resources:
         container["resources"] = copy.deepcopy(dict(manager.resources))
+    return container
 
+
+def _pod_spec(spec: RunnerSpec, container: dict[str, Any], volumes: list[Any]) -> dict[str, Any]:
+    manager = spec.manager
     pod_spec: dict[str, Any] = {
         # The kubernetes executor talks to the API server to create job pods, so the token is always mounted.
         "automountServiceAccountToken": True,
@@ -143,19 +139,38 @@ def build_statefulset(
     _set_if(pod_spec, "tolerations", [copy.deepcopy(dict(t)) for t in manager.tolerations])
     _set_if(pod_spec, "affinity", copy.deepcopy(dict(manager.affinity)))
     _set_if(pod_spec, "priorityClassName", manager.priority_class_name)
+    return pod_spec
 
+
+def build_statefulset(
+    spec: RunnerSpec,
+    *,
+    name: str,
+    namespace: str,
+    owner: dict[str, Any],
+    config_secret: str,
+    config_checksum: str,
+    ca_secret_key: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The runner manager pods. `name` is the Runner's name (the StatefulSet shares it; see `child_names`).
+
+    `config_checksum` goes into a pod template annotation, so pods roll exactly when it changes (pass
+    `RenderedConfig.token_free_sha256` to keep token rotations restart-free). `ca_secret_key=(secret, key)`
+    mounts that key at `CA_FILE`; render config.toml with `ca_path=CA_FILE` to match.
+    """
+    volumes, mounts = _volumes(spec, config_secret, ca_secret_key)
+    pod_spec = _pod_spec(spec, _container(spec, mounts), volumes)
     # Ours last: a user's pod label or annotation can never break the selector or the checksum.
-    pod_labels = {**manager.pod_labels, **labels(name)}
+    pod_labels = {**spec.manager.pod_labels, **labels(name)}
     pod_annotations = {
-        **manager.pod_annotations,
+        **spec.manager.pod_annotations,
         "kubectl.kubernetes.io/default-container": CONTAINER_NAME,
         ANNOTATION_CONFIG_CHECKSUM: config_checksum,
     }
-
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _metadata(name, namespace, owner, name),
+        "metadata": child_metadata(name, namespace, owner, name),
         "spec": {
             "replicas": spec.replicas,
             # Runner managers are independent; and OrderedReady would wait for pod N to be Ready before N+1.

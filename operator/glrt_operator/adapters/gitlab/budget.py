@@ -17,8 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
@@ -44,8 +43,8 @@ class BudgetExhausted(Exception):
 
 
 class HostBudget:
-    """Thread-safe admission control for one GitLab host. Use `with budget.slot(priority): send()` and report
-    every answer through `observe`."""
+    """Thread-safe admission control for one GitLab host: `admit` before a request, `release` once its answer is in,
+    and report every answer through `observe`."""
 
     def __init__(
         self,
@@ -74,15 +73,6 @@ class HostBudget:
         self._paused_until = 0.0
         self.waits = 0  # callers that had to wait (budget, pause or concurrency), for metrics
         self.waited_seconds = 0.0
-
-    @contextmanager
-    def slot(self, priority: Priority = Priority.EVENT, max_wait: float | None = None) -> Iterator[None]:
-        """Hold one admission while the request is sent."""
-        self.admit(priority, max_wait)
-        try:
-            yield
-        finally:
-            self.release()
 
     def admit(self, priority: Priority = Priority.EVENT, max_wait: float | None = None) -> None:
         """Count one request against the window and take an in-flight slot, waiting at most `max_wait` (default:

@@ -1,0 +1,10 @@
+"""The GitLab client the use cases hold: every call of the operator to one GitLab instance with one token."""
+
+from __future__ import annotations
+
+from .deploy_tokens import DeployTokenCalls
+from .runners import RunnerCalls
+
+
+class GitLabClient(RunnerCalls, DeployTokenCalls):
+    """Runner and deploy-token calls over one Session (see session.py); created by GitLabPool.client."""

@@ -1,0 +1,107 @@
+"""The GitLab connections of the whole operator: one pooled httpx.Client per CA bundle and one request budget per
+GitLab host, shared by every resource; created at startup, closed at cleanup."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ssl
+import threading
+from urllib.parse import urlsplit
+
+import httpx
+
+from ...core.gitlab import GitLabError
+from ...core.reasons import Reason
+from .budget import HostBudget, Priority
+from .client import GitLabClient
+from .session import DEFAULT_TIMEOUT
+
+
+class GitLabPool:
+    """Hands out GitLabClients. `for_resyncs()` is a view of the same pool whose calls are periodic resyncs: they
+    yield to event-driven calls and give up after `resync_max_wait` instead of queueing."""
+
+    def __init__(
+        self,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        per_minute: int = 600,
+        max_in_flight: int = 8,
+        event_max_wait: float = 10.0,
+        resync_max_wait: float = 1.0,
+    ):
+        self._timeout = timeout
+        self._transport = transport
+        self._clients: dict[str, httpx.Client] = {}
+        self._budgets: dict[str, HostBudget] = {}
+        self._lock = threading.Lock()
+        self._per_minute = per_minute
+        self._max_in_flight = max_in_flight
+        self._event_max_wait = event_max_wait
+        self._resync_max_wait = resync_max_wait
+        self.priority = Priority.EVENT
+
+    def for_resyncs(self) -> GitLabPool:
+        view = copy.copy(self)  # shares the clients, budgets and lock
+        view.priority = Priority.RESYNC
+        return view
+
+    def budget(self, api_url: str) -> HostBudget:
+        """The one budget of this URL's host (host and port), created on first use."""
+        host = urlsplit(api_url).netloc.lower()
+        with self._lock:
+            budget = self._budgets.get(host)
+            if budget is None:
+                budget = HostBudget(
+                    host, per_minute=self._per_minute, max_in_flight=self._max_in_flight, max_wait=self._event_max_wait
+                )
+                self._budgets[host] = budget
+            return budget
+
+    def client(self, api_url: str, access_token: str, ca_pem: str | None = None) -> GitLabClient:
+        resync = self.priority is Priority.RESYNC
+        return GitLabClient(
+            self._http(ca_pem),
+            api_url,
+            access_token,
+            budget=self.budget(api_url),
+            priority=self.priority,
+            max_wait=self._resync_max_wait if resync else self._event_max_wait,
+        )
+
+    def _http(self, ca_pem: str | None) -> httpx.Client:
+        """The pooled client verifying with `ca_pem` (or the system's CAs), created once under the lock: two
+        resources asking at once never build two pools of connections."""
+        key = hashlib.sha256(ca_pem.encode()).hexdigest() if ca_pem else ""
+        with self._lock:
+            http = self._clients.get(key)
+            if http is None:
+                verify: ssl.SSLContext | bool = _ssl_context(ca_pem) if ca_pem else True
+                http = httpx.Client(
+                    timeout=self._timeout,
+                    verify=verify,
+                    transport=self._transport,
+                    headers={"User-Agent": "glrt-operator"},
+                    limits=httpx.Limits(max_connections=max(20, self._max_in_flight), max_keepalive_connections=10),
+                )
+                self._clients[key] = http
+            return http
+
+    def close(self) -> None:
+        with self._lock:
+            for http in self._clients.values():
+                http.close()
+            self._clients.clear()
+
+
+def _ssl_context(ca_pem: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cadata=ca_pem)
+    except (ssl.SSLError, ValueError, UnicodeError):
+        raise GitLabError(
+            "The CA bundle is not PEM (expected one or more -----BEGIN CERTIFICATE----- blocks)",
+            retryable=False,
+            kind=Reason.CA_INVALID,
+        ) from None

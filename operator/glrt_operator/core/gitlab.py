@@ -1,0 +1,199 @@
+"""What GitLab's API answers, as typed values (no HTTP here): the GitLab adapter builds them from GitLab's JSON and
+raises `GitLabError` for what went wrong; the use cases and pure planners read them. Tokens never show in a repr
+or a message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import ReconcileError, register_classifier
+from .reasons import Reason
+from .times import parse_time
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A runner token as GitLab hands it out (create and reset)."""
+
+    token: str
+    expires_at: datetime | None
+
+    def __repr__(self) -> str:  # keep the token out of any log or traceback that prints this object
+        return f"IssuedToken(token=<redacted>, expires_at={self.expires_at!r})"
+
+
+@dataclass(frozen=True)
+class CreatedRunner:
+    id: int
+    token: IssuedToken
+
+
+@dataclass(frozen=True)
+class RunnerDetails:
+    """The fields of `GET /runners/:id` the operator compares and reports."""
+
+    id: int
+    runner_type: str
+    description: str
+    paused: bool
+    tag_list: tuple[str, ...]
+    run_untagged: bool
+    locked: bool
+    access_level: str
+    maximum_timeout: int | None
+    maintenance_note: str | None
+    status: str | None
+    contacted_at: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunnerDetails:
+        return cls(
+            id=int(data["id"]),
+            runner_type=str(data.get("runner_type") or ""),
+            description=str(data.get("description") or ""),
+            paused=bool(data.get("paused", not data.get("active", True))),
+            tag_list=tuple(sorted(data.get("tag_list") or ())),
+            run_untagged=bool(data.get("run_untagged", True)),
+            locked=bool(data.get("locked", False)),
+            access_level=str(data.get("access_level") or "not_protected"),
+            maximum_timeout=data.get("maximum_timeout"),
+            maintenance_note=data.get("maintenance_note"),
+            status=data.get("status"),
+            contacted_at=data.get("contacted_at"),
+        )
+
+
+@dataclass(frozen=True)
+class RunnerSummary:
+    """A list item of the runner list endpoints."""
+
+    id: int
+    description: str
+    status: str | None
+    created_at: str | None
+
+
+@dataclass(frozen=True)
+class RunnerManager:
+    """An element of `GET /runners/:id/managers`."""
+
+    id: int
+    system_id: str
+    status: str | None
+    contacted_at: str | None
+    version: str | None
+
+
+@dataclass(frozen=True)
+class DeployTokenInfo:
+    """A deploy token as GitLab lists it (never with its value)."""
+
+    id: int
+    name: str
+    username: str
+    expires_at: datetime | None
+    revoked: bool
+    expired: bool
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeployTokenInfo:
+        return cls(
+            id=int(data["id"]),
+            name=str(data.get("name") or ""),
+            username=str(data.get("username") or ""),
+            expires_at=parse_time(data.get("expires_at")),
+            revoked=bool(data.get("revoked")),
+            expired=bool(data.get("expired")),
+            scopes=tuple(str(s) for s in data.get("scopes") or ()),
+        )
+
+    def active(self, now: datetime) -> bool:
+        """Usable now: GitLab's `expired` flag lags (it compares dates), so the instant is checked too."""
+        return not self.revoked and not self.expired and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True)
+class CreatedDeployToken:
+    info: DeployTokenInfo
+    token: str
+
+    def __repr__(self) -> str:  # keep the token out of any log or traceback that prints this object
+        return f"CreatedDeployToken(info={self.info!r}, token=<redacted>)"
+
+
+# === failures ==================================================================================================
+
+# What answers at the URL is not GitLab, or the request could not even be made: GitLab did nothing.
+_NOTHING_SENT_OR_NOT_GITLAB = frozenset(
+    {Reason.NOT_GITLAB, Reason.ACCESS_TOKEN_MALFORMED, Reason.CA_INVALID, Reason.TLS_VERIFICATION_FAILED}
+)
+_BY_STATUS = {
+    400: Reason.GITLAB_REJECTED,
+    401: Reason.ACCESS_TOKEN_INVALID,
+    403: Reason.ACCESS_TOKEN_FORBIDDEN,
+    404: Reason.GITLAB_NOT_FOUND,
+    429: Reason.GITLAB_RATE_LIMITED,
+}
+
+
+class GitLabError(Exception):
+    """A failed call. `retryable` says whether the same call may succeed later by itself (5xx, 429, network);
+    `retry_after` is GitLab's Retry-After in seconds when it sent one. The message never holds a token."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        retry_after: float | None = None,
+        kind: Reason | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind  # a reason of its own, for failures that are not an HTTP status (garbage, TLS, header)
+
+    @property
+    def nothing_done(self) -> bool:
+        """GitLab certainly did not act on the request: refused with a 4xx (a 429 too: GitLab's rate limits answer
+        before the request is processed), or what answered was not GitLab's API at all. A 5xx, a timeout or a
+        dropped connection may hide a request that was processed."""
+        if self.kind in _NOTHING_SENT_OR_NOT_GITLAB:
+            return True
+        return self.status is not None and 400 <= self.status < 500
+
+    @property
+    def reason(self) -> Reason:
+        """The reason for conditions and Events."""
+        if self.kind:
+            return self.kind
+        if self.status is None:
+            return Reason.GITLAB_UNREACHABLE
+        default = Reason.GITLAB_UNAVAILABLE if self.status >= 500 else Reason.GITLAB_REJECTED
+        return _BY_STATUS.get(self.status, default)
+
+
+class GitLabThrottled(GitLabError):
+    """Not sent: the operator's request budget for this GitLab host, or a pause GitLab asked for (429,
+    `RateLimit-Remaining: 0`), holds every call back for `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message, retryable=True, retry_after=retry_after)
+
+    @property
+    def reason(self) -> Reason:
+        return Reason.GITLAB_THROTTLED
+
+
+@register_classifier
+def classify_gitlab_error(exc: BaseException) -> ReconcileError | None:
+    """A GitLabError as a ReconcileError (the use cases add hints naming the resource's own fields)."""
+    if not isinstance(exc, GitLabError):
+        return None
+    return ReconcileError(exc.reason, str(exc), delay=exc.retry_after, transient=exc.retryable)

@@ -1,0 +1,79 @@
+"""The one catalogue of condition types, condition reasons and Event reasons. Code names a reason through these
+enums, never a literal; the operations docs list every one (a test keeps the catalogue and the docs in step)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    TOKEN_VALID = "TokenValid"
+
+
+class Reason(StrEnum):
+    """Why a condition has its status. A failure's reason is also the reason of its Warning Event."""
+
+    # Ready=True / TokenValid=True
+    RECONCILED = "Reconciled"
+    ACCEPTED = "Accepted"
+    REISSUED = "Reissued"
+    # the spec and the objects it names
+    INVALID_SPEC = "InvalidSpec"
+    INVALID_NAME = "InvalidName"
+    VALUE_OUT_OF_RANGE = "ValueOutOfRange"
+    INVALID_CHARACTERS = "InvalidCharacters"
+    CREDENTIALS_MISSING = "CredentialsMissing"
+    CA_SECRET_MISSING = "CASecretMissing"
+    CONFIG_SECRET_MISSING = "ConfigSecretMissing"
+    NAME_CONFLICT = "NameConflict"
+    SECRET_NAME_TAKEN = "SecretNameTaken"
+    WAITING_FOR_CLEANUP = "WaitingForCleanup"
+    # what GitLab answered
+    ACCESS_TOKEN_MALFORMED = "AccessTokenMalformed"
+    ACCESS_TOKEN_INVALID = "AccessTokenInvalid"
+    ACCESS_TOKEN_FORBIDDEN = "AccessTokenForbidden"
+    GITLAB_REJECTED = "GitLabRejected"
+    GITLAB_NOT_FOUND = "GitLabNotFound"
+    GITLAB_UNAVAILABLE = "GitLabUnavailable"
+    GITLAB_UNREACHABLE = "GitLabUnreachable"
+    GITLAB_RATE_LIMITED = "GitLabRateLimited"
+    GITLAB_THROTTLED = "GitLabThrottled"
+    NOT_GITLAB = "NotGitLab"
+    GITLAB_ANSWER_INVALID = "GitLabAnswerInvalid"
+    RUNNER_MISSING = "RunnerMissing"
+    # the connection to GitLab
+    CA_INVALID = "CAInvalid"
+    TLS_VERIFICATION_FAILED = "TLSVerificationFailed"
+    TLS_ERROR = "TLSError"
+    # Kubernetes
+    KUBERNETES_API_ERROR = "KubernetesAPIError"
+    KUBERNETES_UNREACHABLE = "KubernetesUnreachable"
+    # a bug
+    UNEXPECTED_ERROR = "UnexpectedError"
+
+
+class EventReason(StrEnum):
+    """Normal and Warning Events besides failures (a failure's Event carries its condition `Reason`)."""
+
+    RUNNER_CREATED = "RunnerCreated"
+    RUNNER_ADOPTED = "RunnerAdopted"
+    RUNNER_UPDATED = "RunnerUpdated"
+    RUNNER_MISSING = "RunnerMissing"
+    RUNNER_DELETED = "RunnerDeleted"
+    TOKEN_ROTATED = "TokenRotated"
+    TOKEN_REFUSED = "TokenRefused"
+    TOKEN_RESTORED = "TokenRestored"
+    MANAGER_REMOVED = "ManagerRemoved"
+    UNKNOWN_MANAGER_REMOVED = "UnknownManagerRemoved"
+    ORPHAN_SEARCH_FORBIDDEN = "OrphanSearchForbidden"
+    ORPHAN_SEARCH_IMPOSSIBLE = "OrphanSearchImpossible"
+    TOKEN_CREATED = "TokenCreated"
+    TOKEN_RENEWED = "TokenRenewed"
+    TOKEN_REVOKED = "TokenRevoked"
+    STRAY_TOKEN_REVOKED = "StrayTokenRevoked"
+    TOKEN_EXPIRED = "TokenExpired"
+    TOKEN_MISSING = "TokenMissing"
+    SECRET_STALE = "SecretStale"
+    SECRET_UPDATED = "SecretUpdated"
+    REVOKE_SKIPPED = "RevokeSkipped"

@@ -1,0 +1,65 @@
+"""The Runner's Kopf registrations: each names the use case and hands it to the controller runtime, which owns
+the policy (priorities, retries, conditions, Events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from .. import metrics
+from ..controller import runtime
+from ..controller.runtime import CONFIG, Call
+from ..core.api import GROUP, RUNNER, VERSION
+from .context import RunnerRef
+from .deletion import delete_runner
+from .reconcile import ReconcileOutcome, open_context, reconcile
+
+RUNNERS = runtime.Resource(RUNNER, "runner", metrics.RUNNER)
+# A deletion retries a search for what an interrupted creation may have left this many times while GitLab fails
+# transiently, then finishes with a Warning (a runner whose id is known is retried until it is deleted).
+DELETE_SEARCH_RETRIES = 8
+
+
+def reconcile_runner(call: Call) -> ReconcileOutcome | None:
+    """Make GitLab and the cluster match the Runner (`runners.reconcile`)."""
+    ctx = open_context(
+        call.kube, call.gitlab, RunnerRef.from_body(call.body), call.spec, call.emit, call.log,
+        refresh_pods=CONFIG.refresh_pods,
+    )  # fmt: skip
+    if call.resync and (ctx.status.observed_generation or 0) > (call.generation or 0):
+        return None  # edited and reconciled while this resync waited for a worker: its spec is stale
+    return reconcile(ctx)
+
+
+def unregister_runner(call: Call) -> None:
+    """Delete the runner in GitLab (`runners.deletion`)."""
+    give_up = call.retry >= DELETE_SEARCH_RETRIES
+    ref = RunnerRef.from_body(call.body)
+    delete_runner(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up_search=give_up)
+
+
+@kopf.on.create(GROUP, VERSION, RUNNER.plural)
+@kopf.on.update(GROUP, VERSION, RUNNER.plural, field="spec")
+def on_runner_created_or_changed(**kwargs: Any) -> None:
+    """Created or edited: reconcile with Kopf's retries and back-off."""
+    runtime.on_event(RUNNERS, reconcile_runner, kwargs)
+
+
+@kopf.timer(GROUP, VERSION, RUNNER.plural, interval=CONFIG.resync_interval, initial_delay=runtime.resync_initial_delay)
+async def resync_runner(**kwargs: Any) -> None:
+    """Every interval, at the Runner's own phase: drift repair and manager tracking; writes only when something
+    drifted (a runner deleted in GitLab is created anew)."""
+    await runtime.on_timer(RUNNERS, reconcile_runner, kwargs)
+
+
+@kopf.on.resume(GROUP, VERSION, RUNNER.plural)
+async def on_runner_resumed(**kwargs: Any) -> None:
+    """Found at operator start, unchanged since it was last handled: a resync."""
+    await runtime.on_resume(RUNNERS, reconcile_runner, kwargs)
+
+
+@kopf.on.delete(GROUP, VERSION, RUNNER.plural)
+def on_runner_deleted(**kwargs: Any) -> None:
+    """Deleted: unregister the runner in GitLab before Kopf releases the finalizer."""
+    runtime.on_delete(RUNNERS, unregister_runner, kwargs)
