@@ -26,34 +26,50 @@ T0, T1 = "2026-10-01T08:00:00Z", "2026-10-01T08:05:00Z"
 
 Kind = Literal["Runner", "DeployToken"]
 
-# The Ready reasons of README.md's troubleshooting table, split by who resolves them. The operator retries all of
-# them with back-off; the split says whether retrying alone can ever succeed.
+# Every failure reason of the operator's catalogue (glrt_operator.core.reasons, docs/operations/troubleshooting.md),
+# split by who resolves it (with the executor reasons about to join it). The operator retries all of them with
+# back-off; the split says whether retrying alone can ever succeed. A test fails on a reason left out.
 STALLED_REASONS = (
     "InvalidSpec",
     "InvalidName",
-    "AccessTokenMalformed",
-    "CAInvalid",
-    "CASecretMissing",
-    "TLSVerificationFailed",
-    "NotGitLab",
-    "GitLabAnswerInvalid",
-    "GitLabNotFound",
+    "ValueOutOfRange",
+    "InvalidCharacters",
     "CredentialsMissing",
+    "CASecretMissing",
+    "ConfigSecretMissing",
+    "NameConflict",
+    "SecretNameTaken",
+    "NamespaceMissing",
+    "NamespaceNotWatched",
+    "NamespaceNotAccepting",
+    "ServiceAccountMissing",
+    "ExecutorForbidden",
+    "ExecutorUnsupported",
+    "AccessTokenMalformed",
     "AccessTokenInvalid",
     "AccessTokenForbidden",
     "GitLabRejected",
-    "ConfigSecretMissing",
-    "NameConflict",
+    "GitLabNotFound",
+    "NotGitLab",
+    "GitLabAnswerInvalid",
+    "CAInvalid",
+    "TLSVerificationFailed",
+    "TLSError",
     "KubernetesAPIError",
     "UnexpectedError",
 )
 RETRYING_REASONS = (
     "WaitingForCleanup",
+    "WaitingForPods",
     "GitLabUnavailable",
     "GitLabUnreachable",
     "GitLabRateLimited",
     "GitLabThrottled",
+    "RunnerMissing",
+    "KubernetesUnreachable",
 )
+# Reasons of conditions that are True: no failure.
+SUCCESS_REASONS = ("Reconciled", "Accepted", "Reissued")
 
 BAD_CREDENTIAL = "GitLab answered 401: the access token is unknown, expired or revoked. Put a valid one in the Secret."
 

@@ -14,8 +14,9 @@ import subprocess
 
 import pytest
 
+from glrt_operator.core.reasons import Reason
 from tests.data import status_shapes
-from tests.data.status_shapes import RETRYING_REASONS, STALLED_REASONS, Shape
+from tests.data.status_shapes import RETRYING_REASONS, STALLED_REASONS, SUCCESS_REASONS, Shape
 from tests.harness import binaries, kstatus
 
 ALL = [s for kind in ("Runner", "DeployToken") for s in status_shapes.shapes(kind)]
@@ -71,6 +72,13 @@ def test_bad_credential_fails_only_with_stalled(kind: status_shapes.Kind) -> Non
     target = kstatus.compute_one(status_shapes.obj(kind, generation=1, observed=1, conditions=[not_ready, stalled]))
     assert (target.status, target.message) == ("Failed", status_shapes.BAD_CREDENTIAL)
     assert target.condition("Stalled")["reason"] == "AccessTokenInvalid"
+
+
+def test_every_reason_of_the_catalogue_is_either_stalled_or_retrying() -> None:
+    """A new reason must be placed: does it pass by itself (Reconciling) or wait for a person (Stalled)?"""
+    split = [*STALLED_REASONS, *RETRYING_REASONS, *SUCCESS_REASONS]
+    assert len(split) == len(set(split))
+    assert sorted({r.value for r in Reason} - set(split)) == []
 
 
 @pytest.mark.parametrize("kind", ["Runner", "DeployToken"])
