@@ -514,3 +514,14 @@ def test_upgrade_rolls_new_settings_into_the_deployment(control_plane: ControlPl
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == [*install.container["args"], "--verbose"]
     assert container["env"] == install.container["env"]  # --reuse-values kept the test settings
+
+
+def test_kube_version_is_the_oldest_tested_minor(helm_home: dict[str, str]) -> None:
+    """Chart.yaml's kubeVersion admits the oldest minor `make compat` runs on, and refuses the one before it."""
+    major, minor = binaries.minor_version(binaries.oldest_kubernetes_version())
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == f">={major}.{minor}.0-0"
+    accepted = helm(helm_home, "template", "glrt", str(CHART), "--kube-version", binaries.oldest_kubernetes_version())
+    assert "kind: Deployment" in accepted.stdout
+    older = f"v{major}.{minor - 1}.0"
+    refused = helm(helm_home, "template", "glrt", str(CHART), "--kube-version", older, check=False)
+    assert refused.returncode != 0 and "chart requires kubeVersion" in refused.stderr, refused.stderr

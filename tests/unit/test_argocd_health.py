@@ -1,8 +1,8 @@
-"""The Argo CD health checks of docs/gitops/ run by gopher-lua as Argo CD runs them (tests/tools/argo-health), and
-agree with kstatus (Flux) on every status shape of tests/data/status_shapes.py: Current is Healthy, InProgress is
-Progressing, Failed is Degraded. Two documented differences: a deleting object is Progressing ("Pending
-deletion", Argo CD's own rule before any script runs) where kstatus says Terminating, and an object without any
-status yet is Progressing where kstatus says Current."""
+"""The Argo CD health checks of docs/operations/gitops/, run by gopher-lua as Argo CD runs them
+(tests/tools/argo-health), agree with kstatus (Flux) on every status shape of tests/data/status_shapes.py:
+Current is Healthy, InProgress is Progressing, Failed is Degraded. Two documented differences: a deleting object
+is Progressing ("Pending deletion", Argo CD's own rule before any script runs) where kstatus says Terminating, and
+an object without any status yet is Progressing where kstatus says Current."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tests.data.status_shapes import RETRYING_REASONS, STALLED_REASONS, Shape
 from tests.harness import argo_health, kstatus
 
 SCRIPTS = {
-    "Runner": REPO_ROOT / "docs" / "gitops" / "runner-health.lua",
-    "DeployToken": REPO_ROOT / "docs" / "gitops" / "deploytoken-health.lua",
+    "Runner": REPO_ROOT / "docs" / "operations" / "gitops" / "runner-health.lua",
+    "DeployToken": REPO_ROOT / "docs" / "operations" / "gitops" / "deploytoken-health.lua",
 }
 KSTATUS_TO_ARGO = {
     "Current": "Healthy",

@@ -1,19 +1,19 @@
--- Argo CD health of a glrt.dev Runner (argocd-cm: resource.customizations.health.glrt.dev_Runner).
--- The same rules as kstatus, which Flux applies (docs/gitops.md): Healthy = Current, Progressing = InProgress,
--- Degraded = Failed. One deliberate difference: a Runner the operator has not written a status for yet is
--- Progressing here, where kstatus says Current.
+-- Argo CD health of a glrt.dev DeployToken (argocd-cm: resource.customizations.health.glrt.dev_DeployToken).
+-- The rules of kstatus, which Flux applies (docs/operations/gitops.md): Healthy = Current, Progressing =
+-- InProgress, Degraded = Failed. One difference, on purpose: a DeployToken the operator has not written a status
+-- for yet is Progressing here, where kstatus says Current.
 local hs = {}
 local status = obj.status
 if status == nil or status.conditions == nil then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to reconcile the Runner"
+  hs.message = "Waiting for the operator to reconcile the DeployToken"
   return hs
 end
 
 local generation = obj.metadata.generation
 if status.observedGeneration ~= nil and generation ~= nil and status.observedGeneration ~= generation then
   hs.status = "Progressing"
-  hs.message = "Runner generation is " .. generation .. ", but latest observed generation is " ..
+  hs.message = "DeployToken generation is " .. generation .. ", but latest observed generation is " ..
     status.observedGeneration
   return hs
 end
