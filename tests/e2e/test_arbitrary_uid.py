@@ -4,7 +4,7 @@ namespace's range, group 0, no fixed runAsUser), on a real node.
 Started by hand, not through the operator: the operator pins runAsUser 100, runAsGroup 65533 and fsGroup 65533
 (the SCC refuses them). The manager pod is the one the operator's own builders produce, with its securityContext
 replaced; its config Secret too, for a runner created in the fake GitLab. The operator's image runs its CLI the
-same way. What this takes, and what the operator and chart would have to change, is in docs/openshift.md."""
+same way. What this takes, and what the operator and chart would change: docs/development/openshift.md."""
 
 from __future__ import annotations
 
@@ -147,8 +147,8 @@ def test_the_manager_pod_runs_with_an_arbitrary_uid_and_gid_0(
     # The Secret's files (0440, root:root without an fsGroup) are read through group 0.
     assert sh(control_plane, namespace, name, "stat -c '%a %u:%g' /secrets/..data/config.toml") == (0, "440 0:0")
     assert sh(control_plane, namespace, name, "cat /etc/gitlab-runner/.runner_system_id") == (0, system_id)
-    # No passwd entry for the UID: the runtime sets HOME=/, on the read-only root filesystem. The manager pod
-    # needs HOME pointed at its writable home directory (docs/openshift.md); the stand-in itself writes nothing.
+    # No passwd entry for the UID: the runtime sets HOME=/, on the read-only root filesystem. The manager pod needs
+    # HOME pointed at its writable home directory (docs/development/openshift.md); the stand-in writes nothing there.
     assert sh(control_plane, namespace, name, 'echo "$HOME"; cd "$HOME" && touch probe 2>&1 | tail -1') == (
         0,
         "/\ntouch: probe: Read-only file system",
