@@ -79,7 +79,8 @@ def manager_pod(namespace: str, gitlab: FakeGitLab) -> tuple[dict[str, Any], dic
         }
     )
     names = builders.child_names(NAME)
-    owner = builders.owner_reference("glrt.dev/v1alpha1", "Runner", NAME, "00000000-0000-0000-0000-000000000000")
+    # Dropped again by without_owner(): no Runner exists.
+    owner = {"apiVersion": "glrt.dev/v1alpha1", "kind": "Runner", "name": NAME, "uid": "none", "controller": True}
     rendered = builders.render_config_toml(
         spec, runner_name=NAME, runner_id=runner_id, token=token, default_namespace=namespace
     )
