@@ -145,17 +145,25 @@ PY
   rm -rf "$tmp"
 }
 
+# per_kubernetes_version NAME VERSION [MODULE=VERSION...]: entry NAME-VERSION, built by build_NAME (dashes as
+# underscores) from k8s.io/kubernetes@VERSION. Components NAME and NAME-oldest build it at the pinned and at the
+# oldest supported version (tests/harness/binaries.py, PER_KUBERNETES_VERSION).
+per_kubernetes_version() {
+  local name=$1 version=$2
+  shift 2
+  run_once "$name-$version" "build_${name//-/_}" "$version" "$@"
+}
+
 components=("$@")
 # gitlab-runner is left out of the default set: see versions.env for why it cannot be built here.
 [[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes kubernetes-oldest promtool kstatus argo-health)
 for c in "${components[@]}"; do
   case $c in
-    kubernetes) run_once "kubernetes-$KUBERNETES_VERSION" build_kubernetes "$KUBERNETES_VERSION" ;;
+    kubernetes) per_kubernetes_version kubernetes "$KUBERNETES_VERSION" ;;
     # The oldest Kubernetes minor the chart supports (`make compat`, and the CRD/CEL/RBAC tier of `make test`).
     kubernetes-oldest)
       # shellcheck disable=SC2086 # a list of MODULE=VERSION words
-      run_once "kubernetes-$KUBERNETES_OLDEST_VERSION" build_kubernetes "$KUBERNETES_OLDEST_VERSION" \
-        $KUBERNETES_OLDEST_STAGING_OVERRIDES ;;
+      per_kubernetes_version kubernetes "$KUBERNETES_OLDEST_VERSION" $KUBERNETES_OLDEST_STAGING_OVERRIDES ;;
     etcd) run_once "etcd-$ETCD_VERSION" build_etcd ;;
     gitlab-runner) run_once "gitlab-runner-$GITLAB_RUNNER_MODULE_VERSION" build_gitlab_runner ;;
     promtool) run_once "promtool-$PROMETHEUS_MODULE_VERSION" build_promtool ;;

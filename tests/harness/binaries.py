@@ -54,8 +54,12 @@ def cache_root() -> Path:
 
 KUBERNETES_VERSION_ENV = "GLRT_KUBERNETES_VERSION"
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
-# fetch-binaries.sh component -> the versions.env key of the Kubernetes version it builds
-_KUBERNETES_COMPONENTS = {"kubernetes": "KUBERNETES_VERSION", "kubernetes-oldest": "KUBERNETES_OLDEST_VERSION"}
+# Built once per Kubernetes version from k8s.io/kubernetes: fetch-binaries.sh component NAME builds it at the pinned
+# version, NAME-oldest at the oldest supported one; component -> binaries. Another such binary (kube-proxy) is one
+# entry here and its two cases in fetch-binaries.sh.
+PER_KUBERNETES_VERSION: dict[str, tuple[str, ...]] = {"kubernetes": KUBERNETES_BINARIES}
+# component suffix -> the versions.env key of the Kubernetes version it builds
+_VERSION_SUFFIXES = {"": "KUBERNETES_VERSION", "-oldest": "KUBERNETES_OLDEST_VERSION"}
 
 
 def pinned_kubernetes_version() -> str:
@@ -79,12 +83,12 @@ def kubernetes_version(selector: str | None = None) -> str:
 _selected_kubernetes_version = kubernetes_version  # binary()'s argument shadows the function's name
 
 
-def kubernetes_component(version: str) -> str:
-    """The fetch-binaries.sh component that builds Kubernetes ``version``."""
-    for component, key in _KUBERNETES_COMPONENTS.items():
+def kubernetes_component(version: str, base: str = "kubernetes") -> str:
+    """The fetch-binaries.sh component that builds ``base`` (a key of PER_KUBERNETES_VERSION) at ``version``."""
+    for suffix, key in _VERSION_SUFFIXES.items():
         if versions()[key] == version:
-            return component
-    known = ", ".join(versions()[key] for key in _KUBERNETES_COMPONENTS.values())
+            return f"{base}{suffix}"
+    known = ", ".join(versions()[key] for key in _VERSION_SUFFIXES.values())
     raise BinaryError(f"no Kubernetes {version} is built (versions.env has {known}); see {KUBERNETES_VERSION_ENV}")
 
 
@@ -107,8 +111,9 @@ def tool_hash(name: str) -> str:
 # component (fetch-binaries.sh argument) -> (cache entry name from versions, binaries it provides)
 _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] = {
     **{
-        component: (lambda v, key=key: f"kubernetes-{v[key]}", KUBERNETES_BINARIES)
-        for component, key in _KUBERNETES_COMPONENTS.items()
+        f"{base}{suffix}": (lambda v, base=base, key=key: f"{base}-{v[key]}", provided)
+        for base, provided in PER_KUBERNETES_VERSION.items()
+        for suffix, key in _VERSION_SUFFIXES.items()
     },
     "etcd": (lambda v: f"etcd-{v['ETCD_VERSION']}", ("etcd",)),
     "kubectl": (lambda v: f"kubectl-layer-{v['KUBECTL_LAYER_VERSION']}", ("kubectl", "helm")),
@@ -122,6 +127,7 @@ _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] 
     ),
 }
 _BINARY_TO_COMPONENT = {binary: comp for comp, (_, binaries) in _COMPONENTS.items() for binary in binaries}
+_BINARY_TO_VERSIONED = {binary: base for base, provided in PER_KUBERNETES_VERSION.items() for binary in provided}
 
 
 def entry_dir(component: str) -> Path:
@@ -148,8 +154,8 @@ def ensure(*components: str) -> None:
 def binary(name: str, kubernetes_version: str | None = None) -> Path:
     """Absolute path of a pinned binary (kube-apiserver, kube-controller-manager, etcd, kubectl, helm...). The
     Kubernetes binaries are those of ``kubernetes_version`` (default: :func:`kubernetes_version`)."""
-    if name in KUBERNETES_BINARIES:
-        component = kubernetes_component(kubernetes_version or _selected_kubernetes_version())
+    if (base := _BINARY_TO_VERSIONED.get(name)) is not None:
+        component = kubernetes_component(kubernetes_version or _selected_kubernetes_version(), base)
     elif (found := _BINARY_TO_COMPONENT.get(name)) is not None:
         component = found
     else:
