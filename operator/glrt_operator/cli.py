@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 import kopf
 
@@ -26,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         default=None,
         help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz (never calls GitLab)",
+    )
+    run.add_argument(
+        "--leader-election",
+        metavar="NAMESPACE/NAME",
+        default=None,
+        help="run as one of several replicas: act only while holding this coordination.k8s.io Lease",
     )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     imp = commands.add_parser("import-config", help="print a Runner manifest per [[runners]] entry of a config.toml")
@@ -76,10 +83,40 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
 
-    kopf.run(
-        standalone=True,
-        clusterwide=bool(args.all_namespaces),
-        namespaces=args.namespaces or (),
-        liveness_endpoint=args.liveness,
-    )
+    from .core.namespaces import Scope
+
+    leadership = _lead(args.leader_election, args.liveness) if args.leader_election else None
+    try:
+        kopf.run(
+            memo=kopf.Memo(scope=Scope.of(args.namespaces)),
+            standalone=True,
+            clusterwide=bool(args.all_namespaces),
+            namespaces=args.namespaces or (),
+            liveness_endpoint=args.liveness,
+        )
+    finally:
+        if leadership is not None:
+            leadership.release()
     return 0
+
+
+def _lead(lease: str, liveness: str | None) -> Any:
+    """Wait for the Lease (answering the liveness probe meanwhile: a standby is healthy), then keep it renewed."""
+    import os
+    import socket
+
+    import kubernetes
+
+    from .adapters.kube import load_api_client
+    from .leadership import Leadership, LeaseSettings
+    from .probes import standby_probe
+
+    namespace, _, name = lease.partition("/")
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    leadership = Leadership(
+        kubernetes.client.CoordinationV1Api(load_api_client()), LeaseSettings(namespace, name, identity)
+    )
+    with standby_probe(liveness):
+        leadership.acquire()
+    leadership.hold()
+    return leadership

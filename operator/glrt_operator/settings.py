@@ -78,6 +78,9 @@ class OperatorConfig:
     # that a slow GitLab never queues a new or deleted Runner behind hundreds of resyncs.
     workers: int = 16
     resync_workers: int = 4
+    # The chart's ClusterRole for gitlab-runner's kubernetes executor (its permission groups are `<name>-<group>`):
+    # the operator binds it in each Runner's executor namespace and may do nothing else with it.
+    executor_cluster_role: str = "glrt-operator-executor"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -93,6 +96,7 @@ class OperatorConfig:
             gitlab_concurrency=_count(env, "GITLAB_CONCURRENCY", cls.gitlab_concurrency, 1),
             workers=_count(env, "WORKERS", cls.workers, 1),
             resync_workers=_count(env, "RESYNC_WORKERS", cls.resync_workers, 1),
+            executor_cluster_role=env.get(PREFIX + "EXECUTOR_CLUSTER_ROLE") or cls.executor_cluster_role,
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

@@ -294,7 +294,7 @@ class Sampler:
 def test_five_renewals_while_the_secret_is_sampled_every_100ms(
     tokens: DeployTokens, gitlab: FakeGitLab, operator: OperatorProcess
 ) -> None:
-    gitlab.settings.deploy_token_lifetime_seconds = 8  # tokens die 8 s after creation; renewal at mid-life
+    gitlab.settings.deploy_token_lifetime_seconds = 8  # tokens die 8 s after creation; renewal at two thirds
     tokens.create(tokens.manifest("pull", validFor="2h", renewBefore="1h", gracePeriod="2s"))
     tokens.wait_ready("pull")
     sampler = Sampler(tokens, "pull")

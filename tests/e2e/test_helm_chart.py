@@ -158,31 +158,39 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_GITLAB_CONCURRENCY": "8",
         "GLRT_WORKERS": "16",
         "GLRT_RESYNC_WORKERS": "4",
+        "GLRT_EXECUTOR_CLUSTER_ROLE": "glrt-glrt-operator-glrt-system-executor",
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
 
+def operator_roles(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The ClusterRoles the operator holds (not the executor's, which it may only bind)."""
+    return [r for r in rendered.get("ClusterRole", []) if "-executor" not in r["metadata"]["name"]]
+
+
 def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -> None:
     cluster = kinds(render(helm_home, "--values", str(CHART / "ci" / "cluster-wide.yaml")))
-    assert len(cluster["ClusterRole"]) == len(cluster["ClusterRoleBinding"]) == 1
+    assert len(operator_roles(cluster)) == len(cluster["ClusterRoleBinding"]) == 1
     assert "Role" not in cluster and "RoleBinding" not in cluster
 
     namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
-    assert "ClusterRole" not in namespaced and "ClusterRoleBinding" not in namespaced
+    # Cluster-wide only the read of the watched namespaces by name (do they accept another's Runners?).
+    (namespaces,) = operator_roles(namespaced)
+    assert namespaces["rules"] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"], "resourceNames": ["ci", "team-a"]}
+    ]
+    assert [b["roleRef"]["name"] for b in namespaced["ClusterRoleBinding"]] == [namespaces["metadata"]["name"]]
     assert sorted(r["metadata"]["namespace"] for r in namespaced["Role"]) == ["ci", "team-a"]
     assert sorted(b["metadata"]["namespace"] for b in namespaced["RoleBinding"]) == ["ci", "team-a"]
     for binding in namespaced["RoleBinding"]:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "glrt-glrt-operator", "namespace": "glrt-system"}
         ]
-    # The same rules in both modes: only where they are bound differs.
-    assert namespaced["Role"][0]["rules"] == cluster["ClusterRole"][0]["rules"]
-    granted = {
-        (res, verb)
-        for rule in cluster["ClusterRole"][0]["rules"]
-        for res in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    # The same rules in both modes: only where they are bound differs (and, cluster-wide, reading namespaces).
+    (cluster_role,) = operator_roles(cluster)
+    assert namespaced["Role"][0]["rules"] == cluster_role["rules"][:-1]
+    assert cluster_role["rules"][-1] == {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
+    granted = {(res, verb) for rule in cluster_role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
     for resource, verb in [
         ("deploytokens", "watch"),
         ("deploytokens", "patch"),
@@ -292,7 +300,10 @@ def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install
     rbac = kinds(install.manifest)
     if install.watched:
         assert sorted(r["metadata"]["namespace"] for r in rbac["RoleBinding"]) == sorted(install.watched)
-        assert "ClusterRole" not in rbac and "ClusterRoleBinding" not in rbac
+        # Cluster-wide only the read of the watched namespaces by name, and the executor's roles (bound per Runner).
+        (binding,) = rbac["ClusterRoleBinding"]
+        assert binding["roleRef"]["name"].endswith("-namespaces")
+        assert [r["metadata"]["name"] for r in operator_roles(rbac)] == [binding["roleRef"]["name"]]
     else:
         assert "Role" not in rbac and len(rbac["ClusterRoleBinding"]) == 1
     # The Deployment exists in the apiserver as rendered (its pod never starts: there is no kubelet).
@@ -440,6 +451,29 @@ def test_operator_runs_a_deploy_token_lifecycle_as_the_service_account(
 # --- what the ServiceAccount must not be able to do ---------------------------------------------------------------
 
 
+def executor_role(install: Install) -> str:
+    (role,) = [
+        r["metadata"]["name"]
+        for r in kinds(install.manifest).get("ClusterRole", [])
+        if r["metadata"]["name"].endswith("-executor")
+    ]
+    return role
+
+
+def test_the_executor_roles_are_the_permissions_the_operator_checks(helm_home: dict[str, str]) -> None:
+    """The chart's executor ClusterRoles and the operator's permission groups (runners/executor.py) are the same."""
+    from glrt_operator.runners.executor import RULES, cluster_role_name
+
+    rendered = {r["metadata"]["name"]: r for r in kinds(render(helm_home))["ClusterRole"]}
+    (base,) = [name for name in rendered if name.endswith("-executor")]
+    for group, rules in RULES.items():
+        role = rendered.pop(cluster_role_name(base, group))
+        assert role["rules"] == [
+            {"apiGroups": [r.api_group], "resources": [r.resource], "verbs": list(r.verbs)} for r in rules
+        ], group
+    assert [name for name in rendered if "-executor" in name] == []
+
+
 def can_i(control_plane: ControlPlane, install: Install, *args: str) -> bool:
     result = control_plane.kubectl("auth", "can-i", *args, kubeconfig=install.kubeconfig, check=False)
     assert result.stdout.strip() in ("yes", "no"), result.stderr
@@ -454,11 +488,19 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("patch", "runners.glrt.dev", "--subresource=status"),
         ("get", "secrets"),
         ("create", "secrets"),
+        ("delete", "secrets"),  # by name, a DeployToken's copies in other namespaces (no owner reference there)
         ("patch", "statefulsets.apps"),
         ("get", "pods"),
         ("list", "pods"),  # a Runner's pods by label: which replicas drain
         ("patch", "pods"),  # an annotation after a token rotation: the kubelet refreshes the Secret at once
         ("create", "events"),
+        ("create", "rolebindings"),  # of the executor's ClusterRoles only (bind, below)
+        ("delete", "rolebindings"),
+        ("create", "serviceaccounts"),
+        ("create", "poddisruptionbudgets.policy"),
+        ("create", "localsubjectaccessreviews.authorization.k8s.io"),
+        ("bind", f"clusterroles/{executor_role(install)}"),
+        ("bind", f"clusterroles/{executor_role(install)}-pod-logs"),
         ("patch", "deploytokens.glrt.dev"),
         ("patch", "deploytokens.glrt.dev", "--subresource=status"),
     ]
@@ -468,7 +510,6 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
     denied = [
         ("list", "secrets", "-n", watched),  # reads Secrets by name only: no enumerating tokens
         ("watch", "secrets", "-n", watched),
-        ("delete", "secrets", "-n", watched),
         ("delete", "statefulsets.apps", "-n", watched),  # children go by garbage collection
         ("delete", "runners.glrt.dev", "-n", watched),
         ("delete", "deploytokens.glrt.dev", "-n", watched),
@@ -476,7 +517,14 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("delete", "pods", "-n", watched),  # pods stop only through the StatefulSet, always drained
         ("update", "pods", "-n", watched),
         ("create", "events.events.k8s.io", "-n", watched),
-        ("create", "rolebindings", "-n", watched),
+        # It binds the executor's permissions, never holds them.
+        ("create", "pods/exec", "-n", watched),
+        ("create", "pods/attach", "-n", watched),
+        ("bind", "clusterroles/cluster-admin", "-n", watched),
+        ("bind", "clusterroles/admin", "-n", watched),
+        ("escalate", "clusterroles", "-n", watched),
+        ("create", "roles", "-n", watched),
+        ("create", "clusterrolebindings"),
         ("create", "clusterroles"),
         ("delete", "namespaces"),
         ("list", "namespaces"),

@@ -33,7 +33,14 @@ ALL_ON = [
     "--set",
     "metrics.dashboard.enabled=true",
 ]
-SERIES = re.compile(r"\b((?:glrt|controller_runtime)_[a-z_]+)\b")
+SERIES = re.compile(r"\b((?:glrt|controller_runtime|gitlab_runner)_[a-z_]+)\b")
+# Label names (in `by (...)`, `without (...)` and selectors) are not series.
+LABELS = re.compile(r"\b(?:by|without)\s*\([^)]*\)|\{[^}]*\}")
+
+
+# gitlab-runner's metrics the dashboard shows (https://docs.gitlab.com/runner/monitoring/; commands/multi.go and
+# helpers/prometheus/failures_collector.go in gitlab-runner's source).
+GITLAB_RUNNER_SERIES = {"gitlab_runner_jobs", "gitlab_runner_concurrent", "gitlab_runner_failed_jobs_total"}
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -88,6 +95,28 @@ def test_default_render_serves_metrics_and_nothing_that_needs_the_prometheus_ope
     assert {"name": "GLRT_METRICS_PORT", "value": "0"} in container["env"]
 
 
+def test_pod_monitor_scrapes_every_runners_manager_pods_with_its_name(helm_home: dict[str, str]) -> None:
+    """gitlab-runner's own metrics: the PodMonitor selects the pods the operator labels (the StatefulSet builder's
+    labels), on their named metrics port, and names each series' Runner."""
+    from glrt_operator.runners.builders import METRICS_PORT, labels
+
+    assert "PodMonitor" not in kinds(render(helm_home))
+    (monitor,) = kinds(render(helm_home, "--set", "managerMetrics.podMonitor.enabled=true"))["PodMonitor"]
+    spec = monitor["spec"]
+    assert spec["selector"]["matchLabels"].items() <= labels("builds").items()
+    assert spec["namespaceSelector"] == {"any": True}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics" and METRICS_PORT == 9252
+    assert {"sourceLabels": ["__meta_kubernetes_pod_label_glrt_dev_runner"], "targetLabel": "glrt_runner"} in endpoint[
+        "relabelings"
+    ]
+    namespaced = render(
+        helm_home, "--set", "managerMetrics.podMonitor.enabled=true", "--set-json", 'watch.namespaces=["ci"]'
+    )
+    (monitor,) = kinds(namespaced)["PodMonitor"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ci"]}
+
+
 def test_service_monitor_selects_the_metrics_service_and_honours_the_runner_namespace(
     helm_home: dict[str, str],
 ) -> None:
@@ -133,9 +162,14 @@ def test_rules_and_dashboard_use_only_series_the_operator_exposes(helm_home: dic
     exposed = exposed_series()
     expressions = [r["expr"] for g in rendered_groups(helm_home) for r in g["rules"]]
     expressions += [t["expr"] for p in dashboard(helm_home)["panels"] for t in p.get("targets", [])]
-    used = {name for expr in expressions for name in SERIES.findall(expr)}
+    used = {name for expr in expressions for name in SERIES.findall(LABELS.sub("", expr))}
     assert used, "no series found: the pattern is wrong"
-    assert used <= exposed, f"unknown series: {sorted(used - exposed)}"
+    # gitlab-runner's own, scraped from the manager pods (the PodMonitor); the runner stand-in serves the same names
+    # (tests/integration/test_runner_standin.py).
+    runner = {name for name in used if name.startswith("gitlab_runner_")}
+    assert runner <= GITLAB_RUNNER_SERIES, f"not gitlab-runner's: {sorted(runner - GITLAB_RUNNER_SERIES)}"
+    assert used - runner <= exposed, f"unknown series: {sorted(used - runner - exposed)}"
+    assert runner == GITLAB_RUNNER_SERIES  # running jobs, concurrency use and failures per Runner
     # Every per-Runner family is shown or alerted on somewhere.
     for family in (
         "glrt_runner_token_expiration_timestamp_seconds",

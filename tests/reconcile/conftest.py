@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
 from glrt_operator.core.api import RUNNER, Kind
 from glrt_operator.core.events import EventType
-from glrt_operator.core.ports import KubePort, PodInfo, SecretObject
+from glrt_operator.core.ports import KubePort, PodInfo, ResourceAccess, SecretObject
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.deletion import delete_runner
 from glrt_operator.runners.reconcile import ReconcileOutcome, open_context, reconcile
@@ -50,6 +50,12 @@ class InMemoryKube:
         self.status_writes: list[dict[str, Any]] = []
         self.dry_runs = 0
         self.deploy_token_status: dict[str, Any] = {}
+        self.namespaces: dict[str, dict[str, str]] = {NAMESPACE: {}}  # name -> annotations
+        self.service_accounts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.role_bindings: dict[tuple[str, str], dict[str, Any]] = {}
+        self.disruption_budgets: dict[str, dict[str, Any]] = {}
+        # What a ServiceAccount (namespace, name) may do, as LocalSubjectAccessReviews answer: (namespace, access).
+        self.granted: dict[tuple[str, str], set[tuple[str, ResourceAccess]]] = {}
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -58,10 +64,14 @@ class InMemoryKube:
     def put_secret(self, name: str, data: Mapping[str, str], owners: list[str] | None = None) -> None:
         self.secrets[name] = {"annotations": {}, "data": dict(data), "owners": list(owners or [])}
 
+    @staticmethod
+    def _key(namespace: str, name: str) -> str:
+        """`secrets` holds the Runner's namespace's Secrets by name, others' as `namespace/name`."""
+        return name if namespace == NAMESPACE else f"{namespace}/{name}"
+
     def read_secret(self, namespace: str, name: str) -> SecretObject | None:
         self._check("read_secret")
-        assert namespace == NAMESPACE
-        secret = self.secrets.get(name)
+        secret = self.secrets.get(self._key(namespace, name))
         if secret is None:
             return None
         return SecretObject(
@@ -82,10 +92,15 @@ class InMemoryKube:
             "owners": [o["uid"] for o in meta.get("ownerReferences", [])],
             "type": secret.get("type"),
         }
-        if self.secrets.get(meta["name"]) != applied:
-            self.secrets[meta["name"]] = applied
-            self.resource_versions[meta["name"]] = self.resource_versions.get(meta["name"], 0) + 1
-        return str(self.resource_versions[meta["name"]])
+        key = self._key(meta["namespace"], meta["name"])
+        if self.secrets.get(key) != applied:
+            self.secrets[key] = applied
+            self.resource_versions[key] = self.resource_versions.get(key, 0) + 1
+        return str(self.resource_versions[key])
+
+    def delete_secret(self, namespace: str, name: str) -> bool:
+        self._check("delete_secret")
+        return self.secrets.pop(self._key(namespace, name), None) is not None
 
     def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
         self._check("apply_statefulset")
@@ -116,10 +131,49 @@ class InMemoryKube:
             if n.rsplit("-", 1)[0] == runner
         ]
 
+    def scale_statefulset(self, namespace: str, name: str, replicas: int) -> None:
+        """Like the StatefulSet controller at once: the pods above `replicas` start stopping."""
+        self._check("scale_statefulset")
+        if name in self.statefulsets:
+            self.statefulsets[name]["spec"]["replicas"] = replicas
+        self.terminating |= {
+            p for p in self.pods if p.rsplit("-", 1)[0] == name and int(p.rsplit("-", 1)[1]) >= replicas
+        }
+
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         self._check("annotate_pod")
         self.pod_patches.append((name, dict(annotations)))
         self.pod_annotations.setdefault(name, {}).update(annotations)
+
+    def read_namespace(self, name: str) -> Mapping[str, str] | None:
+        self._check("read_namespace")
+        found = self.namespaces.get(name)
+        return None if found is None else dict(found)
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self.service_accounts
+
+    def apply_service_account(self, account: Mapping[str, Any]) -> None:
+        self._check("apply_service_account")
+        meta = account["metadata"]
+        self.service_accounts[(meta["namespace"], meta["name"])] = dict(account)
+
+    def apply_role_binding(self, binding: Mapping[str, Any]) -> None:
+        self._check("apply_role_binding")
+        meta = binding["metadata"]
+        self.role_bindings[(meta["namespace"], meta["name"])] = dict(binding)
+
+    def delete_role_binding(self, namespace: str, name: str) -> bool:
+        self._check("delete_role_binding")
+        return self.role_bindings.pop((namespace, name), None) is not None
+
+    def apply_disruption_budget(self, budget: Mapping[str, Any]) -> None:
+        self._check("apply_disruption_budget")
+        self.disruption_budgets[budget["metadata"]["name"]] = dict(budget)
+
+    def service_account_may(self, account: tuple[str, str], namespace: str, access: ResourceAccess) -> bool:
+        self._check("service_account_may")
+        return (namespace, access) in self.granted.get(account, set())
 
     def _status_of(self, kind: Kind) -> dict[str, Any]:
         """One object of each kind: a Runner's status in `status`, a DeployToken's in `deploy_token_status`."""

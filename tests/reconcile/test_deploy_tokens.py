@@ -133,7 +133,8 @@ def dt(env: Env) -> Iterator[DT]:
 
 
 def short_lived(dt: DT, lifetime: int = 2, grace: str = "1s") -> None:
-    """Tokens expire `lifetime` seconds after creation: renewal (capped at half the lifetime) comes within it."""
+    """Tokens expire `lifetime` seconds after creation: renewal (at two thirds of a lifetime shorter than
+    renewBefore) comes within it."""
     dt.gitlab.settings.deploy_token_lifetime_seconds = lifetime
     dt.spec.update(validFor="2h", renewBefore="1h", gracePeriod=grace)
 
@@ -258,7 +259,13 @@ def test_lost_token_is_reissued_with_a_warning(dt: DT, how: str) -> None:
     else:
         dt.kube.secrets["registry-pull"]["data"] = {".dockerconfigjson": "{}"}
     second = dt.reconcile()
-    assert second.token_id != first.token_id and dt.active() == [second.token_id] and dt.registry_accepts()
+    assert second.token_id != first.token_id and dt.registry_accepts()
+    if how.startswith("secret"):
+        # The lost Secret's token still works for whoever read the Secret before: revoked after the grace period.
+        assert dt.active() == sorted([first.token_id, second.token_id])
+        assert [r["tokenId"] for r in dt.status["retiring"]] == [first.token_id]
+    else:
+        assert dt.active() == [second.token_id]
     expected = {
         "revoked": "TokenRevoked",
         "expired": "TokenExpired",
@@ -267,6 +274,69 @@ def test_lost_token_is_reissued_with_a_warning(dt: DT, how: str) -> None:
     }
     warnings = [r for t, r, _ in dt.events if t == "Warning"]
     assert warnings == [expected[how]] and second.reissued is not None
+
+
+@pytest.mark.parametrize("edit", ["password", "username", "emptied"])
+def test_a_hand_edit_of_the_secret_is_repaired_and_the_lost_token_retires(dt: DT, edit: str) -> None:
+    """The Secret's annotations still name the current token, but its credential is not the one the operator wrote:
+    the checksum in the status tells, a new token is issued, the old one retires after the grace period."""
+    dt.spec["gracePeriod"] = "1s"
+    first = dt.reconcile()
+    username, token = dt.credentials()
+    secret = dt.kube.secrets["registry-pull"]
+    if edit == "emptied":
+        secret["data"] = {}
+    else:
+        wrong = (username, token[:-4] + "xxxx") if edit == "password" else ("someone-else", token)
+        auth = base64.b64encode(f"{wrong[0]}:{wrong[1]}".encode()).decode()
+        entry = {"username": wrong[0], "password": wrong[1], "auth": auth}
+        secret["data"] = {".dockerconfigjson": json.dumps({"auths": {"registry.test": entry}})}
+    assert secret["annotations"]["glrt.dev/deploy-token-id"] == str(first.token_id)  # annotations kept
+    second = dt.reconcile()
+    assert second.token_id != first.token_id and dt.secret_token_id() == second.token_id and dt.registry_accepts()
+    assert [r for t, r, _ in dt.events if t == "Warning"] == ["SecretStale"]
+    assert dt.active() == sorted([first.token_id, second.token_id])  # never more than two
+    wait_until(DeployTokenStatus.from_dict(dt.status).next_check())
+    dt.reconcile()
+    assert dt.active() == [second.token_id] and "checksum" not in json.dumps(dt.events)
+
+
+def test_copies_follow_the_secret_into_namespaces_that_accept_it(dt: DT) -> None:
+    dt.spec["secret"]["copyTo"] = ["ci-jobs"]
+    with pytest.raises(ReconcileError) as caught:
+        dt.reconcile()
+    assert caught.value.reason == "NamespaceMissing" and dt.posts() == 0
+    dt.kube.namespaces["ci-jobs"] = {}
+    with pytest.raises(ReconcileError) as caught:
+        dt.reconcile()
+    assert caught.value.reason == "NamespaceNotAccepting" and dt.posts() == 0
+    dt.kube.namespaces["ci-jobs"] = {"glrt.dev/accept-from": NAMESPACE}
+    first = dt.reconcile()
+    copy = dt.kube.secrets["ci-jobs/registry-pull"]
+    assert copy["data"] == dt.kube.secrets["registry-pull"]["data"] and copy["owners"] == []
+    assert copy["annotations"]["glrt.dev/deploytoken-uid"] == DT_UID and dt.status["copies"] == ["ci-jobs"]
+    copy["data"] = {".dockerconfigjson": "{}"}  # drifted: repaired from the Secret
+    dt.reconcile()
+    assert dt.kube.secrets["ci-jobs/registry-pull"]["data"] == dt.kube.secrets["registry-pull"]["data"]
+    dt.gitlab.revoke_deploy_token(first.token_id)  # reissued: the copy follows
+    second = dt.reconcile()
+    assert dt.kube.secrets["ci-jobs/registry-pull"]["annotations"]["glrt.dev/deploy-token-id"] == str(second.token_id)
+    dt.spec["secret"]["copyTo"] = []
+    dt.reconcile()
+    assert "ci-jobs/registry-pull" not in dt.kube.secrets and dt.status["copies"] == []
+    dt.spec["secret"]["copyTo"] = ["ci-jobs"]
+    dt.reconcile()
+    dt.delete()
+    assert "ci-jobs/registry-pull" not in dt.kube.secrets and "SecretCopyRemoved" in dt.reasons()
+
+
+def test_a_copy_never_overwrites_a_secret_it_does_not_own(dt: DT) -> None:
+    dt.kube.namespaces["ci-jobs"] = {"glrt.dev/accept-from": "*"}
+    dt.kube.secrets["ci-jobs/registry-pull"] = {"annotations": {}, "data": {"x": "y"}, "owners": []}
+    dt.spec["secret"]["copyTo"] = ["ci-jobs"]
+    with pytest.raises(ReconcileError) as caught:
+        dt.reconcile()
+    assert caught.value.reason == "SecretNameTaken" and "'ci-jobs'" in caught.value.message and dt.posts() == 0
 
 
 # --- crashes and lost replies: one token per creation ------------------------------------------------------------
@@ -505,7 +575,7 @@ def test_daemon_wakes_at_the_renewal_time_and_backs_off_on_failure(dt: DT, poste
     short_lived(dt, lifetime=4)
     dt.gitlab.revoke_deploy_token(dt.status["tokenId"])  # reissued with the short lifetime
     stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
-    assert stopped.waits[1] < 2.0  # woken for the renewal, at about half the 4 s lifetime
+    assert stopped.waits[1] < 3.0  # woken for the renewal, at about two thirds of the 4 s lifetime
     del dt.kube.secrets["gitlab-api"]
     stopped = run_daemon(dt, wakeups=2, status={**dt.status, "observedGeneration": 1})
     assert stopped.waits[1:] == [CONFIG.backoff(0), CONFIG.backoff(1)]

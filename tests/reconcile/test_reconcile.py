@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from glrt_operator.core.errors import ReconcileError
 from glrt_operator.runners import builders
 from glrt_operator.runners.attributes import maintenance_note
+from glrt_operator.runners.context import RunnerSettings
 from glrt_operator.runners.reconcile import open_context, reconcile
 
 from .conftest import CA_PEM, LOG, UID, Env
@@ -248,7 +249,9 @@ def test_a_rotation_makes_every_running_pod_refresh_its_secret_volume_once(env: 
 
 def test_pod_refresh_can_be_switched_off(env: Env) -> None:
     env.kube.pods = {"builds-0"}
-    reconcile(open_context(env.kube, env.pool, env.ref, env.spec, env.emit, LOG, refresh_pods=False))  # type: ignore[arg-type]
+    reconcile(
+        open_context(env.kube, env.pool, env.ref, env.spec, env.emit, LOG, settings=RunnerSettings(refresh_pods=False))
+    )  # type: ignore[arg-type]
     assert env.kube.pod_patches == []
 
 

@@ -59,7 +59,7 @@ FULL: dict[str, Any] = {
         "image": "registry.example.com/gitlab-runner:v19.4.0",
         "imagePullPolicy": "Always",
         "imagePullSecrets": [{"name": "regcred"}, "other"],
-        "serviceAccountName": "builds-runner",
+        "serviceAccountName": "team-ci-runner",
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
@@ -135,6 +135,7 @@ def statefulset(spec: RunnerSpec | None = None, **kwargs: Any) -> dict[str, Any]
         "owner": owner(),
         "config_secret": "builds-runner-config",
         "config_checksum": "abc123",
+        "service_account": "builds-runner",
     }
     args.update(kwargs)
     return build_statefulset(spec or spec_of(), **args)
@@ -180,7 +181,11 @@ def metadata_strings(obj: Any) -> Iterator[str]:
 
 def test_child_names() -> None:
     assert child_names("builds") == ChildNames(
-        token_secret="builds-runner-token", config_secret="builds-runner-config", statefulset="builds"
+        token_secret="builds-runner-token",
+        config_secret="builds-runner-config",
+        statefulset="builds",
+        service_account="builds-runner",
+        disruption_budget="builds",
     )
 
 
@@ -762,8 +767,17 @@ def test_container_security_context() -> None:
 def test_minimal_pod_has_no_optional_fields() -> None:
     sts = statefulset()
     pod = pod_spec(sts)
+    # The operator's own ServiceAccount (the executor's RoleBindings grant to it), spread over nodes.
+    assert pod["serviceAccountName"] == "builds-runner"
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "builds", "glrt.dev/runner": "builds"}},
+        }
+    ]
     for key in (
-        "serviceAccountName",
         "imagePullSecrets",
         "nodeSelector",
         "tolerations",
@@ -780,7 +794,7 @@ def test_minimal_pod_has_no_optional_fields() -> None:
 def test_manager_pod_settings() -> None:
     sts = statefulset(spec_of(base=FULL))
     pod = pod_spec(sts)
-    assert pod["serviceAccountName"] == "builds-runner"
+    assert pod["serviceAccountName"] == "team-ci-runner"  # the user's own, instead of the operator's
     assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert pod["tolerations"] == [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]
@@ -991,4 +1005,9 @@ def test_builders_package_is_pure() -> None:
         # runner_config's renderer and credential plan are pure too (they read only the packaged keys.json), and so
         # are the labels and owner references every resource's children share.
         runner_config = {"...runner_config.render", "...runner_config.credentials"}
-        assert imported <= allowed | siblings | runner_config | {"tomli_w", "..model", "...core.objects"}, module.name
+        assert imported <= allowed | siblings | runner_config | {
+            "tomli_w",
+            "..model",
+            "...core.objects",
+            "...core.api",
+        }, module.name

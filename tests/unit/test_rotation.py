@@ -39,12 +39,12 @@ def test_renewal_happens_renew_before_ahead_with_at_most_ten_percent_jitter() ->
     assert state.expires_at - timedelta(hours=72 * 1.1) <= due <= state.expires_at - timedelta(hours=72)
 
 
-def test_renew_before_is_capped_at_half_the_lifetime() -> None:
-    state = token(timedelta(hours=2))  # GitLab's shortest interval
+def test_a_renew_before_longer_than_the_lifetime_renews_at_two_thirds_of_it() -> None:
+    state = token(timedelta(hours=2))  # GitLab's shortest interval, and the default renewBefore of 72h
     due = renewal_due_at(state, timedelta(hours=72), UID)
-    assert due is not None and NOW + timedelta(minutes=54) <= due <= NOW + timedelta(hours=1)
+    assert due is not None and NOW + timedelta(minutes=76) <= due <= NOW + timedelta(minutes=80)
     assert rotation_reason(TokenRotation(), S({}), state, NOW, UID) is None
-    assert rotation_reason(TokenRotation(), S({}), state, NOW + timedelta(hours=1), UID) is not None
+    assert rotation_reason(TokenRotation(), S({}), state, NOW + timedelta(minutes=80), UID) is not None
 
 
 def test_jitter_spreads_a_fleet() -> None:

@@ -22,6 +22,11 @@
 {{- printf "%s-%s" (include "glrt-operator.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The base name of the executor's ClusterRoles (its permission groups are `<name>-<group>`). */}}
+{{- define "glrt-operator.executorRole" -}}
+{{- printf "%s-executor" (include "glrt-operator.clusterScopedName" .) | trunc 230 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "glrt-operator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "glrt-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -88,10 +93,11 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
   resources: ["runners/finalizers", "deploytokens/finalizers"]
   verbs: ["update"]
 # Secrets: the access token and CA are read by name; the token, config and deploy-token Secrets are server-side
-# applied (an apply that creates needs create too). No list or watch: the operator never enumerates Secrets.
+# applied (an apply that creates needs create too); a DeployToken's copies in other namespaces, which no owner
+# reference reaches, are deleted by name. No list or watch: the operator never enumerates Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "patch", "delete"]
 # The runner manager StatefulSet is server-side applied (read first, before a Runner's runner is created, to
 # refuse a StatefulSet of the same name it does not own); its ready replica count is read from the status.
 - apiGroups: ["apps"]
@@ -109,5 +115,29 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 # Kopf posts core v1 Events (never events.k8s.io, never patches them).
 - apiGroups: [""]
   resources: ["events"]
+  verbs: ["create"]
+# The executor's identity: each Runner's ServiceAccount (server-side applied; a user's own is only checked to
+# exist), its manager pods' PodDisruptionBudget, and in the executor namespace the RoleBindings of the chart's
+# executor ClusterRoles, which the operator may bind but does not hold (no pods/exec, pods/attach, Secret list).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["rolebindings"]
+  verbs: ["create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["clusterroles"]
+  verbs: ["bind"]
+  resourceNames:
+    {{- $base := include "glrt-operator.executorRole" . }}
+    {{- range list "" "-disruption-budgets" "-pod-events" "-pod-logs" "-suspendable" }}
+    - {{ printf "%s%s" $base . | quote }}
+    {{- end }}
+# Whether a user's own ServiceAccount may do what the executor needs (spec.manager.serviceAccountName).
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["localsubjectaccessreviews"]
   verbs: ["create"]
 {{- end -}}

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..core.api import GROUP, VERSION, Kind
 from ..core.errors import ReconcileError, redact, register_classifier
-from ..core.ports import PodInfo, SecretObject
+from ..core.ports import PodInfo, ResourceAccess, SecretObject
 from ..core.reasons import Reason
 
 FIELD_MANAGER = "glrt-operator"
@@ -97,6 +97,9 @@ class Kube:
         self._core = kubernetes.client.CoreV1Api(api)
         self._apps = kubernetes.client.AppsV1Api(api)
         self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+        self._policy = kubernetes.client.PolicyV1Api(api)
+        self._authorization = kubernetes.client.AuthorizationV1Api(api)
 
     def api_served(self) -> bool:
         """Is the operator's group and version served (the CRDs installed)? Discovery needs no RBAC beyond being
@@ -132,6 +135,16 @@ class Kube:
             _content_type=_APPLY,
         )
         return str(applied.metadata.resource_version) if applied.metadata else ""
+
+    def delete_secret(self, namespace: str, name: str) -> bool:
+        """False when it was already gone. Only for Secrets the operator wrote where no owner reference reaches."""
+        try:
+            self._core.delete_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     # --- StatefulSet ----------------------------------------------------------------------------------------
 
@@ -179,12 +192,98 @@ class Kube:
             if (meta := p.metadata) is not None
         ]
 
+    def scale_statefulset(self, namespace: str, name: str, replicas: int) -> None:
+        """Set the StatefulSet's replicas (its pods stop through their preStop drain); gone counts as done."""
+        try:
+            self._apps.patch_namespaced_stateful_set(
+                name, namespace, {"spec": {"replicas": replicas}}, _content_type=_MERGE
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         """Merge-patch the pod's annotations: an update of the pod object, on which the kubelet refreshes the
         pod's Secret volumes at once instead of at its next periodic sync."""
         self._core.patch_namespaced_pod(
             name, namespace, {"metadata": {"annotations": dict(annotations)}}, _content_type=_MERGE
         )
+
+    # --- what the manager pods need to run jobs -------------------------------------------------------------
+
+    def read_namespace(self, name: str) -> Mapping[str, str] | None:
+        """A namespace's annotations (where its owner says whom it accepts); None when it does not exist."""
+        try:
+            namespace = self._core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((namespace.metadata and namespace.metadata.annotations) or {})
+
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        return _unless_missing(self._core.read_namespaced_service_account, name, namespace) is not None
+
+    def apply_service_account(self, account: Mapping[str, Any]) -> None:
+        meta = account["metadata"]
+        self._core.patch_namespaced_service_account(
+            meta["name"],
+            meta["namespace"],
+            dict(account),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
+        )
+
+    def apply_role_binding(self, binding: Mapping[str, Any]) -> None:
+        meta = binding["metadata"]
+        self._rbac.patch_namespaced_role_binding(
+            meta["name"],
+            meta["namespace"],
+            dict(binding),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
+        )
+
+    def delete_role_binding(self, namespace: str, name: str) -> bool:
+        """False when it was already gone."""
+        try:
+            self._rbac.delete_namespaced_role_binding(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def apply_disruption_budget(self, budget: Mapping[str, Any]) -> None:
+        meta = budget["metadata"]
+        self._policy.patch_namespaced_pod_disruption_budget(
+            meta["name"], meta["namespace"], dict(budget), field_manager=FIELD_MANAGER, force=True, _content_type=_APPLY
+        )
+
+    def service_account_may(self, account: tuple[str, str], namespace: str, access: ResourceAccess) -> bool:
+        """May the ServiceAccount (namespace, name) do this in `namespace`? A LocalSubjectAccessReview: the API
+        server's own answer, with the groups every ServiceAccount is in (bindings to groups count)."""
+        sa_namespace, sa_name = account
+        review: dict[str, Any] = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "LocalSubjectAccessReview",
+            "metadata": {"namespace": namespace},
+            "spec": {
+                "user": f"system:serviceaccount:{sa_namespace}:{sa_name}",
+                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}", "system:authenticated"],
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "group": access.api_group,
+                    "resource": access.resource,
+                    "subresource": access.subresource,
+                    "verb": access.verb,
+                },
+            },
+        }
+        answer = self._authorization.create_namespaced_local_subject_access_review(namespace, cast(Any, review))
+        return bool(answer.status and answer.status.allowed)
 
     # --- the status of the operator's own resources --------------------------------------------------------
 

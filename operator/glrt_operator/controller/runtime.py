@@ -159,10 +159,14 @@ def _report(res: Resource, exc: ReconcileError, call: Call, write: StatusSink) -
     res.metrics.observe_ready(meta["namespace"], meta["name"], "False")
 
 
+# Waits whose end is known: the moment the budget names, the poll of pods that are draining. Not failures to back off.
+_EXACT_DELAYS = (Reason.GITLAB_THROTTLED, Reason.WAITING_FOR_PODS)
+
+
 def retry_delay(exc: ReconcileError, retry: int) -> float:
     """How long to wait before the next attempt: the back-off, or longer when GitLab asked for it; exactly the
-    moment the budget names when only the operator's own budget held the call back."""
-    if exc.reason == Reason.GITLAB_THROTTLED and exc.delay is not None:
+    delay a wait with a known end names."""
+    if exc.reason in _EXACT_DELAYS and exc.delay is not None:
         return exc.delay
     return max(exc.delay or 0.0, CONFIG.backoff(retry))
 

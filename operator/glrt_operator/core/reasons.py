@@ -29,6 +29,14 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"
     SECRET_NAME_TAKEN = "SecretNameTaken"
     WAITING_FOR_CLEANUP = "WaitingForCleanup"
+    WAITING_FOR_PODS = "WaitingForPods"
+    # where job pods run and what they may do there
+    NAMESPACE_MISSING = "NamespaceMissing"
+    NAMESPACE_NOT_WATCHED = "NamespaceNotWatched"
+    NAMESPACE_NOT_ACCEPTING = "NamespaceNotAccepting"
+    SERVICE_ACCOUNT_MISSING = "ServiceAccountMissing"
+    EXECUTOR_FORBIDDEN = "ExecutorForbidden"
+    EXECUTOR_UNSUPPORTED = "ExecutorUnsupported"
     # what GitLab answered
     ACCESS_TOKEN_MALFORMED = "AccessTokenMalformed"
     ACCESS_TOKEN_INVALID = "AccessTokenInvalid"
@@ -76,4 +84,6 @@ class EventReason(StrEnum):
     TOKEN_MISSING = "TokenMissing"
     SECRET_STALE = "SecretStale"
     SECRET_UPDATED = "SecretUpdated"
+    SECRET_COPY_REMOVED = "SecretCopyRemoved"
     REVOKE_SKIPPED = "RevokeSkipped"
+    EXECUTOR_ACCESS_LEFT = "ExecutorAccessLeft"

@@ -15,7 +15,8 @@ def camel(name: str) -> str:
 
 
 class TypedStatus:
-    """Mixed into a frozen dataclass of status fields. `LIST_FIELDS` are lists of objects, kept as tuples."""
+    """Mixed into a frozen dataclass of status fields. `LIST_FIELDS` are lists of objects; they and lists of plain
+    values are kept as tuples."""
 
     LIST_FIELDS: ClassVar[frozenset[str]] = frozenset({"conditions"})
 
@@ -28,7 +29,11 @@ class TypedStatus:
             value = raw.get(camel(f.name))
             if value is None:
                 continue
-            values[f.name] = tuple(dict(v) for v in value) if f.name in cls.LIST_FIELDS else value
+            if f.name in cls.LIST_FIELDS:
+                value = tuple(dict(v) for v in value)
+            elif isinstance(value, list):
+                value = tuple(value)  # a list of plain values, kept as a tuple like the lists of objects
+            values[f.name] = value
         return cls(**values)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -14,6 +15,9 @@ from ..core.times import iso
 from .model import DOCKERCONFIGJSON, SecretSpec
 
 LABEL_DEPLOY_TOKEN = "glrt.dev/deploytoken"
+# On a copy in another namespace: the DeployToken's namespace, and its uid (which copy is whose).
+LABEL_COPY_OF = "glrt.dev/deploytoken-namespace"
+ANNOTATION_COPY_OF_UID = "glrt.dev/deploytoken-uid"
 ANNOTATION_TOKEN_ID = "glrt.dev/deploy-token-id"
 ANNOTATION_EXPIRES_AT = "glrt.dev/deploy-token-expires-at"
 ANNOTATION_ISSUED_AT = "glrt.dev/deploy-token-issued-at"
@@ -74,6 +78,27 @@ def secret(
         },
         "data": secret_data(spec, username, token),
     }
+
+
+def copy_of(own: Mapping[str, Any], namespace: str, owner_uid: str) -> dict[str, Any]:
+    """The DeployToken's Secret `own` as a copy in another namespace, where no owner reference reaches: labelled
+    with the DeployToken's namespace and annotated with its uid (whose copy it is)."""
+    meta = own["metadata"]
+    return {
+        **own,
+        "metadata": {
+            "name": meta["name"],
+            "namespace": namespace,
+            "labels": {**meta["labels"], LABEL_COPY_OF: meta["namespace"]},
+            "annotations": {**meta["annotations"], ANNOTATION_COPY_OF_UID: owner_uid},
+        },
+    }
+
+
+def checksum(username: str, token: str) -> str:
+    """What recognises the credential the operator wrote without keeping the token anywhere else (a SHA-256 of a
+    random token of GitLab's, recorded in the status)."""
+    return hashlib.sha256(f"{username}:{token}".encode()).hexdigest()
 
 
 def secret_token_id(annotations: Mapping[str, str]) -> int | None:

@@ -13,6 +13,7 @@ from ..core.events import EventSink
 from ..core.ports import GitLabConnector, KubePort
 from ..core.reasons import EventReason
 from ..core.refs import Logger
+from . import copies
 from .context import DeployTokenRef, connect, explainer, parse_spec
 from .planner import to_revoke_on_delete
 from .status import DeployTokenStatus
@@ -31,6 +32,10 @@ def delete_deploy_token(
     """`give_up`: when the access token is missing (often: the namespace is being deleted), warn and let the object
     go rather than hold it forever; the tokens still expire on their own."""
     status = DeployTokenStatus.from_dict(kube.read_status(DEPLOY_TOKEN, ref.namespace, ref.name))
+    if status.copies:
+        secret_name = parse_spec(spec).secret.name
+        with failures_explained(lambda _: None):
+            copies.remove(kube, ref, secret_name, status.copies, emit)
     if status.token_id is None and status.creation_started_at is None and not status.retiring:
         return  # never got as far as GitLab
     parsed = parse_spec(spec)

@@ -12,6 +12,7 @@ from .. import metrics
 from ..controller import runtime
 from ..controller.runtime import Call
 from ..core.api import DEPLOY_TOKEN, GROUP, VERSION
+from ..core.namespaces import EVERY_NAMESPACE
 from .context import DeployTokenRef
 from .deletion import delete_deploy_token
 from .reconcile import DeployTokenOutcome, open_context, reconcile
@@ -24,7 +25,8 @@ DELETE_ATTEMPTS = 5  # then a deletion whose access token is gone lets the objec
 def reconcile_deploy_token(call: Call) -> DeployTokenOutcome:
     """Keep the token alive in its Secret (`deploytokens.reconcile`)."""
     ref = DeployTokenRef.from_body(call.body)
-    return reconcile(open_context(call.kube, call.gitlab, ref, call.spec, call.emit, call.log))
+    scope = call.memo.get("scope", EVERY_NAMESPACE)
+    return reconcile(open_context(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, scope))
 
 
 def revoke_deploy_tokens(call: Call) -> None:

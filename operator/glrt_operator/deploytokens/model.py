@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, Literal, cast
 
 from ..core.connection import GitLabSpec, parse_gitlab
-from ..core.objects import is_subdomain_name
+from ..core.objects import is_dns_label, is_subdomain_name
 from ..core.spec import SpecError, duration, get_field
 
 Scope = Literal["read_repository", "read_registry", "write_registry", "read_package_registry", "write_package_registry"]
@@ -46,6 +46,9 @@ class SecretSpec:
     name: str
     type: SecretType
     registry: str | None
+    # Other namespaces that get a copy of the Secret, kept current (e.g. a Runner's executor namespace, for job
+    # pods' imagePullSecrets); each must accept this namespace (core.namespaces).
+    copy_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,4 +116,7 @@ def _parse_secret(spec: Mapping[str, Any]) -> SecretSpec:
         raise SpecError("spec.secret.registry is required for kubernetes.io/dockerconfigjson")
     if registry is not None and not _REGISTRY.match(registry):
         raise SpecError("spec.secret.registry: a host name with an optional port, e.g. registry.example.com:5050")
-    return SecretSpec(name=name, type=cast(SecretType, secret_type), registry=registry)
+    copy_to = get_field(secret, "copyTo", list, "spec.secret", [])
+    if not all(isinstance(ns, str) and is_dns_label(ns) for ns in copy_to) or len(set(copy_to)) != len(copy_to):
+        raise SpecError("spec.secret.copyTo: distinct namespace names")
+    return SecretSpec(name=name, type=cast(SecretType, secret_type), registry=registry, copy_to=tuple(sorted(copy_to)))

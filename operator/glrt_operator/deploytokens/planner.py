@@ -49,6 +49,11 @@ class CreateReason(StrEnum):
     SPEC_CHANGED = "the scopes or the username changed (GitLab cannot edit a deploy token)"
 
 
+# The current token still works when it is replaced for these reasons: pods and kubelets that read the Secret
+# before (or before someone edited it) keep using it, so it stays valid for the grace period.
+GRACEFUL = frozenset({CreateReason.RENEWAL, CreateReason.SPEC_CHANGED, CreateReason.SECRET_STALE})
+
+
 @dataclass(frozen=True)
 class Revoke:
     token_id: int
@@ -86,14 +91,11 @@ def plan(
     reason, due = _create_reason(state, current, now, renew_before, uid, scopes, username)
 
     keep_until = None
-    if reason in (CreateReason.RENEWAL, CreateReason.SPEC_CHANGED):
+    if reason in GRACEFUL:
         # Never three active at once: a token still retiring from an earlier renewal goes now.
         revoke += [Revoke(r.token_id, "superseded twice") for r in retiring]
         retiring = []
         keep_until = now + grace
-    elif reason is not None and current is not None and current.active(now):
-        # The Secret lost the current token (SECRET_STALE): nothing can still be using it through the Secret.
-        revoke.append(Revoke(current.id, "replaced: the Secret no longer holds it"))
 
     candidates = [r.revoke_at for r in retiring]
     if due is not None and reason is None:

@@ -23,13 +23,14 @@ from ..core.conditions import set_condition
 from ..core.errors import failures_explained
 from ..core.events import EventSink
 from ..core.gitlab import CreatedDeployToken, DeployTokenInfo, GitLabError
+from ..core.namespaces import EVERY_NAMESPACE, Scope
 from ..core.objects import encoded
 from ..core.ports import GitLabConnector, KubePort, SecretObject
 from ..core.reasons import ConditionType, EventReason, Reason
 from ..core.refs import Logger
-from ..core.renewal import renewal_time
+from ..core.renewal import Renewal, renewal
 from ..core.times import iso, parse_time
-from . import builders
+from . import builders, copies
 from .context import DeployTokenContext, DeployTokenRef, check_secret_free, connect, explainer, parse_spec
 from .expiry import expiry_date
 from .planner import CreateReason, Plan, Retiring, plan
@@ -64,6 +65,8 @@ class DeployTokenOutcome:
     renewal_time: datetime | None
     next_check: datetime | None
     reissued: str | None  # why the token was replaced out of band (for TokenValid), None otherwise
+    # renewBefore is not shorter than the lifetime GitLab gave the token: it renews at two thirds of it instead.
+    renewal_fallback: bool
     ref: DeployTokenRef
 
     def ready_status(self, conditions: Sequence[Mapping[str, Any]], generation: int | None) -> dict[str, Any]:
@@ -74,12 +77,18 @@ class DeployTokenOutcome:
         updated = set_condition(conditions, ConditionType.TOKEN_VALID, "True", reason, detail, generation)
         expiry = f"expires {iso(self.expires_at)}" if self.expires_at else "never expires"
         message = f"Deploy token {self.token_id} ({self.username}) is in the Secret; it {expiry}"
+        if self.renewal_fallback:
+            message += (
+                "; spec.renewBefore is not shorter than the lifetime GitLab gave the token, so it renews at two "
+                "thirds of its life"
+            )
         ready = set_condition(updated, ConditionType.READY, "True", Reason.RECONCILED, message, generation)
         return DeployTokenStatus.patch(
             token_id=self.token_id,
             username=self.username,
             expires_at=iso(self.expires_at),
             renewal_time=iso(self.renewal_time),
+            renewal_fallback=self.renewal_fallback,
             observed_generation=generation,
             conditions=tuple(ready),
         )
@@ -92,12 +101,20 @@ class DeployTokenOutcome:
 
 
 def open_context(
-    kube: KubePort, pool: GitLabConnector, ref: DeployTokenRef, spec: Mapping[str, Any], emit: EventSink, log: Logger
+    kube: KubePort,
+    pool: GitLabConnector,
+    ref: DeployTokenRef,
+    spec: Mapping[str, Any],
+    emit: EventSink,
+    log: Logger,
+    scope: Scope = EVERY_NAMESPACE,
 ) -> DeployTokenContext:
-    """Parse the spec, refuse a Secret name someone else holds, connect, read the status as stored now."""
+    """Parse the spec, refuse a Secret name someone else holds (here or where it is copied to), connect, read the
+    status as stored now."""
     parsed = parse_spec(spec)
     with failures_explained(explainer(parsed)):
         check_secret_free(kube, ref, parsed)
+        copies.check(kube, scope, ref, parsed)
         gitlab = connect(kube, pool, ref, parsed)
         status = DeployTokenStatus.from_dict(kube.read_status(DEPLOY_TOKEN, ref.namespace, ref.name))
     return DeployTokenContext(ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log)
@@ -127,11 +144,13 @@ def reconcile(ctx: DeployTokenContext) -> DeployTokenOutcome:
         )
         ours = {t.id: t for t in tokens if t.name == ctx.ref.token_name}
         if p.adopt is not None:
-            _adopt(ctx, ours[p.adopt], state.secret_issued_at, p)
+            _adopt(ctx, ours[p.adopt], state.secret_issued_at, p, held)
         _revoke(ctx, p)
         if p.create is None:
             current = ours[int(ctx.status.token_id or 0)]
             assert held is not None  # the planner creates when the Secret does not hold the current token
+            if ctx.status.secret_checksum is None:  # written by a version that kept none: from now on it is known
+                ctx.record(secret_checksum=builders.checksum(*held))
             _repair_secret(ctx, secret, current, held[1])
             if ctx.status.creation_started_at is not None:
                 ctx.record(creation_started_at=None)  # an interrupted creation left nothing behind to act on
@@ -143,15 +162,25 @@ def reconcile(ctx: DeployTokenContext) -> DeployTokenOutcome:
 
 
 def _held_credentials(ctx: DeployTokenContext, secret: SecretObject | None) -> tuple[str, str] | None:
-    """(username, token) in our Secret, None without a readable one (deleted or edited by hand)."""
+    """(username, token) in our Secret; None without a readable one (deleted or emptied), or when the Secret says it
+    holds the current token but holds another credential (a password or username edited by hand): its checksum,
+    recorded when the operator wrote it, tells. The token itself is kept nowhere else."""
     if secret is None:
         return None
-    return builders.credentials(ctx.spec.secret, secret.data)
+    held = builders.credentials(ctx.spec.secret, secret.data)
+    current = builders.secret_token_id(secret.annotations) == ctx.status.token_id
+    recorded = ctx.status.secret_checksum
+    if held is not None and current and recorded is not None and builders.checksum(*held) != recorded:
+        return None
+    return held
 
 
-def _adopt(ctx: DeployTokenContext, token: DeployTokenInfo, issued_at: datetime | None, p: Plan) -> None:
+def _adopt(
+    ctx: DeployTokenContext, token: DeployTokenInfo, issued_at: datetime | None, p: Plan, held: tuple[str, str] | None
+) -> None:
     """A crash between writing the Secret and the status: the Secret's token is the current one."""
     ctx.record(
+        secret_checksum=builders.checksum(*held) if held else None,
         token_id=token.id,
         username=token.username,
         expires_at=iso(token.expires_at),
@@ -209,19 +238,19 @@ def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | N
             ctx.record(creation_started_at=None)  # refused: nothing was created
         raise
     info = created.info
-    ctx.kube.apply_secret(
-        builders.secret(
-            ctx.spec.secret,
-            owner_name=ctx.ref.name,
-            owner_uid=ctx.ref.uid,
-            namespace=ctx.ref.namespace,
-            token_id=info.id,
-            username=info.username,
-            token=created.token,
-            expires_at=info.expires_at,
-            issued_at=now,
-        )
+    desired = builders.secret(
+        ctx.spec.secret,
+        owner_name=ctx.ref.name,
+        owner_uid=ctx.ref.uid,
+        namespace=ctx.ref.namespace,
+        token_id=info.id,
+        username=info.username,
+        token=created.token,
+        expires_at=info.expires_at,
+        issued_at=now,
     )
+    ctx.kube.apply_secret(desired)
+    copies.sync(ctx, desired)  # before anything else: the copies never lag behind the Secret
     retiring = p.retiring
     keep_until = None
     if p.keep_current_until is not None and replaced is not None:
@@ -233,6 +262,7 @@ def create_token(ctx: DeployTokenContext, p: Plan, replaced: DeployTokenInfo | N
         username=info.username,
         expires_at=iso(info.expires_at),
         issued_at=iso(now),
+        secret_checksum=builders.checksum(info.username, created.token),
         creation_started_at=None,
         retiring=retiring_status(retiring),
     )
@@ -261,6 +291,7 @@ def _repair_secret(ctx: DeployTokenContext, secret: SecretObject | None, current
         expires_at=current.expires_at,
         issued_at=parse_time(ctx.status.issued_at),
     )
+    copies.sync(ctx, desired)
     if secret is not None and encoded(dict(secret.data)) == desired["data"]:
         return
     ctx.kube.apply_secret(desired)
@@ -270,25 +301,27 @@ def _repair_secret(ctx: DeployTokenContext, secret: SecretObject | None, current
 def _next_check(ctx: DeployTokenContext, token: DeployTokenInfo) -> datetime | None:
     """After a creation: the earliest of the new token's renewal and the end of any grace period."""
     times = [t for r in ctx.status.retiring if (t := parse_time(r["revokeAt"])) is not None]
-    renewal = _renewal(ctx, token)
-    return min([*times, renewal]) if renewal is not None else (min(times) if times else None)
+    due = _renewal(ctx, token)
+    return min([*times, due.at]) if due is not None else (min(times) if times else None)
 
 
-def _renewal(ctx: DeployTokenContext, token: DeployTokenInfo) -> datetime | None:
+def _renewal(ctx: DeployTokenContext, token: DeployTokenInfo) -> Renewal | None:
     """As the planner computes it: GitLab's expiry, the recorded creation time."""
     if token.expires_at is None:
         return None
-    return renewal_time(token.expires_at, parse_time(ctx.status.issued_at), ctx.spec.renew_before, ctx.ref.uid)
+    return renewal(token.expires_at, parse_time(ctx.status.issued_at), ctx.spec.renew_before, ctx.ref.uid)
 
 
 def _outcome(
     ctx: DeployTokenContext, token: DeployTokenInfo, next_check: datetime | None, reissued: str | None
 ) -> DeployTokenOutcome:
+    due = _renewal(ctx, token)
     return DeployTokenOutcome(
         token_id=token.id,
         username=token.username,
         expires_at=token.expires_at,
-        renewal_time=_renewal(ctx, token),
+        renewal_time=due.at if due else None,
+        renewal_fallback=bool(due and due.fallback),
         next_check=next_check,
         reissued=reissued,
         ref=ctx.ref,

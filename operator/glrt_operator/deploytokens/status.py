@@ -37,6 +37,12 @@ class DeployTokenStatus(TypedStatus):
     # Fence of `POST .../deploy_tokens`: set just before it, cleared once the token is recorded.
     creation_started_at: str | None = None
     retiring: tuple[RetiringStatus, ...] = ()
+    # The checksum of the credential the operator wrote into the Secret (builders.checksum): an edit shows.
+    secret_checksum: str | None = None
+    # renewBefore was not shorter than the lifetime GitLab gave the token: it renews at two thirds of it.
+    renewal_fallback: bool | None = None
+    # Namespaces holding a copy of the Secret (recorded before each is written: the deletion removes them).
+    copies: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
 
     def planner_state(self, secret_token_id: int | None, secret_issued_at: str | None) -> DeployTokenState:

@@ -44,7 +44,7 @@ def apply_children(
     )
     ctx.kube.apply_statefulset(_statefulset(ctx, rendered.token_free_sha256))
     pods = ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
-    if ctx.refresh_pods:
+    if ctx.settings.refresh_pods:
         refresh_pods(ctx, pods, config_version)
     return pods
 
@@ -68,6 +68,7 @@ def _statefulset(ctx: RunnerContext, config_checksum: str) -> dict[str, Any]:
         owner=ref.owner(),
         config_secret=ref.children.config_secret,
         config_checksum=config_checksum,
+        service_account=ref.children.service_account,
         ca_secret_key=ca_key,
     )
 

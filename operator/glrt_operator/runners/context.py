@@ -12,6 +12,7 @@ from ..core import connection
 from ..core.api import RUNNER
 from ..core.errors import Explain, ReconcileError
 from ..core.events import EventSink
+from ..core.namespaces import EVERY_NAMESPACE, Scope
 from ..core.objects import owner_reference
 from ..core.ports import GitLabConnector, GitLabPort, KubePort
 from ..core.reasons import Reason
@@ -34,6 +35,20 @@ class RunnerRef(ObjectRef):
         return builders.child_names(self.name)
 
 
+@dataclass(frozen=True)
+class RunnerSettings:
+    """The operator's settings the Runner use cases act on."""
+
+    # Annotate manager pods after a config Secret change so the kubelet refreshes their volume at once.
+    refresh_pods: bool = True
+    # The chart's executor ClusterRole (its permission groups are `<name>-<group>`), bound in executor namespaces.
+    executor_role: str = "glrt-operator-executor"
+    scope: Scope = EVERY_NAMESPACE
+
+
+DEFAULT_SETTINGS = RunnerSettings()
+
+
 @dataclass
 class RunnerContext:
     ref: RunnerRef
@@ -43,8 +58,8 @@ class RunnerContext:
     status: RunnerStatus
     emit: EventSink
     log: Logger
-    # Annotate manager pods after a config Secret change so the kubelet refreshes their volume at once.
-    refresh_pods: bool = True
+    settings: RunnerSettings = DEFAULT_SETTINGS
+    generation: int | None = None  # of the spec this call acts on
 
     def record(self, **changes: Any) -> None:
         """Write status fields at once, outside Kopf's end-of-handler patch: for facts that must survive a crash

@@ -23,8 +23,8 @@ from ..core.gitlab import GitLabError
 from ..core.ports import GitLabConnector, GitLabPort, KubePort, SecretObject
 from ..core.reasons import EventReason
 from ..core.refs import Logger
-from ..core.times import iso, parse_time
-from . import token
+from ..core.times import iso, now_iso, parse_time
+from . import access, token
 from .context import RunnerContext, RunnerRef, connect, explainer, parse_spec
 from .model import RunnerSpec
 from .registration import find_orphan_or_warn
@@ -60,10 +60,25 @@ def delete_runner(
         raise classify(exc) from None
     runner_id = status.runner_id or token.runner_id_of(token_secret)
     started = parse_time(status.creation_started_at)
-    if runner_id is None and started is None:
-        return  # never got as far as GitLab (a spec it could not act on included)
-    parsed = parse_spec(spec)
-    d = _Deletion(kube, pool, ref, parsed, status, token_secret, emit, log)
+    if (runner_id is not None or started is not None) and not status.unregistered_at:
+        d = _Deletion(kube, pool, ref, parse_spec(spec), status, token_secret, emit, log)
+        _unregister(d, runner_id, started, give_up_search)
+        # Done in GitLab: a retry (while the pods drain, below) need not ask again.
+        try:
+            kube.patch_status(RUNNER, ref.namespace, ref.name, RunnerStatus.patch(unregistered_at=now_iso()))
+        except Exception as exc:
+            raise classify(exc) from None
+    try:
+        access.release_on_delete(kube, ref, status, emit, log)
+    except ReconcileError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from None
+
+
+def _unregister(d: _Deletion, runner_id: int | None, started: datetime | None, give_up_search: bool) -> None:
+    """Delete the runner in GitLab, or what an interrupted creation may have made (searched by its marker)."""
+    kube, pool, ref, parsed, emit, log = d.kube, d.pool, d.ref, d.spec, d.emit, d.log
     with failures_explained(explainer(parsed)):
         try:
             gitlab = connect(kube, pool, ref, parsed)

@@ -11,7 +11,8 @@ from .. import metrics
 from ..controller import runtime
 from ..controller.runtime import CONFIG, Call
 from ..core.api import GROUP, RUNNER, VERSION
-from .context import RunnerRef
+from ..core.namespaces import EVERY_NAMESPACE
+from .context import RunnerRef, RunnerSettings
 from .deletion import delete_runner
 from .reconcile import ReconcileOutcome, open_context, reconcile
 
@@ -23,13 +24,22 @@ DELETE_SEARCH_RETRIES = 8
 
 def reconcile_runner(call: Call) -> ReconcileOutcome | None:
     """Make GitLab and the cluster match the Runner (`runners.reconcile`)."""
+    ref = RunnerRef.from_body(call.body)
     ctx = open_context(
-        call.kube, call.gitlab, RunnerRef.from_body(call.body), call.spec, call.emit, call.log,
-        refresh_pods=CONFIG.refresh_pods,
-    )  # fmt: skip
+        call.kube, call.gitlab, ref, call.spec, call.emit, call.log, settings=settings(call), generation=call.generation
+    )
     if call.resync and (ctx.status.observed_generation or 0) > (call.generation or 0):
         return None  # edited and reconciled while this resync waited for a worker: its spec is stale
     return reconcile(ctx)
+
+
+def settings(call: Call) -> RunnerSettings:
+    """The operator's settings for the Runner use cases; the namespaces it serves come from its command line."""
+    return RunnerSettings(
+        refresh_pods=CONFIG.refresh_pods,
+        executor_role=CONFIG.executor_cluster_role,
+        scope=call.memo.get("scope", EVERY_NAMESPACE),
+    )
 
 
 def unregister_runner(call: Call) -> None:

@@ -112,6 +112,8 @@ class ManagerPod:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     affinity: Mapping[str, Any] = field(default_factory=dict)
+    # None: the operator's default (spread over nodes); () : none at all.
+    topology_spread_constraints: tuple[Mapping[str, Any], ...] | None = None
     priority_class_name: str | None = None
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
@@ -221,6 +223,11 @@ def _parse_manager(spec: Mapping[str, Any]) -> ManagerPod:
         node_selector=str_map(m.get("nodeSelector"), f"{path}.nodeSelector"),
         tolerations=tuple(get_field(m, "tolerations", list, path, [])),
         affinity=dict(get_field(m, "affinity", Mapping, path, {})),
+        topology_spread_constraints=(
+            None
+            if m.get("topologySpreadConstraints") is None
+            else tuple(get_field(m, "topologySpreadConstraints", list, path, []))
+        ),
         priority_class_name=get_field(m, "priorityClassName", str, path),
         pod_labels=str_map(m.get("podLabels"), f"{path}.podLabels"),
         pod_annotations=str_map(m.get("podAnnotations"), f"{path}.podAnnotations"),

@@ -20,9 +20,18 @@ from ..core.ports import GitLabConnector, KubePort
 from ..core.reasons import ConditionType, Reason
 from ..core.refs import Logger
 from ..core.times import iso, parse_time
-from . import managers, registration, token
+from . import access, managers, registration, token
 from .children import apply_children
-from .context import RunnerContext, RunnerRef, check_name, connect, explainer, parse_spec
+from .context import (
+    DEFAULT_SETTINGS,
+    RunnerContext,
+    RunnerRef,
+    RunnerSettings,
+    check_name,
+    connect,
+    explainer,
+    parse_spec,
+)
 from .credentials import config_credentials
 from .replicas import replica_statuses
 from .rotation import renewal_due_at
@@ -96,7 +105,8 @@ def open_context(
     emit: EventSink,
     log: Logger,
     *,
-    refresh_pods: bool = True,
+    settings: RunnerSettings = DEFAULT_SETTINGS,
+    generation: int | None = None,
 ) -> RunnerContext:
     """Parse the spec, connect to GitLab, read the status as stored now (never the snapshot of the event that
     woke the handler: another handler of the same Runner may have written since)."""
@@ -106,15 +116,26 @@ def open_context(
         gitlab = connect(kube, pool, ref, parsed)
         status = RunnerStatus.from_dict(kube.read_status(RUNNER, ref.namespace, ref.name))
     return RunnerContext(
-        ref=ref, spec=parsed, kube=kube, gitlab=gitlab, status=status, emit=emit, log=log, refresh_pods=refresh_pods
+        ref=ref,
+        spec=parsed,
+        kube=kube,
+        gitlab=gitlab,
+        status=status,
+        emit=emit,
+        log=log,
+        settings=settings,
+        generation=generation,
     )
 
 
 def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
     """Make GitLab and the children match the spec."""
     with failures_explained(explainer(ctx.spec)):
-        # First: a missing credential Secret must stop the reconcile before GitLab or the cluster is touched.
+        # First: a missing credential Secret, or job pods that could not run, must stop the reconcile before GitLab
+        # or the cluster is touched.
         credentials = config_credentials(ctx)
+        executor = access.needed(ctx)
+        access.check(ctx, executor)
         ensured = registration.ensure_runner(ctx)
         runner_id, current = ensured.runner_id, ensured.token
         if not ensured.fresh:
@@ -126,6 +147,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
             else token.ensure_accepted(ctx, runner_id, current, found)
         )
         remaining = managers.remove_stray_managers(ctx, checked.token, found)
+        access.grant(ctx, executor)
         pods = apply_children(ctx, runner_id, checked.token.token, credentials)
         ready = ctx.kube.ready_replicas(ctx.ref.namespace, ctx.ref.children.statefulset)
     return ReconcileOutcome(

@@ -27,6 +27,17 @@ class ReplicaStatus(TypedDict):
     draining: NotRequired[bool]
 
 
+class ExecutorStatus(TypedDict, total=False):
+    """`status.executor`: where job pods run, as which ServiceAccount, and the RoleBindings the operator made for it
+    (`namespace/name`: in another namespace no owner reference can reach, so the deletion removes what is listed)."""
+
+    namespace: str
+    serviceAccount: str
+    roleBindings: list[str]
+    # The spec generation whose own ServiceAccount (spec.manager.serviceAccountName) the API server approved.
+    verifiedGeneration: int
+
+
 @dataclass(frozen=True)
 class RunnerStatus(TypedStatus):
     LIST_FIELDS = frozenset({"replicas", "conditions"})
@@ -46,5 +57,8 @@ class RunnerStatus(TypedStatus):
     # When the operator next rotates the token by itself (renewBefore ahead of its expiry, jittered).
     renewal_time: str | None = None
     ready_replicas: int | None = None
+    executor: ExecutorStatus | None = None
+    # Set once a deletion has removed the runner from GitLab (a deletion still waiting for its pods retries).
+    unregistered_at: str | None = None
     replicas: tuple[ReplicaStatus, ...] = ()
     conditions: tuple[Condition, ...] = ()

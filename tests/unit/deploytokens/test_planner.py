@@ -99,9 +99,16 @@ def test_strays_are_revoked_before_creating() -> None:
 
 
 def test_secret_lost_its_token() -> None:
+    """The Secret no longer holds the current token (deleted, edited): a new one, and the current one stays valid
+    for the grace period (pods that read the Secret before still use it), never a third."""
     p = run([tok(1)], DeployTokenState(token_id=1, issued_at=ISSUED, secret_token_id=None))
     assert p.create is CreateReason.SECRET_STALE
-    assert [r.token_id for r in p.revoke] == [1]
+    assert p.revoke == () and p.keep_current_until == NOW + timedelta(minutes=10)
+    retiring = DeployTokenState(
+        token_id=1, issued_at=ISSUED, secret_token_id=None, retiring=(Retiring(9, NOW + timedelta(minutes=5)),)
+    )
+    p = run([tok(1), tok(9)], retiring)
+    assert [r.token_id for r in p.revoke] == [9] and p.keep_current_until is not None
 
 
 def test_crash_after_secret_write_adopts_the_secrets_token() -> None:
@@ -139,7 +146,7 @@ def test_changed_scopes_or_username_replace_the_token_with_grace() -> None:
 
 
 def test_adopted_token_keeps_its_creation_time_from_the_secret() -> None:
-    # a short-lived token adopted after a crash is renewed at mid-life, not at once
+    # a short-lived token adopted after a crash is renewed at two thirds of its life, not at once
     expires = NOW + timedelta(hours=2)
     state = DeployTokenState(token_id=1, issued_at=ISSUED, secret_token_id=2, secret_issued_at=NOW)
     p = run([tok(1), tok(2, expires=expires)], state)

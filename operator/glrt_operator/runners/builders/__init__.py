@@ -5,6 +5,14 @@ Nothing here does I/O or imports a client: every function takes plain values (or
 plain dicts ready to send to the Kubernetes API, or the config.toml text with its checksums.
 """
 
+from .access import (
+    ANNOTATION_RUNNER_UID,
+    LABEL_RUNNER_NAMESPACE,
+    build_disruption_budget,
+    build_role_binding,
+    build_service_account,
+    role_binding_name,
+)
 from .common import (
     ANNOTATION_CONFIG_CHECKSUM,
     ANNOTATION_CONFIG_SHA256,
@@ -46,6 +54,7 @@ __all__ = [
     "ANNOTATION_CONFIG_TOKEN_FREE_SHA256",
     "ANNOTATION_CONFIG_VERSION",
     "ANNOTATION_RUNNER_ID",
+    "ANNOTATION_RUNNER_UID",
     "ANNOTATION_TOKEN_EXPIRES_AT",
     "ANNOTATION_TOKEN_OBTAINED_AT",
     "CA_FILE",
@@ -55,6 +64,7 @@ __all__ = [
     "CONTAINER_NAME",
     "HOME_DIR",
     "LABEL_RUNNER",
+    "LABEL_RUNNER_NAMESPACE",
     "LISTEN_ADDRESS",
     "METRICS_PORT",
     "RUNNER_SCRIPT",
@@ -66,6 +76,9 @@ __all__ = [
     "ChildNames",
     "RenderedConfig",
     "build_config_secret",
+    "build_disruption_budget",
+    "build_role_binding",
+    "build_service_account",
     "build_statefulset",
     "build_token_secret",
     "child_name_problem",
@@ -73,6 +86,7 @@ __all__ = [
     "drain_script",
     "labels",
     "render_config_toml",
+    "role_binding_name",
     "selector_labels",
     "system_id",
     "system_id_key",

@@ -118,6 +118,10 @@ class ChildNames:
     token_secret: str
     config_secret: str
     statefulset: str
+    # The manager pods' ServiceAccount (unless spec.manager.serviceAccountName names the user's own) and their
+    # PodDisruptionBudget.
+    service_account: str
+    disruption_budget: str
 
 
 def child_names(runner_name: str) -> ChildNames:
@@ -126,6 +130,8 @@ def child_names(runner_name: str) -> ChildNames:
         token_secret=f"{runner_name}-runner-token",
         config_secret=f"{runner_name}-runner-config",
         statefulset=runner_name,
+        service_account=f"{runner_name}-runner",
+        disruption_budget=runner_name,
     )
 
 

@@ -115,7 +115,9 @@ def _container(spec: RunnerSpec, mounts: list[Any]) -> dict[str, Any]:
     return container
 
 
-def _pod_spec(spec: RunnerSpec, container: dict[str, Any], volumes: list[Any]) -> dict[str, Any]:
+def _pod_spec(
+    spec: RunnerSpec, name: str, service_account: str, container: dict[str, Any], volumes: list[Any]
+) -> dict[str, Any]:
     manager = spec.manager
     pod_spec: dict[str, Any] = {
         # The kubernetes executor talks to the API server to create job pods, so the token is always mounted.
@@ -133,13 +135,30 @@ def _pod_spec(spec: RunnerSpec, container: dict[str, Any], volumes: list[Any]) -
         "containers": [container],
         "volumes": volumes,
     }
-    _set_if(pod_spec, "serviceAccountName", manager.service_account_name)
+    pod_spec["serviceAccountName"] = manager.service_account_name or service_account
     _set_if(pod_spec, "imagePullSecrets", [{"name": s} for s in manager.image_pull_secrets])
     _set_if(pod_spec, "nodeSelector", {k: manager.node_selector[k] for k in sorted(manager.node_selector)})
     _set_if(pod_spec, "tolerations", [copy.deepcopy(dict(t)) for t in manager.tolerations])
     _set_if(pod_spec, "affinity", copy.deepcopy(dict(manager.affinity)))
     _set_if(pod_spec, "priorityClassName", manager.priority_class_name)
+    spread = manager.topology_spread_constraints
+    _set_if(
+        pod_spec, "topologySpreadConstraints", _default_spread(name) if spread is None else copy.deepcopy(list(spread))
+    )
     return pod_spec
+
+
+def _default_spread(name: str) -> list[dict[str, Any]]:
+    """Replicas on different nodes where the cluster has them, so one node going away never takes every replica;
+    never a reason to leave a pod unscheduled."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(name)},
+        }
+    ]
 
 
 def build_statefulset(
@@ -150,16 +169,18 @@ def build_statefulset(
     owner: dict[str, Any],
     config_secret: str,
     config_checksum: str,
+    service_account: str,
     ca_secret_key: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The runner manager pods. `name` is the Runner's name (the StatefulSet shares it; see `child_names`).
+    `service_account`: the operator's ServiceAccount for them, unless spec.manager.serviceAccountName names one.
 
     `config_checksum` goes into a pod template annotation, so pods roll exactly when it changes (pass
     `RenderedConfig.token_free_sha256` to keep token rotations restart-free). `ca_secret_key=(secret, key)`
     mounts that key at `CA_FILE`; render config.toml with `ca_path=CA_FILE` to match.
     """
     volumes, mounts = _volumes(spec, config_secret, ca_secret_key)
-    pod_spec = _pod_spec(spec, _container(spec, mounts), volumes)
+    pod_spec = _pod_spec(spec, name, service_account, _container(spec, mounts), volumes)
     # Ours last: a user's pod label or annotation can never break the selector or the checksum.
     pod_labels = {**spec.manager.pod_labels, **labels(name)}
     pod_annotations = {
