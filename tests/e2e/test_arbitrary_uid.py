@@ -101,6 +101,7 @@ def manager_pod(namespace: str, gitlab: FakeGitLab) -> tuple[dict[str, Any], dic
         owner=owner,
         config_secret=names.config_secret,
         config_checksum=rendered.token_free_sha256,
+        service_account="default",  # the operator's own one for manager pods is not made here
     )
     template = statefulset["spec"]["template"]
     pod_spec = copy.deepcopy(template["spec"])
