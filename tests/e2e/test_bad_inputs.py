@@ -25,6 +25,7 @@ def impostor() -> Iterator[Impostor]:
         yield server
 
 
+@pytest.mark.oldest_kubernetes
 def test_every_apply_time_entry_is_refused_by_the_apiserver(runners: Runners, gitlab: FakeGitLab) -> None:
     """The whole apply-time part of the corpus: one API call each, no operator needed."""
     with Impostor().running() as impostor:

@@ -1,4 +1,5 @@
-"""The harness's control plane is a real cluster: right version, RBAC enforced, controllers running."""
+"""The harness's control plane is a real cluster: right version, RBAC enforced, controllers running; on the pinned
+Kubernetes version and on the oldest supported minor."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.harness.binaries import versions
 from tests.harness.controlplane import ControlPlane, ControlPlaneError
 from tests.harness.waiting import wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.oldest_kubernetes]
 
 
 def _gone(read: Callable[..., object], *args: str) -> bool:
@@ -30,12 +31,14 @@ def _gone(read: Callable[..., object], *args: str) -> bool:
     return False
 
 
-def test_apiserver_reports_pinned_version(control_plane: ControlPlane, kube: client.ApiClient) -> None:
-    pinned = versions()["KUBERNETES_VERSION"]
-    assert pinned == "v1.35.4"
-    assert client.VersionApi(kube).get_code().git_version == pinned
+def test_apiserver_reports_the_version_it_runs(
+    control_plane: ControlPlane, kube: client.ApiClient, kubernetes_version: str
+) -> None:
+    assert versions()["KUBERNETES_VERSION"] == "v1.35.4" and versions()["KUBERNETES_OLDEST_VERSION"] == "v1.32.13"
+    assert control_plane.kubernetes_version == kubernetes_version
+    assert client.VersionApi(kube).get_code().git_version == kubernetes_version
     reported = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
-    assert reported["serverVersion"]["gitVersion"] == pinned
+    assert reported["serverVersion"]["gitVersion"] == kubernetes_version
 
 
 def test_kubectl_lists_namespaces(control_plane: ControlPlane, namespace: str) -> None:
@@ -165,8 +168,8 @@ def test_namespace_controller_finishes_deletion(control_plane: ControlPlane, kub
     wait_for(lambda: _gone(core.read_namespace, name), 90, 0.5, message=f"namespace {name} to be deleted")
 
 
-def test_lifecycle_start_stop_leaves_nothing_behind(tmp_path: Path) -> None:
-    cp = ControlPlane(workdir=tmp_path)
+def test_lifecycle_start_stop_leaves_nothing_behind(tmp_path: Path, kubernetes_version: str) -> None:
+    cp = ControlPlane(workdir=tmp_path, kubernetes_version=kubernetes_version)
     with cp:
         pids = cp.pids()
         assert set(pids) == {"etcd", "apiserver", "controller-manager"}
@@ -189,7 +192,7 @@ def test_crds_are_installed_and_served(control_plane: ControlPlane, crd_installe
         assert listed.stdout == ""  # served (an unknown resource type would fail), and empty
 
 
-def test_failed_start_reports_log_tail_and_cleans_up(tmp_path: Path) -> None:
+def test_failed_start_reports_log_tail_and_cleans_up(tmp_path: Path, kubernetes_version: str) -> None:
     # Directories left by earlier runs: one whose owner is dead (SIGKILLed run), one whose owner lives.
     exited = subprocess.Popen(["true"])
     exited.wait()
@@ -198,7 +201,7 @@ def test_failed_start_reports_log_tail_and_cleans_up(tmp_path: Path) -> None:
         path.mkdir()
         (path / "owner.pid").write_text(str(pid))
 
-    cp = ControlPlane(workdir=tmp_path, controllers=("no-such-controller",))
+    cp = ControlPlane(workdir=tmp_path, controllers=("no-such-controller",), kubernetes_version=kubernetes_version)
     with pytest.raises(ControlPlaneError, match="controller-manager did not become ready") as failure:
         cp.start()
     assert "no-such-controller" in str(failure.value)  # the component's own log explains why

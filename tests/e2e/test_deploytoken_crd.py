@@ -10,6 +10,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+pytestmark = [pytest.mark.cluster, pytest.mark.oldest_kubernetes]
+
 GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "deploytokens"
 
 GOOD: dict[str, Any] = {

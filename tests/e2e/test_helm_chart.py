@@ -377,6 +377,7 @@ def install(
             core.delete_namespace(name, propagation_policy="Background")
 
 
+@pytest.mark.oldest_kubernetes
 def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install: Install) -> None:
     status = json.loads(control_plane.helm("status", install.release, "-n", install.namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
@@ -398,6 +399,7 @@ def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install
     assert item["spec"]["template"]["spec"]["containers"][0]["args"] == install.container["args"]
 
 
+@pytest.mark.oldest_kubernetes
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda v: v.name)
 def test_ci_scenarios_are_accepted_by_the_apiserver(
     control_plane: ControlPlane, kube: client.ApiClient, values: Path
@@ -597,6 +599,7 @@ def can_i(control_plane: ControlPlane, install: Install, *args: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
+@pytest.mark.oldest_kubernetes
 def test_service_account_has_only_what_the_operator_uses(control_plane: ControlPlane, install: Install) -> None:
     watched = install.watched[0] if install.watched else "default"
     allowed = [
@@ -678,3 +681,14 @@ def test_upgrade_rolls_new_settings_into_the_deployment(control_plane: ControlPl
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == [*install.container["args"], "--verbose"]
     assert container["env"] == install.container["env"]  # --reuse-values kept the test settings
+
+
+def test_kube_version_is_the_oldest_tested_minor(helm_home: dict[str, str]) -> None:
+    """Chart.yaml's kubeVersion admits the oldest minor `make compat` runs on, and refuses the one before it."""
+    major, minor = binaries.minor_version(binaries.oldest_kubernetes_version())
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == f">={major}.{minor}.0-0"
+    accepted = helm(helm_home, "template", "glrt", str(CHART), "--kube-version", binaries.oldest_kubernetes_version())
+    assert "kind: Deployment" in accepted.stdout
+    older = f"v{major}.{minor - 1}.0"
+    refused = helm(helm_home, "template", "glrt", str(CHART), "--kube-version", older, check=False)
+    assert refused.returncode != 0 and "chart requires kubeVersion" in refused.stderr, refused.stderr

@@ -23,6 +23,8 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.waiting import wait_for
 from tests.unit.test_runner_config import KITCHEN_SINK, REFUSALS
 
+pytestmark = [pytest.mark.cluster, pytest.mark.oldest_kubernetes]
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "runners.glrt.dev.yaml"
 CHART = ROOT / "helm" / "glrt-operator"

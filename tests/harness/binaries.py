@@ -2,6 +2,10 @@
 
 The cache layout is owned by the script: ``$GLRT_CACHE/<name>-<version>/bin/<binary>``, complete once
 ``<name>-<version>/.complete`` exists. Versions come from scripts/versions.env, so the pins live in one place.
+
+Two Kubernetes versions are built: the pinned one (``KUBERNETES_VERSION``) and the oldest minor the chart supports
+(``KUBERNETES_OLDEST_VERSION``). The harness runs the one ``GLRT_KUBERNETES_VERSION`` names (``pinned``, the default,
+``oldest``, or either version itself); ``binary(name, kubernetes_version=...)`` picks another.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import collections
 import fcntl
 import functools
+import hashlib
 import os
 import subprocess
 import sys
@@ -20,6 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "scripts" / "versions.env"
 FETCH_SCRIPT = REPO_ROOT / "scripts" / "fetch-binaries.sh"
+TOOLS_DIR = REPO_ROOT / "tests" / "tools"
 
 # A cold kubernetes build takes 15-30 minutes on two cores; anything past this is a hung build.
 BUILD_DEADLINE_SECONDS = 3600.0
@@ -46,16 +52,75 @@ def cache_root() -> Path:
     return Path(os.environ.get("GLRT_CACHE") or Path.home() / ".cache" / "glrt-operator")
 
 
+KUBERNETES_VERSION_ENV = "GLRT_KUBERNETES_VERSION"
+KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+# Built once per Kubernetes version from k8s.io/kubernetes: fetch-binaries.sh component NAME builds it at the pinned
+# version, NAME-oldest at the oldest supported one; component -> binaries. Another such binary (kube-proxy) is one
+# entry here and its two cases in fetch-binaries.sh.
+PER_KUBERNETES_VERSION: dict[str, tuple[str, ...]] = {"kubernetes": KUBERNETES_BINARIES, "kube-proxy": ("kube-proxy",)}
+# component suffix -> the versions.env key of the Kubernetes version it builds
+_VERSION_SUFFIXES = {"": "KUBERNETES_VERSION", "-oldest": "KUBERNETES_OLDEST_VERSION"}
+
+
+def pinned_kubernetes_version() -> str:
+    return versions()["KUBERNETES_VERSION"]
+
+
+def oldest_kubernetes_version() -> str:
+    return versions()["KUBERNETES_OLDEST_VERSION"]
+
+
+def kubernetes_version(selector: str | None = None) -> str:
+    """The Kubernetes version for ``selector`` (``pinned``, ``oldest`` or a version that fetch-binaries.sh builds);
+    without one, the version $GLRT_KUBERNETES_VERSION selects, by default the pinned one."""
+    selector = selector or os.environ.get(KUBERNETES_VERSION_ENV) or "pinned"
+    named = {"pinned": pinned_kubernetes_version(), "oldest": oldest_kubernetes_version()}
+    version = named.get(selector, selector)
+    kubernetes_component(version)  # refuses a version nothing builds
+    return version
+
+
+_selected_kubernetes_version = kubernetes_version  # binary()'s argument shadows the function's name
+
+
+def kubernetes_component(version: str, base: str = "kubernetes") -> str:
+    """The fetch-binaries.sh component that builds ``base`` (a key of PER_KUBERNETES_VERSION) at ``version``."""
+    for suffix, key in _VERSION_SUFFIXES.items():
+        if versions()[key] == version:
+            return f"{base}{suffix}"
+    known = ", ".join(versions()[key] for key in _VERSION_SUFFIXES.values())
+    raise BinaryError(f"no Kubernetes {version} is built (versions.env has {known}); see {KUBERNETES_VERSION_ENV}")
+
+
+def minor_version(version: str) -> tuple[int, int]:
+    """(1, 32) for v1.32.13."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    return int(major), int(minor)
+
+
+@functools.cache
+def tool_hash(name: str) -> str:
+    """fetch-binaries.sh's tool_hash: sha256 over `sha256sum`'s lines for every file of tests/tools/NAME, sorted by
+    path (as `LC_ALL=C sort` orders them); the first 12 hex digits."""
+    root = TOOLS_DIR / name
+    paths = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: os.fsencode(p.relative_to(root)))
+    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(root)}\n" for p in paths)
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+
 # component (fetch-binaries.sh argument) -> (cache entry name from versions, binaries it provides)
 _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] = {
-    "kubernetes": (
-        lambda v: f"kubernetes-{v['KUBERNETES_VERSION']}",
-        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"),
-    ),
-    "kube-proxy": (lambda v: f"kube-proxy-{v['KUBERNETES_VERSION']}", ("kube-proxy",)),
+    **{
+        f"{base}{suffix}": (lambda v, base=base, key=key: f"{base}-{v[key]}", provided)
+        for base, provided in PER_KUBERNETES_VERSION.items()
+        for suffix, key in _VERSION_SUFFIXES.items()
+    },
     "etcd": (lambda v: f"etcd-{v['ETCD_VERSION']}", ("etcd",)),
     "kubectl": (lambda v: f"kubectl-layer-{v['KUBECTL_LAYER_VERSION']}", ("kubectl", "helm")),
     "promtool": (lambda v: f"promtool-{v['PROMETHEUS_MODULE_VERSION']}", ("promtool",)),
+    # tests/tools/: kstatus' status.Compute, and Argo CD's Lua health checks run as Argo CD runs them
+    "kstatus": (lambda _: f"kstatus-{tool_hash('kstatus')}", ("kstatus",)),
+    "argo-health": (lambda _: f"argo-health-{tool_hash('argo-health')}", ("argo-health",)),
     "registry": (lambda v: f"distribution-{v['DISTRIBUTION_MODULE_VERSION']}", ("registry",)),
     "crane": (lambda v: f"crane-{v['GO_CONTAINERREGISTRY_MODULE_VERSION']}", ("crane",)),
     "gitlab-runner": (
@@ -64,6 +129,7 @@ _COMPONENTS: dict[str, tuple[Callable[[dict[str, str]], str], tuple[str, ...]]] 
     ),
 }
 _BINARY_TO_COMPONENT = {binary: comp for comp, (_, binaries) in _COMPONENTS.items() for binary in binaries}
+_BINARY_TO_VERSIONED = {binary: base for base, provided in PER_KUBERNETES_VERSION.items() for binary in provided}
 
 
 def entry_dir(component: str) -> Path:
@@ -87,10 +153,14 @@ def ensure(*components: str) -> None:
                 _run_fetch(component)
 
 
-def binary(name: str) -> Path:
-    """Absolute path of a pinned binary (kube-apiserver, kube-controller-manager, etcd, kubectl, helm...)."""
-    component = _BINARY_TO_COMPONENT.get(name)
-    if component is None:
+def binary(name: str, kubernetes_version: str | None = None) -> Path:
+    """Absolute path of a pinned binary (kube-apiserver, kube-controller-manager, etcd, kubectl, helm...). The
+    Kubernetes binaries are those of ``kubernetes_version`` (default: :func:`kubernetes_version`)."""
+    if (base := _BINARY_TO_VERSIONED.get(name)) is not None:
+        component = kubernetes_component(kubernetes_version or _selected_kubernetes_version(), base)
+    elif (found := _BINARY_TO_COMPONENT.get(name)) is not None:
+        component = found
+    else:
         raise BinaryError(f"unknown binary {name!r}; known: {', '.join(sorted(_BINARY_TO_COMPONENT))}")
     ensure(component)
     path = entry_dir(component) / "bin" / name

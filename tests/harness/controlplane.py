@@ -1,5 +1,8 @@
 """A throwaway Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC), kube-controller-manager.
 
+The Kubernetes version is the pinned one unless ``ControlPlane(kubernetes_version=...)`` or $GLRT_KUBERNETES_VERSION
+selects the oldest supported minor (see tests/harness/binaries.py); flags an older binary lacks are left out.
+
 There is no kubelet or scheduler, so pods are created (by the StatefulSet controller, say) but stay Pending.
 Everything -- etcd data, certificates, kubeconfigs, logs -- lives in one temporary directory that stop()
 removes (set GLRT_KEEP_CONTROLPLANE=1 to keep it for debugging).
@@ -50,9 +53,20 @@ DEFAULT_CONTROLLERS = (
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 
-# Beta in 1.35 but off by default: lets a StatefulSet roll every replica at once, so one replica draining a long
-# job does not hold back the others' rollout (the operator sets maxUnavailable; without the gate it is ignored).
-FEATURE_GATES = "--feature-gates=MaxUnavailableStatefulSet=true"
+# Gate -> the first (major, minor) that knows it: an apiserver or controller-manager refuses to start on an unknown
+# gate. MaxUnavailableStatefulSet (alpha since 1.24, beta in 1.35 but off by default) lets a StatefulSet roll every
+# replica at once, so one replica draining a long job does not hold back the others' rollout (the operator sets
+# maxUnavailable; without the gate it is ignored).
+FEATURE_GATES_SINCE = {"MaxUnavailableStatefulSet": (1, 24)}
+
+
+def feature_gates_flag(kubernetes_version: str) -> list[str]:
+    """The --feature-gates flag for a component of ``kubernetes_version``: only the gates it knows."""
+    minor = binaries.minor_version(kubernetes_version)
+    gates = [f"{gate}=true" for gate, since in FEATURE_GATES_SINCE.items() if minor >= since]
+    return [f"--feature-gates={','.join(gates)}"] if gates else []
+
+
 START_DEADLINES = {"etcd": 30.0, "apiserver": 120.0, "controller-manager": 60.0}
 STOP_DEADLINE = 10.0
 LOG_TAIL_LINES = 50
@@ -134,8 +148,11 @@ class ControlPlane:
         controllers: Sequence[str] = DEFAULT_CONTROLLERS,
         extra_ips: Sequence[str] = (),
         advertise_address: str | None = None,
+        kubernetes_version: str | None = None,
     ) -> None:
         self._workdir = workdir
+        # v1.35.4 etc.; the kubelet and scheduler of a node for this control plane are of the same version.
+        self.kubernetes_version = binaries.kubernetes_version(kubernetes_version)
         # More addresses the serving certificate is valid for (a node's pods reach the apiserver through one).
         self._extra_ips = tuple(extra_ips)
         # For a control plane with a node: the apiserver listens on every address and advertises this one (the
@@ -186,7 +203,7 @@ class ControlPlane:
         started = time.monotonic()
         # Before the temp dir exists: this may build the binaries (long) or fail with a clear message.
         for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm"):
-            self._bin[name] = binaries.binary(name)
+            self._bin[name] = binaries.binary(name, kubernetes_version=self.kubernetes_version)
         if self._workdir is not None:
             self._workdir.mkdir(parents=True, exist_ok=True)
         _sweep_stale_dirs(Path(self._workdir or tempfile.gettempdir()))
@@ -383,7 +400,7 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
-                FEATURE_GATES,
+                *feature_gates_flag(self.kubernetes_version),
             ],
         )
         self._wait_ready("apiserver", self.server, ("/readyz", "/livez"))
@@ -404,7 +421,7 @@ class ControlPlane:
                 f"--tls-cert-file={pki / 'serving.crt'}",
                 f"--tls-private-key-file={pki / 'serving.key'}",
                 "--profiling=false",
-                FEATURE_GATES,
+                *feature_gates_flag(self.kubernetes_version),
             ],
         )
         # kube-controller-manager serves no /readyz or /livez; its /healthz includes one check per controller.

@@ -251,7 +251,11 @@ class Node:
         reason = unavailable_reason()
         if reason is not None:
             raise NodeError(reason)
-        bins = {name: binaries.binary(name) for name in ("kubelet", "kube-scheduler", "kube-proxy")}
+        version = self.cp.kubernetes_version  # the kubelet may not be newer than the apiserver: the same version
+        bins = {
+            name: binaries.binary(name, kubernetes_version=version)
+            for name in ("kubelet", "kube-scheduler", "kube-proxy")
+        }
         images = build_images() if images is None else images
         self._acquire_lock()
         atexit.register(self.stop)
@@ -520,7 +524,6 @@ state = "{d / "state"}"
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
             "cgroupDriver": "cgroupfs",
-            "failCgroupV1": False,  # these hosts are cgroup v1, which kubelet 1.35 refuses by default
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "syncFrequency": self.options.sync_frequency,
@@ -533,6 +536,9 @@ state = "{d / "state"}"
             "staticPodPath": "",
             "rotateCertificates": False,
         }
+        if binaries.minor_version(self.cp.kubernetes_version) >= (1, 31):
+            # These hosts are cgroup v1, which kubelet 1.35 refuses by default; the field exists from 1.31 on.
+            config["failCgroupV1"] = False
         (d / "config.yaml").write_text(yaml.safe_dump(config))
         self._spawn(
             "kubelet",
@@ -606,6 +612,9 @@ state = "{d / "state"}"
             conditions = {c.type: c.status for c in (node.status.conditions or [])}
             if conditions.get("Ready") != "True":
                 return False
+            kubelet = node.status.node_info.kubelet_version
+            if kubelet != self.cp.kubernetes_version:
+                raise NodeError(f"the node runs kubelet {kubelet}, not {self.cp.kubernetes_version}")
             # No node-lifecycle controller runs: lift NodeTaint admission's not-ready taint ourselves.
             taints = [t for t in (node.spec.taints or []) if t.key != NOT_READY_TAINT]
             if len(taints) != len(node.spec.taints or []):
