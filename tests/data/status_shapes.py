@@ -68,8 +68,8 @@ RETRYING_REASONS = (
     "RunnerMissing",
     "KubernetesUnreachable",
 )
-# Reasons of conditions that are True: no failure.
-SUCCESS_REASONS = ("Reconciled", "Accepted", "Reissued")
+# Reasons of conditions that are True: no failure (Progressing: Reconciling=True while a generation is worked on).
+SUCCESS_REASONS = ("Reconciled", "Accepted", "Reissued", "Progressing")
 
 BAD_CREDENTIAL = "GitLab answered 401: the access token is unknown, expired or revoked. Put a valid one in the Secret."
 

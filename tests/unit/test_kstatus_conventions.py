@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from glrt_operator.core.reasons import Reason
+from glrt_operator.core.reasons import RETRYING, Reason
 from tests.data import status_shapes
 from tests.data.status_shapes import RETRYING_REASONS, STALLED_REASONS, SUCCESS_REASONS, Shape
 from tests.harness import binaries, kstatus
@@ -75,10 +75,12 @@ def test_bad_credential_fails_only_with_stalled(kind: status_shapes.Kind) -> Non
 
 
 def test_every_reason_of_the_catalogue_is_either_stalled_or_retrying() -> None:
-    """A new reason must be placed: does it pass by itself (Reconciling) or wait for a person (Stalled)?"""
+    """A new reason must be placed: does it pass by itself (Reconciling) or wait for a person (Stalled)? The
+    operator's own split (core.reasons.RETRYING) is this one."""
     split = [*STALLED_REASONS, *RETRYING_REASONS, *SUCCESS_REASONS]
     assert len(split) == len(set(split))
     assert sorted({r.value for r in Reason} - set(split)) == []
+    assert {r.value for r in RETRYING} == set(RETRYING_REASONS)
 
 
 @pytest.mark.parametrize("kind", ["Runner", "DeployToken"])

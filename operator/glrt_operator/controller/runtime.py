@@ -33,7 +33,7 @@ from ..core.conditions import set_condition
 from ..core.errors import ReconcileError, classify
 from ..core.events import EventType
 from ..core.ports import GitLabConnector, KubePort
-from ..core.reasons import ConditionType, Reason
+from ..core.reasons import RETRYING, ConditionType, Reason
 from ..core.refs import Logger
 from ..settings import OperatorConfig
 
@@ -107,8 +107,11 @@ class Call:
 
     @property
     def reconciled(self) -> bool:
-        """Has this generation been reconciled? Until it has, the event handlers own it (with their back-off)."""
-        return self.status.get("observedGeneration") == self.generation
+        """Has this generation been reconciled? Until it has, the event handlers own it (with their back-off).
+        (`observedGeneration` follows every status write, failures included; a status written before
+        `reconciledGeneration` existed has only it.)"""
+        done = self.status.get("reconciledGeneration", self.status.get("observedGeneration"))
+        return bool(done == self.generation)
 
     def emit(self, type_: EventType, reason: str, message: str) -> None:
         kopf.event(self.body, type=type_, reason=reason, message=message)
@@ -139,22 +142,57 @@ def _attempt(res: Resource, work: Work[OutcomeT], call: Call) -> _Attempt:
 def _succeeded(outcome: Outcome | None, call: Call, write: StatusSink) -> None:
     call.memo.pop("reported", None)  # the next failure is a new problem, worth its Event
     if outcome is not None:
-        write(outcome.ready_status(call.status.get("conditions"), call.generation))
+        status = outcome.ready_status(call.status.get("conditions"), call.generation)
+        status["conditions"] = _settled(status["conditions"], call.generation)
+        status["reconciledGeneration"] = call.generation
+        write(status)
         outcome.observe()
+
+
+def _settled(conditions: Any, generation: int | None) -> list[Any]:
+    """Reconciling and Stalled False: nothing in progress, nothing stuck (kstatus: Current)."""
+    for type_ in (ConditionType.RECONCILING, ConditionType.STALLED):
+        conditions = set_condition(conditions, type_, "False", Reason.RECONCILED, "", generation)
+    return list(conditions)
+
+
+def _progressing(res: Resource, call: Call) -> None:
+    """Before an event reconcile of a generation not yet worked on: Reconciling=True at once, so that GitOps tools
+    see a new or edited object in progress (not, as kstatus would without it, an object with no status as
+    Current)."""
+    conditions = call.status.get("conditions") or ()
+    current: Mapping[str, Any] = next((c for c in conditions if c.get("type") == ConditionType.RECONCILING), {})
+    if current.get("status") == "True" and current.get("observedGeneration") == call.generation:
+        return
+    message = f"Reconciling generation {call.generation}"
+    marked = set_condition(conditions, ConditionType.RECONCILING, "True", Reason.PROGRESSING, message, call.generation)
+    meta = call.body["metadata"]
+    call.kube.patch_status(
+        res.kind, meta["namespace"], meta["name"], {"observedGeneration": call.generation, "conditions": marked}
+    )
 
 
 def _report(res: Resource, exc: ReconcileError, call: Call, write: StatusSink) -> None:
     """A failure as Ready=False with its reason and message, one Warning Event per distinct problem (not one per
-    retry) and one log line, never a traceback."""
+    retry) and one log line, never a traceback. For GitOps tools: Stalled=True when only a person can help,
+    Reconciling=True while a failure that passes by itself is retried (not in a resync: a resync is no change of
+    the desired state, and a tool would flap the object to progressing)."""
     conditions = call.status.get("conditions") or ()
     previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == ConditionType.READY), {})
     failed = set_condition(conditions, ConditionType.READY, "False", exc.reason, exc.message, call.generation)
+    gen = call.generation
+    if exc.reason not in RETRYING:
+        failed = set_condition(failed, ConditionType.STALLED, "True", exc.reason, exc.message, gen)
+        failed = set_condition(failed, ConditionType.RECONCILING, "False", exc.reason, "", gen)
+    elif not call.resync:
+        failed = set_condition(failed, ConditionType.RECONCILING, "True", exc.reason, exc.message, gen)
+        failed = set_condition(failed, ConditionType.STALLED, "False", exc.reason, "", gen)
     # Known from the stored condition, or from this process's last report (a daemon's body may lag its own write).
     if exc.message not in (previous.get("message"), call.memo.get("reported")):
         call.emit("Warning", exc.reason, exc.message)
     call.memo["reported"] = exc.message
     call.log.warning("%s: %s", exc.reason, exc.message)
-    write({"conditions": failed})
+    write({"observedGeneration": gen, "conditions": failed})
     meta = call.body["metadata"]
     res.metrics.observe_ready(meta["namespace"], meta["name"], "False")
 
@@ -189,6 +227,8 @@ def on_event(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any]) -> 
     """Created or edited: reconcile at event priority; on failure, a condition and Kopf's retry."""
     call = Call.of(kwargs)
     write = _patch_sink(kwargs["patch"])
+    if kwargs.get("reason") in ("create", "update"):  # Kopf's cause: a new generation to work on
+        _progressing(res, call)
     result = _attempt(res, work, call)
     if result.failure is None:
         _succeeded(result.outcome, call, write)
@@ -225,7 +265,8 @@ def _resync_once(
     """One resync attempt at resync priority. Held back by the budget: skipped quietly (nothing is wrong with the
     object). A failure that may pass by itself, while `tolerate`: TemporaryError with its retry delay, the
     conditions untouched. Any other failure: reported."""
-    result = _attempt(res, work, replace(call, resync=True))
+    call = replace(call, resync=True)
+    result = _attempt(res, work, call)
     exc = result.failure
     if exc is None:
         _succeeded(result.outcome, call, write)

@@ -9,13 +9,20 @@ from enum import StrEnum
 class ConditionType(StrEnum):
     READY = "Ready"
     TOKEN_VALID = "TokenValid"
+    # The "abnormal-true" conditions GitOps tools read (kstatus: Flux, and the Argo CD checks in docs/): True while
+    # a generation is being worked on or a failure that passes by itself is retried; True when only a person can
+    # help. False otherwise.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 class Reason(StrEnum):
     """Why a condition has its status. A failure's reason is also the reason of its Warning Event."""
 
-    # Ready=True / TokenValid=True
+    # Ready=True / TokenValid=True (and Reconciling=False, Stalled=False)
     RECONCILED = "Reconciled"
+    # Reconciling=True: a new generation is being worked on
+    PROGRESSING = "Progressing"
     ACCEPTED = "Accepted"
     REISSUED = "Reissued"
     # the spec and the objects it names
@@ -88,3 +95,19 @@ class EventReason(StrEnum):
     SECRET_COPY_REMOVED = "SecretCopyRemoved"
     REVOKE_SKIPPED = "RevokeSkipped"
     EXECUTOR_ACCESS_LEFT = "ExecutorAccessLeft"
+
+
+# Failures that pass by themselves (the operator retries, nothing to fix): Reconciling=True while they last. Every
+# other failure reason needs a person (a Secret, a token, the spec, the cluster): Stalled=True.
+RETRYING = frozenset(
+    {
+        Reason.WAITING_FOR_CLEANUP,
+        Reason.WAITING_FOR_PODS,
+        Reason.GITLAB_UNAVAILABLE,
+        Reason.GITLAB_UNREACHABLE,
+        Reason.GITLAB_RATE_LIMITED,
+        Reason.GITLAB_THROTTLED,
+        Reason.RUNNER_MISSING,
+        Reason.KUBERNETES_UNREACHABLE,
+    }
+)

@@ -28,6 +28,8 @@ class DeployTokenStatus(TypedStatus):
     LIST_FIELDS = frozenset({"retiring", "conditions"})
 
     observed_generation: int | None = None
+    # The last generation the event handlers reconciled (until then the periodic resyncs leave it to them).
+    reconciled_generation: int | None = None
     token_id: int | None = None
     username: str | None = None
     expires_at: str | None = None

@@ -43,6 +43,8 @@ class RunnerStatus(TypedStatus):
     LIST_FIELDS = frozenset({"replicas", "conditions"})
 
     observed_generation: int | None = None
+    # The last generation the event handlers reconciled (until then the periodic resyncs leave it to them).
+    reconciled_generation: int | None = None
     runner_id: int | None = None
     # Fence of `POST /user/runners`: set just before it, cleared once the runner is recorded.
     creation_started_at: str | None = None
