@@ -81,6 +81,10 @@ class OperatorConfig:
     # The chart's ClusterRole for gitlab-runner's kubernetes executor (its permission groups are `<name>-<group>`):
     # the operator binds it in each Runner's executor namespace and may do nothing else with it.
     executor_cluster_role: str = "glrt-operator-executor"
+    # Pin the manager pods' runAsUser/runAsGroup/fsGroup (the gitlab-runner chart's 100/65533/65533).
+    # GLRT_PIN_POD_IDS=false leaves them to the platform: OpenShift's restricted-v2 SCC assigns them from the
+    # namespace's range and refuses a pod that pins others.
+    pin_pod_ids: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -97,6 +101,7 @@ class OperatorConfig:
             workers=_count(env, "WORKERS", cls.workers, 1),
             resync_workers=_count(env, "RESYNC_WORKERS", cls.resync_workers, 1),
             executor_cluster_role=env.get(PREFIX + "EXECUTOR_CLUSTER_ROLE") or cls.executor_cluster_role,
+            pin_pod_ids=_flag(env, "PIN_POD_IDS", cls.pin_pod_ids),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

@@ -1,24 +1,28 @@
-"""The pods run with an arbitrary UID and GID 0, as OpenShift's restricted-v2 SCC starts them (a UID from the
-namespace's range, group 0, no fixed runAsUser), on a real node.
+"""The pods run with an arbitrary UID and GID 0, as OpenShift's restricted-v2 SCC starts them (a UID and an
+fsGroup from the namespace's range, group 0), on a real node.
 
-Started by hand, not through the operator: the operator pins runAsUser 100, runAsGroup 65533 and fsGroup 65533
-(the SCC refuses them). The manager pod is the one the operator's own builders produce, with its securityContext
-replaced; its config Secret too, for a runner created in the fake GitLab. The operator's image runs its CLI the
-same way. What this takes, and what the operator and chart would change: docs/development/openshift.md."""
+No SCC admission runs here, so the test plays its part: it checks that what the operator and the chart produce for
+OpenShift pins no ID (restricted-v2 would refuse it), then adds the IDs the SCC assigns. The manager pod and its
+config Secret are the operator's own builders' (`pin_ids=False`, what GLRT_PIN_POD_IDS=false makes), for a runner
+created in the fake GitLab; the operator pod's security contexts are the chart's with
+`compatibility.openshift.adaptSecurityContext=force`. See docs/development/openshift.md."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 
 from glrt_operator.runners import builders
 from glrt_operator.runners.model import RunnerSpec
 from tests.e2e.conftest import GROUP_ID, PAT, PROJECT_ID
+from tests.e2e.test_helm_chart import CHART, helm
 from tests.fake_gitlab import FakeGitLab
 from tests.harness.controlplane import ControlPlane
 from tests.harness.node import Node, image_names
@@ -26,15 +30,11 @@ from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-ARBITRARY_UID = 123456
-# What restricted-v2 leaves of the pod's securityContext: no runAsUser to pin, no fsGroup here (the SCC would add
-# one from the range; without it the Secret volume's files stay root:root, readable through GID 0).
-OPENSHIFT_LIKE = {
-    "runAsNonRoot": True,
-    "runAsUser": ARBITRARY_UID,
-    "runAsGroup": 0,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+ARBITRARY_UID = 1000680000
+ASSIGNED_FS_GROUP = 1000680000
+# What restricted-v2 adds to a pod that pins none of them: the first UID and fsGroup of the namespace's range.
+SCC_ASSIGNS = {"runAsUser": ARBITRARY_UID, "runAsGroup": 0, "fsGroup": ASSIGNED_FS_GROUP}
+PINNED = {"runAsUser", "runAsGroup", "fsGroup"}
 NAME = "anyuid"
 T = TypeVar("T")
 
@@ -102,11 +102,13 @@ def manager_pod(namespace: str, gitlab: FakeGitLab) -> tuple[dict[str, Any], dic
         config_secret=names.config_secret,
         config_checksum=rendered.token_free_sha256,
         service_account="default",  # the operator's own one for manager pods is not made here
+        pin_ids=False,
     )
     template = statefulset["spec"]["template"]
     pod_spec = copy.deepcopy(template["spec"])
-    assert pod_spec["securityContext"]["runAsUser"] == 100  # what the operator pins today
-    pod_spec["securityContext"] = dict(OPENSHIFT_LIKE)
+    assert not PINNED & set(pod_spec["securityContext"]), "restricted-v2 refuses a pod that pins its IDs"
+    assert not PINNED & set(pod_spec["containers"][0]["securityContext"])
+    pod_spec["securityContext"] |= SCC_ASSIGNS
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -146,16 +148,15 @@ def test_the_manager_pod_runs_with_an_arbitrary_uid_and_gid_0(
     wait_or_describe(node, namespace, lambda: pod_ready(core, namespace, name), f"{name} Ready")
 
     assert sh(control_plane, namespace, name, "id -u; id -g") == (0, f"{ARBITRARY_UID}\n0")
-    # The Secret's files (0440, root:root without an fsGroup) are read through group 0.
-    assert sh(control_plane, namespace, name, "stat -c '%a %u:%g' /secrets/..data/config.toml") == (0, "440 0:0")
+    # The Secret's files (0440) belong to the assigned fsGroup, one of the process's groups.
+    stat = sh(control_plane, namespace, name, "stat -c '%a %u:%g' /secrets/..data/config.toml")
+    assert stat == (0, f"440 0:{ASSIGNED_FS_GROUP}")
     assert sh(control_plane, namespace, name, "cat /etc/gitlab-runner/.runner_system_id") == (0, system_id)
-    # No passwd entry for the UID: the runtime sets HOME=/, on the read-only root filesystem. The manager pod needs
-    # HOME pointed at its writable home directory (docs/development/openshift.md); the stand-in writes nothing there.
-    assert sh(control_plane, namespace, name, 'echo "$HOME"; cd "$HOME" && touch probe 2>&1 | tail -1') == (
+    # No passwd entry for the UID (the runtime would set HOME=/, the read-only root): HOME is the writable emptyDir.
+    assert sh(control_plane, namespace, name, 'echo "$HOME"; cd "$HOME" && touch probe && echo ok') == (
         0,
-        "/\ntouch: probe: Read-only file system",
+        "/home/gitlab-runner\nok",
     )
-    assert sh(control_plane, namespace, name, "touch /home/gitlab-runner/probe /tmp/probe && echo ok") == (0, "ok")
     wait_for(
         lambda: (m := gitlab.runners[runner_id].managers.get(system_id)) is not None and m.contacted_at is not None,
         timeout=60,
@@ -163,17 +164,23 @@ def test_the_manager_pod_runs_with_an_arbitrary_uid_and_gid_0(
     )
 
 
+def chart_security_contexts(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operator Deployment's pod and container security contexts as the chart renders them for OpenShift."""
+    home = {f"HELM_{kind}_HOME": str(tmp_path / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
+    out = helm(home, "template", "glrt", str(CHART), "--set", "compatibility.openshift.adaptSecurityContext=force")
+    (deployment,) = (d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    return pod["securityContext"], pod["containers"][0]["securityContext"]
+
+
 def test_the_operator_image_runs_with_an_arbitrary_uid_and_gid_0(
-    control_plane: ControlPlane, kube: client.ApiClient, namespace: str, node: Node
+    control_plane: ControlPlane, kube: client.ApiClient, namespace: str, node: Node, tmp_path: Path
 ) -> None:
-    """The operator's image, as the chart's Deployment starts it but with the SCC's UID: the installed package
-    imports and its CLI runs (read-only root, /tmp an emptyDir)."""
+    """The operator's image, with the chart's security contexts and the SCC's IDs: the installed package imports
+    and its CLI runs (read-only root, /tmp an emptyDir, HOME there)."""
     core = client.CoreV1Api(kube)
-    security = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    pod_security, security = chart_security_contexts(tmp_path)
+    assert not PINNED & (set(pod_security) | set(security)), "restricted-v2 refuses a pod that pins its IDs"
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -181,7 +188,7 @@ def test_the_operator_image_runs_with_an_arbitrary_uid_and_gid_0(
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
-            "securityContext": dict(OPENSHIFT_LIKE),
+            "securityContext": pod_security | SCC_ASSIGNS,
             "containers": [
                 {
                     "name": "operator",
@@ -204,4 +211,4 @@ def test_the_operator_image_runs_with_an_arbitrary_uid_and_gid_0(
     phase = wait_or_describe(node, namespace, finished, "the operator pod to finish")
     logs = core.read_namespaced_pod_log("operator-anyuid", namespace)
     assert phase == "Succeeded", logs
-    assert logs.splitlines() == [str(ARBITRARY_UID), "0", "HOME=/"]
+    assert logs.splitlines() == [str(ARBITRARY_UID), "0", "HOME=/tmp"]

@@ -160,8 +160,36 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_WORKERS": "16",
         "GLRT_RESYNC_WORKERS": "4",
         "GLRT_EXECUTOR_CLUSTER_ROLE": "glrt-glrt-operator-glrt-system-executor",
+        "GLRT_PIN_POD_IDS": "true",
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--api-versions", "security.openshift.io/v1"], ["--set", "compatibility.openshift.adaptSecurityContext=force"]],
+    ids=["openshift-detected", "forced"],
+)
+def test_on_openshift_the_platform_assigns_the_ids(helm_home: dict[str, str], args: list[str]) -> None:
+    docs = render(helm_home, *args)
+    pod = kinds(docs)["Deployment"][0]["spec"]["template"]["spec"]
+    container = the_container(docs)
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert not {"runAsUser", "runAsGroup"} & set(container["securityContext"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True  # the rest stays
+    assert {"name": "GLRT_PIN_POD_IDS", "value": "false"} in container["env"]
+
+
+def test_adapting_can_be_switched_off_on_openshift(helm_home: dict[str, str]) -> None:
+    docs = render(
+        helm_home,
+        "--api-versions",
+        "security.openshift.io/v1",
+        "--set",
+        "compatibility.openshift.adaptSecurityContext=disabled",
+    )
+    assert kinds(docs)["Deployment"][0]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+    assert {"name": "GLRT_PIN_POD_IDS", "value": "true"} in the_container(docs)["env"]
 
 
 def operator_roles(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

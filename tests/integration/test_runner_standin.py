@@ -168,6 +168,24 @@ def test_a_failing_job_is_reported_failed(
     assert jobs.results(gitlab)[job] == {"state": "failed", "failure_reason": "script_failure"}
 
 
+def scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return None
+
+
+def samples(text: str) -> dict[str, float]:
+    """`name{labels}` -> value, comments left out."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            found[series] = float(value)
+    return found
+
+
 def test_metrics_show_the_process_state(tmp_path: Path, gitlab: FakeGitLab) -> None:
     runner = gitlab.create_runner()
     port = free_port()
@@ -175,15 +193,35 @@ def test_metrics_show_the_process_state(tmp_path: Path, gitlab: FakeGitLab) -> N
     write_config(config, gitlab.url, runner.token or "", metrics_port=port)
     s = Standin(tmp_path, config)
     try:
-
-        def scrape() -> str | None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-                    return str(resp.read().decode())
-            except OSError:
-                return None
-
-        text = wait_for(scrape, timeout=20, message="/metrics")
+        text = wait_for(lambda: scrape(port), timeout=20, message="/metrics")
         assert 'gitlab_runner_process_state_info{state="running"} 1' in text
+    finally:
+        s.stop()
+
+
+def test_metrics_count_running_and_failed_jobs_as_the_dashboard_reads_them(tmp_path: Path, gitlab: FakeGitLab) -> None:
+    """gitlab_runner_jobs, gitlab_runner_concurrent and gitlab_runner_failed_jobs_total{failure_reason}: the
+    series of the chart's dashboard row for manager pods."""
+    runner = gitlab.create_runner()
+    port = free_port()
+    config = tmp_path / "config.toml"
+    write_config(config, gitlab.url, runner.token or "", metrics_port=port)
+    s = Standin(tmp_path, config)
+    try:
+        idle = samples(wait_for(lambda: scrape(port), timeout=20, message="/metrics"))
+        assert idle["gitlab_runner_jobs"] == 0 and idle["gitlab_runner_concurrent"] == 1
+        assert not any(k.startswith("gitlab_runner_failed_jobs_total") for k in idle)
+
+        running = gitlab.enqueue_job(runner_id=runner.id, payload=jobs.sleep_job(3))
+        wait_for(lambda: samples(scrape(port) or "").get("gitlab_runner_jobs") == 1, timeout=20, message="1 job")
+        wait_for(lambda: running in jobs.results(gitlab), timeout=30, message="the job's result")
+        failing = gitlab.enqueue_job(runner_id=runner.id, payload=jobs.sleep_job(0, succeed=False))
+        wait_for(lambda: failing in jobs.results(gitlab), timeout=30, message="the failing job's result")
+        after = samples(wait_for(lambda: scrape(port), timeout=20, message="/metrics"))
+        assert after["gitlab_runner_jobs"] == 0
+        assert after['gitlab_runner_failed_jobs_total{failure_reason="script_failure"}'] == 1
+        assert [k for k in after if k.startswith("gitlab_runner_failed_jobs_total")] == [
+            'gitlab_runner_failed_jobs_total{failure_reason="script_failure"}'
+        ]  # the successful job is not counted
     finally:
         s.stop()

@@ -15,6 +15,8 @@ import certifi
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+# The Kubernetes adapter registers how its ApiExceptions read as conditions, as it does in the operator.
+import glrt_operator.adapters.kube  # noqa: F401
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
 from glrt_operator.core.api import RUNNER, Kind
 from glrt_operator.core.events import EventType

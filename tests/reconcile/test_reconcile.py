@@ -255,6 +255,13 @@ def test_pod_refresh_can_be_switched_off(env: Env) -> None:
     assert env.kube.pod_patches == []
 
 
+def test_pod_ids_can_be_left_to_the_platform(env: Env) -> None:
+    settings = RunnerSettings(pin_pod_ids=False)
+    reconcile(open_context(env.kube, env.pool, env.ref, env.spec, env.emit, LOG, settings=settings))  # type: ignore[arg-type]
+    context = env.kube.statefulsets["builds"]["spec"]["template"]["spec"]["securityContext"]
+    assert "runAsUser" not in context and "fsGroup" not in context and context["runAsNonRoot"] is True
+
+
 def test_rotation_before_expiry(env: Env) -> None:
     env.reconcile()
     annotations = env.token_secret()["annotations"]

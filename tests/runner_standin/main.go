@@ -113,6 +113,7 @@ type state struct {
 	process     string
 	jobs        int
 	requests    map[string]int // "status" -> count
+	failedJobs  map[string]int // failure_reason -> count
 	configPath  string
 	systemID    string
 	reloadCount int
@@ -305,6 +306,7 @@ func (r *runner) runJob(rc RunnerConfig, j *job) {
 			default:
 				log.Printf("Job failed job=%d reason=%s", j.ID, reason)
 			}
+			r.st.countFailure(reason)
 			trace.finish(jobState, reason, code)
 			return
 		}
@@ -318,9 +320,11 @@ func (r *runner) runJob(rc RunnerConfig, j *job) {
 		switch {
 		case ctx.Err() != nil:
 			log.Printf("Job aborted job=%d", j.ID)
+			r.st.countFailure("runner_system_failure")
 			r.updateJob(rc, j, "failed", "runner_system_failure")
 		case err != nil:
 			log.Printf("Job failed job=%d: %v", j.ID, err)
+			r.st.countFailure("script_failure")
 			r.updateJob(rc, j, "failed", "script_failure")
 		default:
 			log.Printf("Job succeeded job=%d", j.ID)
@@ -389,6 +393,17 @@ func (r *runner) poll(ctx context.Context) {
 	}
 }
 
+// countFailure: gitlab_runner_failed_jobs_total by failure_reason, as gitlab-runner's failures collector counts a
+// failed job (helpers/prometheus/failures_collector.go); a successful job (reason "") is not counted.
+func (s *state) countFailure(reason string) {
+	if reason == "" {
+		return
+	}
+	s.mu.Lock()
+	s.failedJobs[reason]++
+	s.mu.Unlock()
+}
+
 func (s *state) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -408,6 +423,10 @@ func (s *state) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "# TYPE gitlab_runner_api_request_statuses_total counter")
 	for status, n := range s.requests {
 		fmt.Fprintf(w, "gitlab_runner_api_request_statuses_total{endpoint=\"request_job\",status=%q} %d\n", status, n)
+	}
+	fmt.Fprintln(w, "# TYPE gitlab_runner_failed_jobs_total counter")
+	for reason, n := range s.failedJobs {
+		fmt.Fprintf(w, "gitlab_runner_failed_jobs_total{failure_reason=%q} %d\n", reason, n)
 	}
 	fmt.Fprintln(w, "# TYPE gitlab_runner_config_reloads_total counter")
 	fmt.Fprintf(w, "gitlab_runner_config_reloads_total %d\n", s.reloadCount)
@@ -443,6 +462,7 @@ func main() {
 	st := &state{
 		cfg: cfg, mtime: mtime, configPath: *configPath, process: "starting",
 		failures: map[string]int{}, unhealthy: map[string]time.Time{}, requests: map[string]int{},
+		failedJobs: map[string]int{},
 	}
 	st.systemID = readSystemID(*configPath)
 	log.Printf("Starting multi-runner from %s... version=%s system_id=%s", *configPath, version, st.systemID)

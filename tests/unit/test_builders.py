@@ -738,6 +738,14 @@ def test_pod_security_context() -> None:
     assert pod["terminationGracePeriodSeconds"] == 3630
 
 
+def test_pod_ids_left_to_the_platform() -> None:
+    # OpenShift's restricted-v2 assigns the UID and fsGroup and refuses a pod that pins others.
+    assert pod_spec(statefulset(pin_ids=False))["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def test_termination_grace_is_the_drain_timeout_plus_shutdown_timeout() -> None:
     assert pod_spec(statefulset(spec_of(base=FULL)))["terminationGracePeriodSeconds"] == 3660
     spec = spec_of({"manager": {"drainTimeout": 120}, "config": {"shutdownTimeout": 10}})
@@ -810,14 +818,20 @@ def test_env() -> None:
     env = container(statefulset(spec_of(base=FULL)))["env"]
     assert env[0] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     assert env[1] == {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
-    assert env[2] == FULL["manager"]["env"][0]
-    assert len(env) == 3
+    assert env[2] == {"name": "HOME", "value": "/home/gitlab-runner"}  # the writable emptyDir, whatever the UID
+    assert env[3] == FULL["manager"]["env"][0]
+    assert len(env) == 4
+
+
+def test_user_env_may_set_home() -> None:
+    env = container(statefulset(spec_of({"manager": {"env": [{"name": "HOME", "value": "/cache"}]}})))["env"]
+    assert [e for e in env if e["name"] == "HOME"] == [{"name": "HOME", "value": "/cache"}]
 
 
 def test_user_env_cannot_shadow_pod_name() -> None:
     spec = spec_of({"manager": {"env": [{"name": "POD_NAME", "value": "x-9"}, {"name": "OK", "value": "1"}]}})
     env = container(statefulset(spec))["env"]
-    assert [e["name"] for e in env] == ["POD_NAME", "POD_NAMESPACE", "OK"]
+    assert [e["name"] for e in env] == ["POD_NAME", "POD_NAMESPACE", "HOME", "OK"]
     assert "value" not in env[0]
 
 
@@ -825,7 +839,7 @@ def test_output_does_not_alias_the_spec() -> None:
     spec = spec_of(base=FULL)
     sts = statefulset(spec)
     container(sts)["resources"]["requests"]["cpu"] = "9"
-    container(sts)["env"][2]["valueFrom"]["secretKeyRef"]["name"] = "changed"
+    container(sts)["env"][3]["valueFrom"]["secretKeyRef"]["name"] = "changed"
     assert statefulset(spec) == statefulset(spec_of(base=FULL))
 
 

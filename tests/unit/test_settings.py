@@ -46,3 +46,10 @@ def test_pod_refresh_is_on_by_default_and_can_be_switched_off() -> None:
     assert OperatorConfig.from_env({"GLRT_REFRESH_PODS": "1"}).refresh_pods is True
     with pytest.raises(ConfigError):
         OperatorConfig.from_env({"GLRT_REFRESH_PODS": "maybe"})
+
+
+def test_pod_ids_are_pinned_unless_the_platform_assigns_them() -> None:
+    assert OperatorConfig.from_env({}).pin_pod_ids is True
+    assert OperatorConfig.from_env({"GLRT_PIN_POD_IDS": "false"}).pin_pod_ids is False
+    with pytest.raises(ConfigError):
+        OperatorConfig.from_env({"GLRT_PIN_POD_IDS": "openshift"})

@@ -166,3 +166,11 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
   resources: ["localsubjectaccessreviews"]
   verbs: ["create"]
 {{- end -}}
+
+{{/* "true" when the pods leave their user, group and fsGroup to OpenShift's security context constraints. */}}
+{{- define "glrt-operator.platformAssignsIds" -}}
+{{- $mode := .Values.compatibility.openshift.adaptSecurityContext -}}
+{{- if or (eq $mode "force") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "security.openshift.io/v1")) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -100,12 +100,13 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
     )
     own = ctx.spec.manager.service_account_name
     wanted: dict[str, str] = {}  # "namespace/name" -> permission group
-    if access is not None and not own:
+    if not own:  # the manager pods run as it whatever the executor: without RBAC when it needs none
         ctx.kube.apply_service_account(
             builders.build_service_account(
                 name=names.service_account, namespace=namespace, owner=owner, runner_name=ctx.ref.name
             )
         )
+    if access is not None and not own:
         wanted = {
             f"{access.namespace}/{builders.role_binding_name(namespace, ctx.ref.name, g)}": g
             for g in access.role_groups

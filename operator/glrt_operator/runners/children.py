@@ -70,6 +70,7 @@ def _statefulset(ctx: RunnerContext, config_checksum: str) -> dict[str, Any]:
         config_checksum=config_checksum,
         service_account=ref.children.service_account,
         ca_secret_key=ca_key,
+        pin_ids=ctx.settings.pin_pod_ids,
     )
 
 

@@ -43,6 +43,8 @@ class RunnerSettings:
     refresh_pods: bool = True
     # The chart's executor ClusterRole (its permission groups are `<name>-<group>`), bound in executor namespaces.
     executor_role: str = "glrt-operator-executor"
+    # Pin the manager pods' user, group and fsGroup; False leaves them to the platform (OpenShift).
+    pin_pod_ids: bool = True
     scope: Scope = EVERY_NAMESPACE
 
 

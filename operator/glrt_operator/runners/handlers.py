@@ -38,6 +38,7 @@ def settings(call: Call) -> RunnerSettings:
     return RunnerSettings(
         refresh_pods=CONFIG.refresh_pods,
         executor_role=CONFIG.executor_cluster_role,
+        pin_pod_ids=CONFIG.pin_pod_ids,
         scope=call.memo.get("scope", EVERY_NAMESPACE),
     )
 

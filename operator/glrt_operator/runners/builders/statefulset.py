@@ -48,6 +48,9 @@ def _env(user_env: tuple[Mapping[str, Any], ...]) -> list[dict[str, Any]]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    # A UID without a passwd entry (OpenShift assigns one) gets HOME=/, the read-only root filesystem.
+    if not any(e.get("name") == "HOME" for e in user_env):
+        env.append({"name": "HOME", "value": HOME_DIR})
     env.extend(copy.deepcopy(dict(e)) for e in user_env if e.get("name") not in RESERVED_ENV)
     return env
 
@@ -115,8 +118,20 @@ def _container(spec: RunnerSpec, mounts: list[Any]) -> dict[str, Any]:
     return container
 
 
+def _security_context(pin_ids: bool) -> dict[str, Any]:
+    context: dict[str, Any] = {"runAsNonRoot": True}
+    if pin_ids:
+        context |= {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_GROUP, "fsGroup": FS_GROUP}
+    return context | {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def _pod_spec(
-    spec: RunnerSpec, name: str, service_account: str, container: dict[str, Any], volumes: list[Any]
+    spec: RunnerSpec,
+    name: str,
+    service_account: str,
+    container: dict[str, Any],
+    volumes: list[Any],
+    pin_ids: bool,
 ) -> dict[str, Any]:
     manager = spec.manager
     pod_spec: dict[str, Any] = {
@@ -125,13 +140,7 @@ def _pod_spec(
         "enableServiceLinks": False,
         # The drain (preStop) first, then SIGTERM with shutdown_timeout left for the forceful path's last reports.
         "terminationGracePeriodSeconds": manager.drain_timeout + spec.config.shutdown_timeout,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_GROUP,
-            "fsGroup": FS_GROUP,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(pin_ids),
         "containers": [container],
         "volumes": volumes,
     }
@@ -171,6 +180,7 @@ def build_statefulset(
     config_checksum: str,
     service_account: str,
     ca_secret_key: tuple[str, str] | None = None,
+    pin_ids: bool = True,
 ) -> dict[str, Any]:
     """The runner manager pods. `name` is the Runner's name (the StatefulSet shares it; see `child_names`).
     `service_account`: the operator's ServiceAccount for them, unless spec.manager.serviceAccountName names one.
@@ -180,7 +190,7 @@ def build_statefulset(
     mounts that key at `CA_FILE`; render config.toml with `ca_path=CA_FILE` to match.
     """
     volumes, mounts = _volumes(spec, config_secret, ca_secret_key)
-    pod_spec = _pod_spec(spec, name, service_account, _container(spec, mounts), volumes)
+    pod_spec = _pod_spec(spec, name, service_account, _container(spec, mounts), volumes, pin_ids)
     # Ours last: a user's pod label or annotation can never break the selector or the checksum.
     pod_labels = {**spec.manager.pod_labels, **labels(name)}
     pod_annotations = {
