@@ -563,21 +563,29 @@ def run_daemon(dt: DT, wakeups: int, status: dict[str, Any]) -> Stopped:
     return stopped
 
 
-def test_daemon_leaves_an_unreconciled_generation_to_the_event_handlers(dt: DT) -> None:
+def test_daemon_leaves_an_unreconciled_generation_to_the_event_handlers(dt: DT, posted: list[tuple[str, str]]) -> None:
     stopped = run_daemon(dt, wakeups=2, status={})
     assert stopped.waits == [CONFIG.resync_interval] * 3 and dt.gitlab.calls == []
+    # A failure of this generation is written with its observedGeneration: still the event handlers' (their back-off)
+    failed = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "observedGeneration": 1}]}
+    stopped = run_daemon(dt, wakeups=2, status=failed)
+    assert stopped.waits == [CONFIG.resync_interval] * 3 and dt.gitlab.calls == []
+    # Written before reconciledGeneration existed: Ready=True of this generation says it was reconciled
+    legacy = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}
+    run_daemon(dt, wakeups=1, status=legacy)
+    assert dt.gitlab.calls != []
 
 
 def test_daemon_wakes_at_the_renewal_time_and_backs_off_on_failure(dt: DT, posted: list[tuple[str, str]]) -> None:
-    stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
+    stopped = run_daemon(dt, wakeups=1, status={"reconciledGeneration": 1})
     assert stopped.waits[0] == CONFIG.resync_interval  # nothing known yet
     assert 0 < stopped.waits[1] <= CONFIG.resync_interval and dt.status["tokenId"]
     short_lived(dt, lifetime=4)
     dt.gitlab.revoke_deploy_token(dt.status["tokenId"])  # reissued with the short lifetime
-    stopped = run_daemon(dt, wakeups=1, status={"observedGeneration": 1})
+    stopped = run_daemon(dt, wakeups=1, status={"reconciledGeneration": 1})
     assert stopped.waits[1] < 3.0  # woken for the renewal, at about two thirds of the 4 s lifetime
     del dt.kube.secrets["gitlab-api"]
-    stopped = run_daemon(dt, wakeups=2, status={**dt.status, "observedGeneration": 1})
+    stopped = run_daemon(dt, wakeups=2, status={**dt.status, "reconciledGeneration": 1})
     assert stopped.waits[1:] == [CONFIG.backoff(0), CONFIG.backoff(1)]
     assert posted[-1] == ("Warning", "CredentialsMissing")
 

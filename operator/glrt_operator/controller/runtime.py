@@ -108,9 +108,16 @@ class Call:
     @property
     def reconciled(self) -> bool:
         """Has this generation been reconciled? Until it has, the event handlers own it (with their back-off).
-        (`observedGeneration` follows every status write, failures included; a status written before
-        `reconciledGeneration` existed has only it.)"""
-        done = self.status.get("reconciledGeneration", self.status.get("observedGeneration"))
+        (`observedGeneration` follows every status write, failures included, so it cannot tell; a status written
+        before `reconciledGeneration` existed says it with its Ready=True condition.)"""
+        done = self.status.get("reconciledGeneration")
+        if done is None:
+            ready = next((c for c in self.status.get("conditions") or () if c.get("type") == ConditionType.READY), {})
+            done = (
+                ready.get("observedGeneration", self.status.get("observedGeneration"))
+                if ready.get("status") == "True"
+                else None
+            )
         return bool(done == self.generation)
 
     def emit(self, type_: EventType, reason: str, message: str) -> None:
