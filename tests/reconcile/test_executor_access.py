@@ -188,3 +188,6 @@ def test_another_executor_needs_nothing_in_the_cluster(env: Env) -> None:
     run(env)
     assert not env.kube.role_bindings and "namespace" not in env.kube.status["executor"]
     assert "builds" in env.kube.disruption_budgets
+    # The manager pods still run as the Runner's own ServiceAccount (the StatefulSet names it), bound to nothing
+    assert set(env.kube.service_accounts) == {(NAMESPACE, "builds-runner")}
+    assert env.kube.statefulsets["builds"]["spec"]["template"]["spec"]["serviceAccountName"] == "builds-runner"
