@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,7 +150,10 @@ def test_job_pods_pull_with_the_deploy_tokens_copy_also_after_a_renewal(
     creds = pusher(gitlab)
     build = push_image(registry, creds, base_layout, tmp_path, "1")
     helper = registry.ref(REPOSITORY + "/helper", "1")
-    registry.crane("push", str(build_images()[image_names()["helper"]]), helper, credentials=creds)
+    helper_layout = tmp_path / "helper-image"
+    with tarfile.open(build_images()[image_names()["helper"]]) as archive:  # an OCI layout, as crane pushes it
+        archive.extractall(helper_layout, filter="data")
+    registry.crane("push", str(helper_layout), helper, credentials=creds)
     gitlab.settings.deploy_token_lifetime_seconds = 24
 
     namespaces(core, RUNNER_NS, JOBS_NS)
