@@ -35,6 +35,7 @@ from ..core.events import EventType
 from ..core.ports import GitLabConnector, KubePort
 from ..core.reasons import RETRYING, ConditionType, Reason
 from ..core.refs import Logger
+from ..core.status import changes_anything
 from ..settings import OperatorConfig
 
 CONFIG = OperatorConfig.from_env()
@@ -68,6 +69,8 @@ class Resource:
     kind: Kind
     controller: metrics.Controller
     metrics: metrics.ResourceMetrics
+    # Status keys whose change alone is not worth a write (`core.status.changes_anything`).
+    volatile: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -139,13 +142,16 @@ def _attempt(res: Resource, work: Work[OutcomeT], call: Call) -> _Attempt:
             return _Attempt(failure=classify(raised))
 
 
-def _succeeded(outcome: Outcome | None, call: Call, write: StatusSink) -> None:
+def _succeeded(res: Resource, outcome: Outcome | None, call: Call, write: StatusSink) -> None:
+    """Ready: the status written only when it changes something a user would act on (a resync at rest writes
+    nothing)."""
     call.memo.pop("reported", None)  # the next failure is a new problem, worth its Event
     if outcome is not None:
         status = outcome.ready_status(call.status.get("conditions"), call.generation)
         status["conditions"] = _settled(status["conditions"], call.generation)
         status["reconciledGeneration"] = call.generation
-        write(status)
+        if changes_anything(status, call.status, res.volatile):
+            write(status)
         outcome.observe()
 
 
@@ -231,7 +237,7 @@ def on_event(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any]) -> 
         _progressing(res, call)
     result = _attempt(res, work, call)
     if result.failure is None:
-        _succeeded(result.outcome, call, write)
+        _succeeded(res, result.outcome, call, write)
         return
     _report(res, result.failure, call, write)
     _raise_for_kopf(result.failure, retry_delay(result.failure, call.retry))
@@ -269,7 +275,7 @@ def _resync_once(
     result = _attempt(res, work, call)
     exc = result.failure
     if exc is None:
-        _succeeded(result.outcome, call, write)
+        _succeeded(res, result.outcome, call, write)
         outcome: OutcomeT | None = result.outcome
         return outcome
     delay = retry_delay(exc, call.retry)

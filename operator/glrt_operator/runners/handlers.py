@@ -16,7 +16,8 @@ from .context import RunnerRef, RunnerSettings
 from .deletion import delete_runner
 from .reconcile import ReconcileOutcome, open_context, reconcile
 
-RUNNERS = runtime.Resource(RUNNER, "runner", metrics.RUNNER)
+# A manager's contactedAt moves with every poll of its runner: written with the next real change, not on its own.
+RUNNERS = runtime.Resource(RUNNER, "runner", metrics.RUNNER, volatile=frozenset({"contactedAt"}))
 # A deletion retries a search for what an interrupted creation may have left this many times while GitLab fails
 # transiently, then finishes with a Warning (a runner whose id is known is retried until it is deleted).
 DELETE_SEARCH_RETRIES = 8

@@ -148,8 +148,8 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         )
         remaining = managers.remove_stray_managers(ctx, checked.token, found)
         access.grant(ctx, executor)
-        pods = apply_children(ctx, runner_id, checked.token.token, credentials)
-        ready = ctx.kube.ready_replicas(ctx.ref.namespace, ctx.ref.children.statefulset)
+        applied = apply_children(ctx, runner_id, checked.token.token, credentials)
+        pods, ready = applied.pods, applied.ready_replicas
     return ReconcileOutcome(
         runner_id=runner_id,
         token_expires_at=iso(checked.token.expires_at),
