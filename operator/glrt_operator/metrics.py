@@ -110,6 +110,16 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 for _source in ("gitlab", "budget"):
     RATE_LIMIT_WAITS.labels(_source)
     RATE_LIMIT_WAIT_SECONDS.labels(_source)
+BATCH_READS = Counter(
+    "glrt_gitlab_batch_reads_total",
+    "Batch reads of runners through GitLab's GraphQL API (one per connection and owner, shared by its Runners).",
+    registry=REGISTRY,
+)
+BATCH_RUNNERS = Counter(
+    "glrt_gitlab_batch_read_runners_total",
+    "Runners those batch reads returned.",
+    registry=REGISTRY,
+)
 
 # --- per resource (cert-manager style) -------------------------------------------------------------------------
 
@@ -305,3 +315,8 @@ def serve(port: int, address: str = "0.0.0.0") -> WSGIServer:
     """Serve `/metrics` on a daemon thread (prometheus_client's own HTTP server); returns the server."""
     server, _ = start_http_server(port, addr=address, registry=REGISTRY)
     return server
+
+
+def observe_batch_read(runners: int) -> None:
+    BATCH_READS.inc()
+    BATCH_RUNNERS.inc(runners)

@@ -21,6 +21,8 @@ from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
 from glrt_operator.core.api import RUNNER, Kind
 from glrt_operator.core.events import EventType
 from glrt_operator.core.ports import ChildObject, KubePort, PodInfo, ResourceAccess, SecretObject
+from glrt_operator.runners import handlers
+from glrt_operator.runners.batch import RunnerDirectory
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.deletion import delete_runner
 from glrt_operator.runners.reconcile import ReconcileOutcome, open_context, reconcile
@@ -282,8 +284,10 @@ def gitlab_server() -> Iterator[FakeGitLab]:
 
 
 @pytest.fixture
-def env(gitlab_server: FakeGitLab) -> Iterator[Env]:
+def env(gitlab_server: FakeGitLab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     gl = gitlab_server
+    # The handlers' batch reads start empty in each test (the fake's runner ids start again after a reset).
+    monkeypatch.setattr(handlers, "DIRECTORY", RunnerDirectory())
     gl.reset()
     if not hasattr(gl, "_seeded"):
         owner = gl.add_user("owner")

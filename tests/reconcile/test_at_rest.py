@@ -63,6 +63,8 @@ def test_a_child_edited_by_hand_is_applied_again(at_rest: Env) -> None:
 
 
 def test_a_manager_going_offline_is_written(at_rest: Env) -> None:
+    assert handlers.DIRECTORY is not None
+    handlers.DIRECTORY.ttl = 0  # the next resync reads a new batch (batches are kept a while: runners.batch)
     at_rest.gitlab.clock.advance(3 * 3600)  # GitLab's online window is 2 h
     try:
         patch = call(handlers.resync_runner, at_rest)

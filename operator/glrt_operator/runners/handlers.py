@@ -12,6 +12,7 @@ from ..controller import runtime
 from ..controller.runtime import CONFIG, Call
 from ..core.api import GROUP, RUNNER, VERSION
 from ..core.namespaces import EVERY_NAMESPACE
+from .batch import RunnerDirectory
 from .context import RunnerRef, RunnerSettings
 from .deletion import delete_runner
 from .reconcile import ReconcileOutcome, open_context, reconcile
@@ -34,6 +35,10 @@ def reconcile_runner(call: Call) -> ReconcileOutcome | None:
     return reconcile(ctx)
 
 
+# The batch reads of runners the whole operator shares (`runners.batch`).
+DIRECTORY = RunnerDirectory(ttl=CONFIG.batch_read_ttl) if CONFIG.batch_reads else None
+
+
 def settings(call: Call) -> RunnerSettings:
     """The operator's settings for the Runner use cases; the namespaces it serves come from its command line."""
     return RunnerSettings(
@@ -41,6 +46,7 @@ def settings(call: Call) -> RunnerSettings:
         executor_role=CONFIG.executor_cluster_role,
         pin_pod_ids=CONFIG.pin_pod_ids,
         scope=call.memo.get("scope", EVERY_NAMESPACE),
+        directory=DIRECTORY,
     )
 
 
