@@ -142,3 +142,24 @@ def test_a_token_without_read_api_reads_over_rest(env: Env, clock: Clock) -> Non
     assert outcome.gitlab_reads == REST and runner_reads(env, calls) == 2
     # Not asked again at every resync: REST until `retry_after` has passed.
     assert graphql_calls(env, calls) == 0
+
+
+def test_a_spec_edit_costs_one_put_of_the_changed_fields(env: Env, clock: Clock) -> None:
+    directory = RunnerDirectory(ttl=60, clock=clock)
+    runner_id = run(env, directory).runner_id
+    register_manager(env, builders.system_id(UID, 0))  # a replica polls GitLab: its token is known good
+    env.kube.pods = {"builds-0"}
+    run(env, directory)  # a resync: the batch is read
+    env.spec["description"] = "builds, edited"
+    env.spec["tags"] = ["docker", "linux"]
+    calls = len(env.gitlab.calls)
+    run(env, directory)
+    edit = env.gitlab.calls[calls:]
+    assert [(c.method, c.path) for c in edit] == [("PUT", f"/api/v4/runners/{runner_id}")]
+    assert sorted(edit[0].body_keys) == ["description", "tag_list"]
+    runner = env.gitlab.runner(runner_id)
+    assert runner is not None and runner.description == "builds, edited"
+    # The next resync reads that runner over REST (its batch copy is stale), then the next batch has it again.
+    calls = len(env.gitlab.calls)
+    run(env, directory)
+    assert runner_reads(env, calls) == 2 and not [c for c in env.gitlab.calls[calls:] if c.method == "PUT"]
