@@ -26,6 +26,20 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) 
     return value
 
 
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    """A fraction in (0, 1]."""
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{PREFIX}{name} must be more than 0 and at most 1, got {raw!r}")
+    return value
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
@@ -89,6 +103,9 @@ class OperatorConfig:
     # Runners for `batch_read_ttl` seconds); GLRT_BATCH_READS=false reads each runner over REST.
     batch_reads: bool = True
     batch_read_ttl: float = 60.0
+    # The share of GLRT_GITLAB_REQUESTS_PER_MINUTE the periodic resyncs may take: beyond it the resync interval
+    # stretches (`controller.pacing`).
+    resync_budget_share: float = 0.1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -108,6 +125,7 @@ class OperatorConfig:
             pin_pod_ids=_flag(env, "PIN_POD_IDS", cls.pin_pod_ids),
             batch_reads=_flag(env, "BATCH_READS", cls.batch_reads),
             batch_read_ttl=_seconds(env, "BATCH_READ_TTL", cls.batch_read_ttl, 0.0),
+            resync_budget_share=_share(env, "RESYNC_BUDGET_SHARE", cls.resync_budget_share),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

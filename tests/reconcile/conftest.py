@@ -18,6 +18,8 @@ from kubernetes.client.exceptions import ApiException
 # The Kubernetes adapter registers how its ApiExceptions read as conditions, as it does in the operator.
 import glrt_operator.adapters.kube  # noqa: F401
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
+from glrt_operator.controller import runtime
+from glrt_operator.controller.pacing import Pacing
 from glrt_operator.core.api import RUNNER, Kind
 from glrt_operator.core.events import EventType
 from glrt_operator.core.ports import ChildObject, KubePort, PodInfo, ResourceAccess, SecretObject
@@ -288,6 +290,8 @@ def env(gitlab_server: FakeGitLab, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     gl = gitlab_server
     # The handlers' batch reads start empty in each test (the fake's runner ids start again after a reset).
     monkeypatch.setattr(handlers, "DIRECTORY", RunnerDirectory())
+    # Every resync a test asks for runs (the pacing's own tests arrange a budget that stretches the interval).
+    monkeypatch.setattr(runtime, "PACING", Pacing(0.0, 1.0, 10**9))
     gl.reset()
     if not hasattr(gl, "_seeded"):
         owner = gl.add_user("owner")

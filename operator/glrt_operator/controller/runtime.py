@@ -37,8 +37,10 @@ from ..core.reasons import RETRYING, ConditionType, Reason
 from ..core.refs import Logger
 from ..core.status import changes_anything
 from ..settings import OperatorConfig
+from .pacing import Pacing
 
 CONFIG = OperatorConfig.from_env()
+PACING = Pacing(CONFIG.resync_interval, CONFIG.resync_budget_share, CONFIG.gitlab_requests_per_minute)
 
 
 class Outcome(Protocol):
@@ -248,6 +250,7 @@ def on_delete(res: Resource, work: Callable[[Call], None], kwargs: Mapping[str, 
     on_event(res, work, kwargs)
     meta = kwargs["body"]["metadata"]
     res.metrics.forget(meta["namespace"], meta["name"])  # reached only once the clean-up succeeded
+    PACING.forget(meta["uid"])
 
 
 # --- resyncs ----------------------------------------------------------------------------------------------------
@@ -314,6 +317,10 @@ async def on_timer(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any
     call = Call.of(kwargs)
     if not call.reconciled:
         return
+    # Paced from the budget (`controller.pacing`, one for every timer); a transient failure's retry is not.
+    if not kwargs.get("retry") and not PACING.due(call.body["metadata"]["uid"]):
+        return
+    metrics.RESYNC_EFFECTIVE_INTERVAL.set(PACING.effective_interval())
     runtime: timedelta = kwargs.get("runtime") or timedelta(0)
     tolerate = runtime.total_seconds() < CONFIG.resync_interval
     await _resync(res, work, call, kwargs, tolerate=tolerate, stopped=kwargs.get("stopped"))
@@ -336,7 +343,16 @@ async def _resync(
     stopped: kopf.DaemonStopped | None,
 ) -> None:
     own = kopf.Patch()  # Kopf applies `patch` when this returns: a resync left running must not write into it then
-    await _on_resync_pool(call, lambda: _resync_once(res, work, call, _patch_sink(own), tolerate=tolerate), stopped)
+    uid = call.body["metadata"]["uid"]
+
+    def counted() -> OutcomeT | None:  # the resync, its GitLab calls recorded for the pacing (on its pool thread)
+        before = metrics.gitlab_calls_in_thread()
+        try:
+            return _resync_once(res, work, call, _patch_sink(own), tolerate=tolerate)
+        finally:
+            PACING.record(uid, metrics.gitlab_calls_in_thread() - before)
+
+    await _on_resync_pool(call, counted, stopped)
     kwargs["patch"].update(own)
 
 
