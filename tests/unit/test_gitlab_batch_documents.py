@@ -46,7 +46,10 @@ def test_a_node_reads_as_the_rest_shapes() -> None:
         "runnerType": "GROUP_TYPE",
         "contactedAt": None,
         "status": "ONLINE",
-        "managers": {"nodes": [{"id": "gid://gitlab/Ci::RunnerManager/7", "systemId": "r_x", "status": "OFFLINE"}]},
+        "managers": {
+            "pageInfo": {"hasNextPage": False},
+            "nodes": [{"id": "gid://gitlab/Ci::RunnerManager/7", "systemId": "r_x", "status": "OFFLINE"}],
+        },
     }
     found = batched_runner(node)
     assert (found.details.id, found.details.access_level, found.details.runner_type) == (
@@ -55,4 +58,8 @@ def test_a_node_reads_as_the_rest_shapes() -> None:
         "group_type",
     )
     assert found.details.tag_list == ("a", "b") and found.details.maximum_timeout == 3600
+    assert found.managers is not None
     assert [(m.id, m.system_id, m.status) for m in found.managers] == [(7, "r_x", "offline")]
+    # More managers than a page: left to REST.
+    more = batched_runner({**node, "managers": {"pageInfo": {"hasNextPage": True}, "nodes": []}})
+    assert more.managers is None

@@ -243,7 +243,7 @@ class BatchedRunner:
     """A runner as a batch read (GraphQL) found it: the fields the drift check compares and its managers."""
 
     details: RunnerDetails
-    managers: tuple[RunnerManager, ...]
+    managers: tuple[RunnerManager, ...] | None  # None: more than the batch holds (read them one by one)
 
 
 class BatchReadUnavailable(Exception):

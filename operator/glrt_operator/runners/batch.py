@@ -131,7 +131,7 @@ def read_runner(ctx: RunnerContext, runner_id: int) -> RunnerDetails | None:
 
 def read_managers(ctx: RunnerContext, runner_id: int) -> list[RunnerManager]:
     found = _batched(ctx, runner_id)
-    if found is not None:
+    if found is not None and found.managers is not None:
         return list(found.managers)
     ctx.gitlab_reads = ctx.gitlab_reads or REST
     return ctx.gitlab.list_managers(runner_id)

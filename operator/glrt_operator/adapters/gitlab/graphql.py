@@ -19,7 +19,7 @@ RUNNER_FRAGMENT = """
 fragment GlrtRunner on CiRunner {
   id description maintenanceNote paused locked runUntagged accessLevel maximumTimeout tagList runnerType
   contactedAt status
-  managers(first: 50) { nodes { id systemId contactedAt status version } }
+  managers(first: 50) { pageInfo { hasNextPage } nodes { id systemId contactedAt status version } }
 }
 """
 _PAGE = "first: 100, after: $after) { pageInfo { hasNextPage endCursor } nodes { ...GlrtRunner } }"
@@ -77,7 +77,9 @@ def batched_runner(node: Mapping[str, Any]) -> BatchedRunner:
         )
         for m in (node.get("managers") or {}).get("nodes") or ()
     )
-    return BatchedRunner(details, managers)
+    # More managers than one page holds (over 50 replicas): read them over REST (`runners.batch`).
+    complete = not ((node.get("managers") or {}).get("pageInfo") or {}).get("hasNextPage")
+    return BatchedRunner(details, managers if complete else None)
 
 
 class GraphQLCalls(Session):
