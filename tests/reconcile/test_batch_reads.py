@@ -159,7 +159,23 @@ def test_a_spec_edit_costs_one_put_of_the_changed_fields(env: Env, clock: Clock)
     assert sorted(edit[0].body_keys) == ["description", "tag_list"]
     runner = env.gitlab.runner(runner_id)
     assert runner is not None and runner.description == "builds, edited"
-    # The next resync reads that runner over REST (its batch copy is stale), then the next batch has it again.
+    # The batch's copy follows GitLab's answer to the PUT: the next resync (or a retry) neither reads nor writes.
     calls = len(env.gitlab.calls)
     run(env, directory)
-    assert runner_reads(env, calls) == 2 and not [c for c in env.gitlab.calls[calls:] if c.method == "PUT"]
+    assert env.gitlab.calls[calls:] == []
+
+
+def test_a_removed_manager_leaves_the_batch_too(env: Env, clock: Clock) -> None:
+    directory = RunnerDirectory(ttl=60, clock=clock)
+    env.spec["replicas"] = 2
+    run(env, directory)
+    for ordinal in range(2):
+        register_manager(env, builders.system_id(UID, ordinal))
+    clock.now += 61
+    run(env, directory)  # the batch lists both managers
+    env.spec["replicas"] = 1
+    outcome = run(env, directory)  # replica 1's pod is gone: its manager is removed
+    assert [r["ordinal"] for r in outcome.replicas] == [0] and env.reasons()[-1] == "ManagerRemoved"
+    calls = len(env.gitlab.calls)
+    run(env, directory)  # the same batch: not removed a second time, nothing read
+    assert env.gitlab.calls[calls:] == []

@@ -3,7 +3,7 @@ connection and owner, kept a short while and shared by every Runner on it, inste
 
 A runner the batch does not list is looked up over REST before anything acts on its absence (it may have been
 created after the batch was read): a stale batch never makes the operator re-create a runner that exists. A write
-to a runner (a drift correction, a manager removed) drops it from the batch, so the next read of it is fresh. When
+to a runner (a drift correction, a manager removed) amends the batch's copy from GitLab's answer, with no re-read. When
 GraphQL cannot serve the connection (old GitLab, a token without `read_api`) reads go over REST and GraphQL is
 asked again after a while; `status.gitlabReads` says which path the last reconcile used."""
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .. import metrics
@@ -84,12 +84,12 @@ class RunnerDirectory:
                 self._unavailable.pop(key, None)
             return found
 
-    def forget(self, key: OwnerKey, runner_id: int) -> None:
-        """A write changed this runner: its next read is fresh (over REST until the next batch)."""
+    def amend(self, key: OwnerKey, runner_id: int, change: Callable[[BatchedRunner], BatchedRunner]) -> None:
+        """A write whose answer says what the runner is now: the batch's copy follows it (no re-read)."""
         with self._lock:
             cached = self._batches.get(key)
-            if cached is not None:
-                cached[1].pop(runner_id, None)
+            if cached is not None and runner_id in cached[1]:
+                cached[1][runner_id] = change(cached[1][runner_id])
 
 
 def owner_key(ctx: RunnerContext) -> OwnerKey:
@@ -137,7 +137,20 @@ def read_managers(ctx: RunnerContext, runner_id: int) -> list[RunnerManager]:
     return ctx.gitlab.list_managers(runner_id)
 
 
-def changed(ctx: RunnerContext, runner_id: int) -> None:
-    """After a write to the runner in GitLab: the batch's copy of it is stale."""
+def updated(ctx: RunnerContext, details: RunnerDetails) -> None:
+    """After `PUT /runners/:id`: its answer is the runner as it is now, for the batch's copy too."""
     if ctx.settings.directory is not None:
-        ctx.settings.directory.forget(owner_key(ctx), runner_id)
+        ctx.settings.directory.amend(owner_key(ctx), details.id, lambda found: replace(found, details=details))
+
+
+def manager_removed(ctx: RunnerContext, runner_id: int, system_id: str) -> None:
+    """After a runner manager was deleted: the batch's copy lists it no more."""
+
+    def without(found: BatchedRunner) -> BatchedRunner:
+        managers = found.managers
+        return replace(
+            found, managers=None if managers is None else tuple(m for m in managers if m.system_id != system_id)
+        )
+
+    if ctx.settings.directory is not None:
+        ctx.settings.directory.amend(owner_key(ctx), runner_id, without)

@@ -37,7 +37,7 @@ def remove_stray_managers(ctx: RunnerContext, token: TokenState, managers: list[
     removed: set[str] = set()
     for r in doomed:
         ctx.gitlab.delete_manager(token.token, r.manager.system_id)
-        batch.changed(ctx, ctx.status.runner_id or 0)
+        batch.manager_removed(ctx, ctx.status.runner_id or 0, r.manager.system_id)
         removed.add(r.manager.system_id)
         ctx.emit(r.event_type, r.reason, f"Removed runner manager {r.manager.system_id} {r.which}")
     return [m for m in managers if m.system_id not in removed]

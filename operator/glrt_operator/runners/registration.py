@@ -71,8 +71,7 @@ def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
         return False
     changes = drifted(desired_attributes(ctx.spec, ctx.ref.uid), actual)
     if changes:
-        ctx.gitlab.update_runner(actual.id, changes)
-        batch.changed(ctx, actual.id)
+        batch.updated(ctx, ctx.gitlab.update_runner(actual.id, changes))
         fields = ", ".join(sorted(changes))
         ctx.emit("Normal", EventReason.RUNNER_UPDATED, f"Updated {fields} of runner {actual.id} in GitLab")
         ctx.log.info("updated %s of runner %s in GitLab", fields, actual.id)
