@@ -9,7 +9,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_same_token
+from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_same_token, reads_of
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.cluster
 
 def calls(gitlab: FakeGitLab, method: str, path_suffix: str) -> list[Any]:
     return [c for c in gitlab.calls if c.method == method and c.path.endswith(path_suffix)]
-
-
-def reads_of(gitlab: FakeGitLab, runner_id: int) -> int:
-    """Reads of the runner by a reconcile: over REST, or a batch read (GraphQL) that lists it."""
-    return len(calls(gitlab, "GET", f"/runners/{runner_id}")) + len(calls(gitlab, "POST", "/api/graphql"))
 
 
 def delete_in_gitlab(gitlab: FakeGitLab, runner_id: int) -> None:
