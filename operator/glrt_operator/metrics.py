@@ -13,6 +13,7 @@ fixed vocabulary, and every other label is a Kubernetes object name or a value f
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -110,6 +111,24 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 for _source in ("gitlab", "budget"):
     RATE_LIMIT_WAITS.labels(_source)
     RATE_LIMIT_WAIT_SECONDS.labels(_source)
+RESYNC_EFFECTIVE_INTERVAL = Gauge(
+    "glrt_resync_effective_interval_seconds",
+    "The interval at which each Runner is resynced now: GLRT_RESYNC_INTERVAL, stretched when the fleet's resyncs "
+    "would take more than GLRT_RESYNC_BUDGET_SHARE of the GitLab request budget.",
+    registry=REGISTRY,
+)
+# GitLab calls made by the current thread (a resync runs on one thread of the resync pool).
+_CALLS = threading.local()
+BATCH_READS = Counter(
+    "glrt_gitlab_batch_reads_total",
+    "Batch reads of runners through GitLab's GraphQL API (one per connection and owner, shared by its Runners).",
+    registry=REGISTRY,
+)
+BATCH_RUNNERS = Counter(
+    "glrt_gitlab_batch_read_runners_total",
+    "Runners those batch reads returned.",
+    registry=REGISTRY,
+)
 
 # --- per resource (cert-manager style) -------------------------------------------------------------------------
 
@@ -255,6 +274,7 @@ STATIC_SEGMENTS = frozenset(
         "users",
         "verify",
         "version",
+        "graphql",
     }
 )
 
@@ -277,6 +297,7 @@ def observe_gitlab_call(
     `started` is the `time.monotonic()` before the call; `user_auth`: made with the access token; `retry_after`:
     the answer's Retry-After in seconds, as the adapter parsed it."""
     endpoint, method = endpoint_template(path), method.upper()
+    _CALLS.count = getattr(_CALLS, "count", 0) + 1
     GITLAB_DURATION.labels(endpoint, method).observe(time.monotonic() - started)
     if response is None:
         GITLAB_REQUESTS.labels(endpoint, method, "network").inc()
@@ -305,3 +326,14 @@ def serve(port: int, address: str = "0.0.0.0") -> WSGIServer:
     """Serve `/metrics` on a daemon thread (prometheus_client's own HTTP server); returns the server."""
     server, _ = start_http_server(port, addr=address, registry=REGISTRY)
     return server
+
+
+def observe_batch_read(runners: int) -> None:
+    BATCH_READS.inc()
+    BATCH_RUNNERS.inc(runners)
+
+
+def gitlab_calls_in_thread() -> int:
+    """How many GitLab calls this thread has made so far (diff two readings to count a piece of work)."""
+    count: int = getattr(_CALLS, "count", 0)
+    return count

@@ -26,6 +26,20 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) 
     return value
 
 
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    """A fraction in (0, 1]."""
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{PREFIX}{name} must be more than 0 and at most 1, got {raw!r}")
+    return value
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
@@ -85,6 +99,13 @@ class OperatorConfig:
     # GLRT_PIN_POD_IDS=false leaves them to the platform: OpenShift's restricted-v2 SCC assigns them from the
     # namespace's range and refuses a pod that pins others.
     pin_pod_ids: bool = True
+    # Read runners in batches through GitLab's GraphQL API (one paged query per connection and owner, shared by its
+    # Runners for `batch_read_ttl` seconds); GLRT_BATCH_READS=false reads each runner over REST.
+    batch_reads: bool = True
+    batch_read_ttl: float = 60.0
+    # The share of GLRT_GITLAB_REQUESTS_PER_MINUTE the periodic resyncs may take: beyond it the resync interval
+    # stretches (`controller.pacing`).
+    resync_budget_share: float = 0.1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -102,6 +123,9 @@ class OperatorConfig:
             resync_workers=_count(env, "RESYNC_WORKERS", cls.resync_workers, 1),
             executor_cluster_role=env.get(PREFIX + "EXECUTOR_CLUSTER_ROLE") or cls.executor_cluster_role,
             pin_pod_ids=_flag(env, "PIN_POD_IDS", cls.pin_pod_ids),
+            batch_reads=_flag(env, "BATCH_READS", cls.batch_reads),
+            batch_read_ttl=_seconds(env, "BATCH_READ_TTL", cls.batch_read_ttl, 0.0),
+            resync_budget_share=_share(env, "RESYNC_BUDGET_SHARE", cls.resync_budget_share),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")

@@ -157,6 +157,13 @@ def operator(
         assert_no_secrets(process.output(), runners, gitlab)
 
 
+def reads_of(gitlab: FakeGitLab, runner_id: int) -> int:
+    """Reads of the runner by reconciles: over REST, or batch reads (GraphQL) that list it."""
+    calls = gitlab.calls
+    rest = [c for c in calls if c.method == "GET" and c.path.endswith(f"/runners/{runner_id}")]
+    return len(rest) + len([c for c in calls if c.method == "POST" and c.path.endswith("/api/graphql")])
+
+
 def fingerprint(secret: str | None) -> str:
     return hashlib.sha256((secret or "").encode()).hexdigest()[:12]
 

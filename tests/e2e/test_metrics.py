@@ -33,7 +33,11 @@ def operator(
     control_plane: ControlPlane, namespace: str, gitlab: FakeGitLab, runners: Runners, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
-        control_plane.kubeconfig, namespace, tmp_path, env={"GLRT_RESYNC_INTERVAL": "3600"}
+        control_plane.kubeconfig,
+        namespace,
+        tmp_path,
+        # The metrics of REST reads are what this counts (batch reads: tests/reconcile/test_batch_reads.py).
+        env={"GLRT_RESYNC_INTERVAL": "3600", "GLRT_BATCH_READS": "false"},
     ).start()
     try:
         yield process

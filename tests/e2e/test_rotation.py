@@ -8,7 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import PAT, Runners, assert_same_token
+from tests.e2e.conftest import PAT, Runners, assert_same_token, reads_of
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.operator import OperatorProcess
 from tests.harness.runner_pod import EmulatedRunnerPod
@@ -59,12 +59,9 @@ def test_editing_requested_at_rotates_exactly_once(
     assert template.annotations == checksum_before.annotations
 
     # Further reconciles (the 3 s resync) do not rotate again.
-    reads = len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{runner_id}")])
+    reads = reads_of(gitlab, runner_id)
     wait_for(
-        lambda: (
-            len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{runner_id}")])
-            >= reads + 2
-        ),
+        lambda: reads_of(gitlab, runner_id) >= reads + 2,
         timeout=20,
         message="two more resyncs",
     )
@@ -152,11 +149,9 @@ def test_a_stale_rotation_fence_does_not_reset_a_replacement_runner(
     )  # fmt: skip
     operator.start()
     new_id = wait_for(lambda: (i := runners.get()["status"].get("runnerId")) != old_id and i, timeout=30)
-    reads = len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{new_id}")])
+    reads = reads_of(gitlab, new_id)
     wait_for(
-        lambda: (
-            len([c for c in gitlab.calls if c.method == "GET" and c.path.endswith(f"/runners/{new_id}")]) >= reads + 2
-        ),
+        lambda: reads_of(gitlab, new_id) >= reads + 2,
         timeout=20,
         message="two resyncs of the new runner",
     )

@@ -881,6 +881,21 @@ def _project_or_404(ctx: Ctx, user: User, raw: str) -> Project:
     return project
 
 
+def get_project(ctx: Ctx, m: re.Match[str]) -> Response:
+    """``GET /projects/:id`` (projects API): the operator reads ``path_with_namespace`` for GraphQL's ``fullPath``."""
+    user = ctx.authenticate()
+    return Response(200, project_entity(ctx, _project_or_404(ctx, user, m["id"])))
+
+
+def get_group(ctx: Ctx, m: re.Match[str]) -> Response:
+    """``GET /groups/:id`` (groups API): ``full_path``, GraphQL's ``fullPath`` of the group."""
+    user = ctx.authenticate()
+    group = _group_or_404(ctx, user, m["id"])
+    return Response(
+        200, {**group_entity(ctx, group), "path": group.path, "full_path": ctx.state.group_full_path(group)}
+    )
+
+
 def list_group_runners(ctx: Ctx, m: re.Match[str]) -> Response:
     """``GET /groups/:id/runners`` (runners API): the group's and its ancestors' runners plus instance runners."""
     user = ctx.authenticate()
@@ -934,6 +949,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("DELETE", r"/runners/(?P<id>[^/]+)", delete_runner),
         ("GET", r"/runners/(?P<id>[^/]+)/managers", list_managers),
         ("POST", r"/runners/(?P<id>[^/]+)/reset_authentication_token", reset_token_by_id),
+        ("GET", r"/groups/(?P<id>[^/]+)", get_group),
+        ("GET", r"/projects/(?P<id>[^/]+)", get_project),
         ("GET", r"/groups/(?P<id>[^/]+)/runners", list_group_runners),
         ("GET", r"/projects/(?P<id>[^/]+)/runners", list_project_runners),
         ("POST", r"/jobs/request", jobs_request),

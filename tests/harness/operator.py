@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Short timers so that resync, back-off and recovery happen within a test's patience.
 TEST_ENV = {
     "GLRT_RESYNC_INTERVAL": "3",
+    "GLRT_BATCH_READ_TTL": "2",  # a batch read (GraphQL) answers resyncs for 2 s
     "GLRT_ERROR_BACKOFF": "0.5",
     "GLRT_ERROR_BACKOFF_MAX": "4",
     "GLRT_WATCH_SERVER_TIMEOUT": "60",

@@ -18,9 +18,13 @@ from kubernetes.client.exceptions import ApiException
 # The Kubernetes adapter registers how its ApiExceptions read as conditions, as it does in the operator.
 import glrt_operator.adapters.kube  # noqa: F401
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
+from glrt_operator.controller import runtime
+from glrt_operator.controller.pacing import Pacing
 from glrt_operator.core.api import RUNNER, Kind
 from glrt_operator.core.events import EventType
-from glrt_operator.core.ports import KubePort, PodInfo, ResourceAccess, SecretObject
+from glrt_operator.core.ports import ChildObject, KubePort, PodInfo, ResourceAccess, SecretObject
+from glrt_operator.runners import handlers
+from glrt_operator.runners.batch import RunnerDirectory
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.deletion import delete_runner
 from glrt_operator.runners.reconcile import ReconcileOutcome, open_context, reconcile
@@ -58,10 +62,16 @@ class InMemoryKube:
         self.disruption_budgets: dict[str, dict[str, Any]] = {}
         # What a ServiceAccount (namespace, name) may do, as LocalSubjectAccessReviews answer: (namespace, access).
         self.granted: dict[tuple[str, str], set[tuple[str, ResourceAccess]]] = {}
+        # Every write request, by method name, as the API server would count it (a no-op apply included).
+        self.writes: list[str] = []
 
     def _check(self, method: str) -> None:
         if method in self.fail:
             raise self.fail[method]
+
+    def _write(self, method: str) -> None:
+        self._check(method)
+        self.writes.append(method)
 
     def put_secret(self, name: str, data: Mapping[str, str], owners: list[str] | None = None) -> None:
         self.secrets[name] = {"annotations": {}, "data": dict(data), "owners": list(owners or [])}
@@ -82,11 +92,12 @@ class InMemoryKube:
             data=dict(secret["data"]),
             owners=tuple(secret["owners"]),
             type=secret.get("type"),
+            resource_version=str(self.resource_versions.get(self._key(namespace, name), 0)),
         )
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
         """Like server-side apply: the resourceVersion moves only when the Secret changed."""
-        self._check("apply_secret")
+        self._write("apply_secret")
         meta = secret["metadata"]
         applied = {
             "annotations": dict(meta.get("annotations") or {}),
@@ -101,11 +112,11 @@ class InMemoryKube:
         return str(self.resource_versions[key])
 
     def delete_secret(self, namespace: str, name: str) -> bool:
-        self._check("delete_secret")
+        self._write("delete_secret")
         return self.secrets.pop(self._key(namespace, name), None) is not None
 
     def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
-        self._check("apply_statefulset")
+        self._write("apply_statefulset")
         meta = statefulset["metadata"]
         self.statefulsets[meta["name"]] = dict(statefulset)
         self.sts_owners[meta["name"]] = [o["uid"] for o in meta.get("ownerReferences", [])]
@@ -113,6 +124,23 @@ class InMemoryKube:
     def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
         self._check("dry_run_statefulset")
         self.dry_runs += 1
+
+    def read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None:
+        self._check("read_child")
+        found = {
+            "StatefulSet": self.statefulsets.get(name),
+            "ServiceAccount": self.service_accounts.get((namespace, name)),
+            "PodDisruptionBudget": self.disruption_budgets.get(name),
+            "RoleBinding": self.role_bindings.get((namespace, name)),
+        }[kind]
+        if found is None:
+            return None
+        meta = found["metadata"]
+        return ChildObject(
+            annotations=dict(meta.get("annotations") or {}),
+            owners=tuple(o["uid"] for o in meta.get("ownerReferences", [])),
+            ready_replicas=self.ready if kind == "StatefulSet" else 0,
+        )
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         self._check("statefulset_owners")
@@ -135,7 +163,7 @@ class InMemoryKube:
 
     def scale_statefulset(self, namespace: str, name: str, replicas: int) -> None:
         """Like the StatefulSet controller at once: the pods above `replicas` start stopping."""
-        self._check("scale_statefulset")
+        self._write("scale_statefulset")
         if name in self.statefulsets:
             self.statefulsets[name]["spec"]["replicas"] = replicas
         self.terminating |= {
@@ -143,7 +171,7 @@ class InMemoryKube:
         }
 
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
-        self._check("annotate_pod")
+        self._write("annotate_pod")
         self.pod_patches.append((name, dict(annotations)))
         self.pod_annotations.setdefault(name, {}).update(annotations)
 
@@ -156,21 +184,21 @@ class InMemoryKube:
         return (namespace, name) in self.service_accounts
 
     def apply_service_account(self, account: Mapping[str, Any]) -> None:
-        self._check("apply_service_account")
+        self._write("apply_service_account")
         meta = account["metadata"]
         self.service_accounts[(meta["namespace"], meta["name"])] = dict(account)
 
     def apply_role_binding(self, binding: Mapping[str, Any]) -> None:
-        self._check("apply_role_binding")
+        self._write("apply_role_binding")
         meta = binding["metadata"]
         self.role_bindings[(meta["namespace"], meta["name"])] = dict(binding)
 
     def delete_role_binding(self, namespace: str, name: str) -> bool:
-        self._check("delete_role_binding")
+        self._write("delete_role_binding")
         return self.role_bindings.pop((namespace, name), None) is not None
 
     def apply_disruption_budget(self, budget: Mapping[str, Any]) -> None:
-        self._check("apply_disruption_budget")
+        self._write("apply_disruption_budget")
         self.disruption_budgets[budget["metadata"]["name"]] = dict(budget)
 
     def service_account_may(self, account: tuple[str, str], namespace: str, access: ResourceAccess) -> bool:
@@ -187,7 +215,7 @@ class InMemoryKube:
 
     def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """A JSON merge patch: None removes the field."""
-        self._check("patch_status")
+        self._write("patch_status")
         self.status_writes.append(dict(status))
         stored = self._status_of(kind)
         for key, value in status.items():
@@ -258,8 +286,12 @@ def gitlab_server() -> Iterator[FakeGitLab]:
 
 
 @pytest.fixture
-def env(gitlab_server: FakeGitLab) -> Iterator[Env]:
+def env(gitlab_server: FakeGitLab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     gl = gitlab_server
+    # The handlers' batch reads start empty in each test (the fake's runner ids start again after a reset).
+    monkeypatch.setattr(handlers, "DIRECTORY", RunnerDirectory())
+    # Every resync a test asks for runs (the pacing's own tests arrange a budget that stretches the interval).
+    monkeypatch.setattr(runtime, "PACING", Pacing(0.0, 1.0, 10**9))
     gl.reset()
     if not hasattr(gl, "_seeded"):
         owner = gl.add_user("owner")

@@ -45,7 +45,8 @@ def test_a_429_on_one_runner_delays_another_runners_deletion(env: Env, posted: l
     builds_id = call(handlers.on_runner_created_or_changed, builds)["status"]["runnerId"]
     web_id = call(handlers.on_runner_created_or_changed, web)["status"]["runnerId"]
     env.gitlab.faults.add(
-        Fault(method="GET", path=rf"^/api/v4/runners/{builds_id}$", kind="rate_limit_rack", retry_after=30, count=1)
+        # builds' read: of the runner, or of the batch (GraphQL) that lists it
+        Fault(path=rf"^/api/v4/runners/{builds_id}$|^/api/graphql$", kind="rate_limit_rack", retry_after=30, count=1)
     )
 
     # builds' resync meets GitLab's 429 (a real answer from GitLab, not the operator's budget): transient, so the

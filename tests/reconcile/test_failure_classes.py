@@ -200,7 +200,8 @@ def test_one_dropped_connection_during_resync_retries_soon_and_keeps_ready(
 ) -> None:
     call(handlers.on_runner_created_or_changed, env)
     assert ready(env)["status"] == "True"
-    env.gitlab.faults.add(Fault(method="GET", path=r"/runners/\d+$", kind="drop", count=1))
+    # The resync's read of the runner: a batch (GraphQL) or, without one, the runner itself.
+    env.gitlab.faults.add(Fault(path=r"/runners/\d+$|/api/graphql$", kind="drop", count=1))
     with pytest.raises(kopf.TemporaryError) as caught:
         call(handlers.resync_runner, env, retry=0, runtime=timedelta(seconds=1))
     assert caught.value.delay == CONFIG.backoff(0) < CONFIG.resync_interval
@@ -213,7 +214,7 @@ def test_a_transient_error_outlasting_a_resync_interval_is_reported(
     env: Env, posted: list[tuple[str, str, str]]
 ) -> None:
     call(handlers.on_runner_created_or_changed, env)
-    env.gitlab.faults.add(Fault(method="GET", path=r"/runners/\d+$", status=503))
+    env.gitlab.faults.add(Fault(path=r"/runners/\d+$|/api/graphql$", status=503))
     call(handlers.resync_runner, env, retry=5, runtime=timedelta(seconds=CONFIG.resync_interval))
     assert ready(env)["status"] == "False" and ready(env)["reason"] == "GitLabUnavailable"
 

@@ -144,15 +144,16 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 # The executor's identity: each Runner's ServiceAccount (server-side applied; a user's own is only checked to
 # exist), its manager pods' PodDisruptionBudget, and in the executor namespace the RoleBindings of the chart's
 # executor ClusterRoles, which the operator may bind but does not hold (no pods/exec, pods/attach, Secret list).
+# Each is read first (get) and applied only when it differs from what the Runner wants.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]
   verbs: ["bind"]

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..core.api import GROUP, VERSION, Kind
 from ..core.errors import ReconcileError, redact, register_classifier
-from ..core.ports import PodInfo, ResourceAccess, SecretObject
+from ..core.ports import ChildObject, PodInfo, ResourceAccess, SecretObject
 from ..core.reasons import Reason
 
 FIELD_MANAGER = "glrt-operator"
@@ -121,6 +121,7 @@ class Kube:
             data={k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()},
             owners=tuple(_owner_uids(meta)),
             type=secret.type,
+            resource_version=str((meta and meta.resource_version) or ""),
         )
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
@@ -166,6 +167,26 @@ class Kube:
             force=True,
             _content_type=_APPLY,
             **options,
+        )
+
+    def read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None:
+        """A StatefulSet (read through its status subresource, which returns the whole object: its metadata and its
+        ready replicas in one GET), ServiceAccount or PodDisruptionBudget; None when it does not exist."""
+        read: Callable[[str, str], Any] = {
+            "StatefulSet": self._apps.read_namespaced_stateful_set_status,
+            "ServiceAccount": self._core.read_namespaced_service_account,
+            "PodDisruptionBudget": self._policy.read_namespaced_pod_disruption_budget,
+            "RoleBinding": self._rbac.read_namespaced_role_binding,
+        }[kind]
+        found = _unless_missing(read, name, namespace)
+        if found is None:
+            return None
+        meta = found.metadata
+        status = getattr(found, "status", None)
+        return ChildObject(
+            annotations=dict((meta and meta.annotations) or {}),
+            owners=tuple(_owner_uids(meta)),
+            ready_replicas=int(getattr(status, "ready_replicas", 0) or 0) if kind == "StatefulSet" else 0,
         )
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:

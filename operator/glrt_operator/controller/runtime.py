@@ -35,9 +35,12 @@ from ..core.events import EventType
 from ..core.ports import GitLabConnector, KubePort
 from ..core.reasons import RETRYING, ConditionType, Reason
 from ..core.refs import Logger
+from ..core.status import changes_anything
 from ..settings import OperatorConfig
+from .pacing import Pacing
 
 CONFIG = OperatorConfig.from_env()
+PACING = Pacing(CONFIG.resync_interval, CONFIG.resync_budget_share, CONFIG.gitlab_requests_per_minute)
 
 
 class Outcome(Protocol):
@@ -68,6 +71,8 @@ class Resource:
     kind: Kind
     controller: metrics.Controller
     metrics: metrics.ResourceMetrics
+    # Status keys whose change alone is not worth a write (`core.status.changes_anything`).
+    volatile: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -146,13 +151,16 @@ def _attempt(res: Resource, work: Work[OutcomeT], call: Call) -> _Attempt:
             return _Attempt(failure=classify(raised))
 
 
-def _succeeded(outcome: Outcome | None, call: Call, write: StatusSink) -> None:
+def _succeeded(res: Resource, outcome: Outcome | None, call: Call, write: StatusSink) -> None:
+    """Ready: the status written only when it changes something a user would act on (a resync at rest writes
+    nothing)."""
     call.memo.pop("reported", None)  # the next failure is a new problem, worth its Event
     if outcome is not None:
         status = outcome.ready_status(call.status.get("conditions"), call.generation)
         status["conditions"] = _settled(status["conditions"], call.generation)
         status["reconciledGeneration"] = call.generation
-        write(status)
+        if changes_anything(status, call.status, res.volatile):
+            write(status)
         outcome.observe()
 
 
@@ -238,7 +246,7 @@ def on_event(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any]) -> 
         _progressing(res, call)
     result = _attempt(res, work, call)
     if result.failure is None:
-        _succeeded(result.outcome, call, write)
+        _succeeded(res, result.outcome, call, write)
         return
     _report(res, result.failure, call, write)
     _raise_for_kopf(result.failure, retry_delay(result.failure, call.retry))
@@ -249,6 +257,7 @@ def on_delete(res: Resource, work: Callable[[Call], None], kwargs: Mapping[str, 
     on_event(res, work, kwargs)
     meta = kwargs["body"]["metadata"]
     res.metrics.forget(meta["namespace"], meta["name"])  # reached only once the clean-up succeeded
+    PACING.forget(meta["uid"])
 
 
 # --- resyncs ----------------------------------------------------------------------------------------------------
@@ -276,7 +285,7 @@ def _resync_once(
     result = _attempt(res, work, call)
     exc = result.failure
     if exc is None:
-        _succeeded(result.outcome, call, write)
+        _succeeded(res, result.outcome, call, write)
         outcome: OutcomeT | None = result.outcome
         return outcome
     delay = retry_delay(exc, call.retry)
@@ -315,6 +324,10 @@ async def on_timer(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any
     call = Call.of(kwargs)
     if not call.reconciled:
         return
+    # Paced from the budget (`controller.pacing`, one for every timer); a transient failure's retry is not.
+    if not kwargs.get("retry") and not PACING.due(call.body["metadata"]["uid"]):
+        return
+    metrics.RESYNC_EFFECTIVE_INTERVAL.set(PACING.effective_interval())
     runtime: timedelta = kwargs.get("runtime") or timedelta(0)
     tolerate = runtime.total_seconds() < CONFIG.resync_interval
     await _resync(res, work, call, kwargs, tolerate=tolerate, stopped=kwargs.get("stopped"))
@@ -337,7 +350,16 @@ async def _resync(
     stopped: kopf.DaemonStopped | None,
 ) -> None:
     own = kopf.Patch()  # Kopf applies `patch` when this returns: a resync left running must not write into it then
-    await _on_resync_pool(call, lambda: _resync_once(res, work, call, _patch_sink(own), tolerate=tolerate), stopped)
+    uid = call.body["metadata"]["uid"]
+
+    def counted() -> OutcomeT | None:  # the resync, its GitLab calls recorded for the pacing (on its pool thread)
+        before = metrics.gitlab_calls_in_thread()
+        try:
+            return _resync_once(res, work, call, _patch_sink(own), tolerate=tolerate)
+        finally:
+            PACING.record(uid, metrics.gitlab_calls_in_thread() - before)
+
+    await _on_resync_pool(call, counted, stopped)
     kwargs["patch"].update(own)
 
 

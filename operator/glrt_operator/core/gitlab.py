@@ -236,3 +236,16 @@ def classify_gitlab_error(exc: BaseException) -> ReconcileError | None:
     if not isinstance(exc, GitLabError):
         return None
     return ReconcileError(exc.reason, str(exc), delay=exc.retry_after, transient=exc.retryable)
+
+
+@dataclass(frozen=True)
+class BatchedRunner:
+    """A runner as a batch read (GraphQL) found it: the fields the drift check compares and its managers."""
+
+    details: RunnerDetails
+    managers: tuple[RunnerManager, ...] | None  # None: more than the batch holds (read them one by one)
+
+
+class BatchReadUnavailable(Exception):
+    """GitLab cannot serve this batch read (no GraphQL endpoint, a token without `read_api`, a field the instance
+    does not know, an owner the token may not list): the caller reads runner by runner over REST instead."""

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from .api import Kind
 from .gitlab import (
+    BatchedRunner,
     CreatedDeployToken,
     CreatedRunner,
     DeployTokenInfo,
@@ -30,9 +31,24 @@ class SecretObject:
     data: Mapping[str, str] = field(default_factory=dict, repr=False)
     owners: tuple[str, ...] = ()  # the uids of its owner references
     type: str | None = None
+    resource_version: str = ""
 
     def value(self, key: str) -> str | None:
         return self.data.get(key) or None
+
+
+@dataclass(frozen=True)
+class ChildObject:
+    """A child object the operator applies (StatefulSet, ServiceAccount, PodDisruptionBudget, RoleBinding) as
+    read: what tells whether it needs applying, and for a StatefulSet its ready replicas."""
+
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    owners: tuple[str, ...] = ()
+    ready_replicas: int = 0
+
+
+# The kinds `KubePort.read_child` reads.
+CHILD_KINDS = ("StatefulSet", "ServiceAccount", "PodDisruptionBudget", "RoleBinding")
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,7 @@ class KubePort(Protocol):
     def apply_secret(self, secret: Mapping[str, Any]) -> str: ...
     def delete_secret(self, namespace: str, name: str) -> bool: ...
     def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None: ...
+    def read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None: ...
     def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None: ...
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None: ...
     def ready_replicas(self, namespace: str, name: str) -> int: ...
@@ -92,6 +109,8 @@ class GitLabPort(Protocol):
     def delete_manager(self, runner_token: str, system_id: str) -> bool: ...
     def delete_runner_by_token(self, runner_token: str) -> bool: ...
     def token_is_valid(self, runner_token: str) -> bool: ...
+    def owner_path(self, runner_type: str, owner_id: int) -> str: ...
+    def batch_runners(self, runner_type: str, owner_path: str | None) -> Iterator[BatchedRunner]: ...
     def create_deploy_token(
         self, scope_path: str, *, name: str, scopes: Sequence[str], expires_on: date | None, username: str | None
     ) -> CreatedDeployToken: ...

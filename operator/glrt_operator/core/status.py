@@ -47,3 +47,18 @@ class TypedStatus:
 
     def updated(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _without(value: Any, volatile: frozenset[str]) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without(v, volatile) for k, v in value.items() if k not in volatile}
+    if isinstance(value, (list, tuple)):
+        return [_without(v, volatile) for v in value]
+    return value
+
+
+def changes_anything(patch: Mapping[str, Any], current: Mapping[str, Any], volatile: frozenset[str]) -> bool:
+    """Would writing `patch` over the stored `current` status change a value a user would act on? Keys named in
+    `volatile` (e.g. a runner manager's `contactedAt`, which moves with every poll of the runner) are left out of
+    the comparison, not out of the write: they are written with the next real change."""
+    return any(_without(v, volatile) != _without(current.get(k), volatile) for k, v in patch.items())

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from kubernetes.client.exceptions import ApiException
 
+from ..core.applied import child_current, stamped
 from ..core.errors import ReconcileError
 from ..core.events import EventSink
 from ..core.namespaces import check_target_namespace
@@ -93,19 +94,23 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
     in the executor namespace (recorded before they are made), and remove bindings the Runner no longer needs."""
     names = ctx.ref.children
     owner, namespace = ctx.ref.owner(), ctx.ref.namespace
-    ctx.kube.apply_disruption_budget(
+    budget = stamped(
         builders.build_disruption_budget(
             name=names.disruption_budget, namespace=namespace, owner=owner, runner_name=ctx.ref.name
         )
     )
+    if not child_current(budget, ctx.kube.read_child("PodDisruptionBudget", namespace, names.disruption_budget)):
+        ctx.kube.apply_disruption_budget(budget)
     own = ctx.spec.manager.service_account_name
     wanted: dict[str, str] = {}  # "namespace/name" -> permission group
     if not own:  # the manager pods run as it whatever the executor: without RBAC when it needs none
-        ctx.kube.apply_service_account(
+        account = stamped(
             builders.build_service_account(
                 name=names.service_account, namespace=namespace, owner=owner, runner_name=ctx.ref.name
             )
         )
+        if not child_current(account, ctx.kube.read_child("ServiceAccount", namespace, names.service_account)):
+            ctx.kube.apply_service_account(account)
     if access is not None and not own:
         wanted = {
             f"{access.namespace}/{builders.role_binding_name(namespace, ctx.ref.name, g)}": g
@@ -121,7 +126,7 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
     for key, group in sorted(wanted.items()):
         where, name = key.split("/", 1)
         role = cluster_role_name(ctx.settings.executor_role, group)
-        ctx.kube.apply_role_binding(
+        binding = stamped(
             builders.build_role_binding(
                 name=name,
                 namespace=where,
@@ -132,6 +137,8 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
                 runner_uid=ctx.ref.uid,
             )
         )
+        if not child_current(binding, ctx.kube.read_child("RoleBinding", where, name)):
+            ctx.kube.apply_role_binding(binding)
     revoke(ctx.kube, recorded - set(wanted), ctx.log)
     _record(ctx, entry, set(wanted))
     if access is not None and wanted and not recorded >= set(wanted):

@@ -1,11 +1,14 @@
 """The Kubernetes objects a `Runner` owns besides its token Secret: the config Secret (config.toml and the
-replicas' system_ids) and the StatefulSet of manager pods, built by the pure builders and server-side applied."""
+replicas' system_ids) and the StatefulSet of manager pods, built by the pure builders and server-side applied only
+when what is there differs (`core.applied`): a resync at rest writes nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from ..core.applied import child_current, secret_current, stamped
 from ..core.ports import PodInfo
 from ..runner_config.credentials import TomlPath
 from . import builders
@@ -13,10 +16,18 @@ from .context import RunnerContext
 from .replicas import pods_to_refresh
 
 
+@dataclass(frozen=True)
+class Children:
+    """The manager pods as found after the apply, and the StatefulSet's ready replicas."""
+
+    pods: list[PodInfo]
+    ready_replicas: int
+
+
 def apply_children(
     ctx: RunnerContext, runner_id: int, token: str, credentials: Mapping[TomlPath, str] | None = None
-) -> list[PodInfo]:
-    """Apply the config Secret and the StatefulSet; returns the manager pods as found afterwards.
+) -> Children:
+    """Apply the config Secret and the StatefulSet where they differ from what is there.
 
     `credentials`: what `credentials.config_credentials` read for spec.config's Secret references."""
     ref, spec = ctx.ref, ctx.spec
@@ -31,7 +42,7 @@ def apply_children(
         default_namespace=ref.namespace,
         credentials=credentials,
     )
-    config_version = ctx.kube.apply_secret(
+    secret = stamped(
         builders.build_config_secret(
             name=names.config_secret,
             namespace=ref.namespace,
@@ -42,11 +53,19 @@ def apply_children(
             rendered=rendered,
         )
     )
-    ctx.kube.apply_statefulset(_statefulset(ctx, rendered.token_free_sha256))
+    found = ctx.kube.read_secret(ref.namespace, names.config_secret)
+    if found is not None and secret_current(secret, found):
+        config_version = found.resource_version
+    else:
+        config_version = ctx.kube.apply_secret(secret)
+    statefulset = stamped(_statefulset(ctx, rendered.token_free_sha256))
+    existing = ctx.kube.read_child("StatefulSet", ref.namespace, names.statefulset)
+    if not child_current(statefulset, existing):
+        ctx.kube.apply_statefulset(statefulset)
     pods = ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
     if ctx.settings.refresh_pods:
         refresh_pods(ctx, pods, config_version)
-    return pods
+    return Children(pods, existing.ready_replicas if existing else 0)
 
 
 def refresh_pods(ctx: RunnerContext, pods: list[PodInfo], config_version: str) -> None:

@@ -5,13 +5,14 @@ five arguments through every function."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import connection
 from ..core.api import RUNNER
 from ..core.errors import Explain, ReconcileError
 from ..core.events import EventSink
+from ..core.gitlab import BatchedRunner
 from ..core.namespaces import EVERY_NAMESPACE, Scope
 from ..core.objects import owner_reference
 from ..core.ports import GitLabConnector, GitLabPort, KubePort
@@ -19,6 +20,7 @@ from ..core.reasons import Reason
 from ..core.refs import Logger, ObjectRef
 from ..core.spec import SpecError
 from . import builders
+from .batch import RunnerDirectory
 from .model import RunnerSpec
 from .status import RunnerStatus
 
@@ -46,6 +48,8 @@ class RunnerSettings:
     # Pin the manager pods' user, group and fsGroup; False leaves them to the platform (OpenShift).
     pin_pod_ids: bool = True
     scope: Scope = EVERY_NAMESPACE
+    # Batch reads of runners (GraphQL) shared across Runners; None reads each runner over REST.
+    directory: RunnerDirectory | None = None
 
 
 DEFAULT_SETTINGS = RunnerSettings()
@@ -62,6 +66,9 @@ class RunnerContext:
     log: Logger
     settings: RunnerSettings = DEFAULT_SETTINGS
     generation: int | None = None  # of the spec this call acts on
+    # What this reconcile read of GitLab's runners: the path (`batch.GRAPHQL` or `batch.REST`) and the batch's runners.
+    gitlab_reads: str | None = None
+    batched: dict[int, BatchedRunner] = field(default_factory=dict)
 
     def record(self, **changes: Any) -> None:
         """Write status fields at once, outside Kopf's end-of-handler patch: for facts that must survive a crash

@@ -3,6 +3,7 @@ the policy (priorities, retries, conditions, Events)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -12,14 +13,18 @@ from ..controller import runtime
 from ..controller.runtime import CONFIG, Call
 from ..core.api import GROUP, RUNNER, VERSION
 from ..core.namespaces import EVERY_NAMESPACE
+from .batch import RunnerDirectory
 from .context import RunnerRef, RunnerSettings
 from .deletion import delete_runner
 from .reconcile import ReconcileOutcome, open_context, reconcile
 
-RUNNERS = runtime.Resource(RUNNER, "runner", metrics.RUNNER)
+# A manager's contactedAt moves with every poll of its runner: written with the next real change, not on its own.
+RUNNERS = runtime.Resource(RUNNER, "runner", metrics.RUNNER, volatile=frozenset({"contactedAt"}))
 # A deletion retries a search for what an interrupted creation may have left this many times while GitLab fails
 # transiently, then finishes with a Warning (a runner whose id is known is retried until it is deleted).
 DELETE_SEARCH_RETRIES = 8
+# Any new value of this annotation asks for a resync of the Runner now.
+RESYNC_ANNOTATION = "glrt.dev/resync"
 
 
 def reconcile_runner(call: Call) -> ReconcileOutcome | None:
@@ -33,6 +38,10 @@ def reconcile_runner(call: Call) -> ReconcileOutcome | None:
     return reconcile(ctx)
 
 
+# The batch reads of runners the whole operator shares (`runners.batch`).
+DIRECTORY = RunnerDirectory(ttl=CONFIG.batch_read_ttl) if CONFIG.batch_reads else None
+
+
 def settings(call: Call) -> RunnerSettings:
     """The operator's settings for the Runner use cases; the namespaces it serves come from its command line."""
     return RunnerSettings(
@@ -40,6 +49,7 @@ def settings(call: Call) -> RunnerSettings:
         executor_role=CONFIG.executor_cluster_role,
         pin_pod_ids=CONFIG.pin_pod_ids,
         scope=call.memo.get("scope", EVERY_NAMESPACE),
+        directory=DIRECTORY,
     )
 
 
@@ -68,6 +78,25 @@ async def resync_runner(**kwargs: Any) -> None:
 async def on_runner_resumed(**kwargs: Any) -> None:
     """Found at operator start, unchanged since it was last handled: a resync."""
     await runtime.on_resume(RUNNERS, reconcile_runner, kwargs)
+
+
+def resync_fresh(call: Call) -> ReconcileOutcome | None:
+    """A resync someone asked for: read over REST now, not from a batch read a minute old."""
+    ref = RunnerRef.from_body(call.body)
+    fresh = replace(settings(call), directory=None)
+    ctx = open_context(
+        call.kube, call.gitlab, ref, call.spec, call.emit, call.log, settings=fresh, generation=call.generation
+    )
+    return reconcile(ctx)
+
+
+@kopf.on.field(GROUP, VERSION, RUNNER.plural, field=["metadata", "annotations", RESYNC_ANNOTATION])
+async def on_resync_requested(**kwargs: Any) -> None:
+    """`kubectl annotate runner NAME glrt.dev/resync="$(date)" --overwrite`: resync this Runner now, whatever the
+    paced interval (one attempt at resync priority, like a resume)."""
+    if kwargs.get("reason") != "update" or kwargs.get("new") is None:
+        return  # set at creation (the create handler reconciles) or removed
+    await runtime.on_resume(RUNNERS, resync_fresh, kwargs)
 
 
 @kopf.on.delete(GROUP, VERSION, RUNNER.plural)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..core.events import EventType
 from ..core.gitlab import RunnerManager
 from ..core.reasons import EventReason
+from . import batch
 from .context import RunnerContext
 from .replicas import stray_managers
 from .rotation import TokenState
@@ -36,6 +37,7 @@ def remove_stray_managers(ctx: RunnerContext, token: TokenState, managers: list[
     removed: set[str] = set()
     for r in doomed:
         ctx.gitlab.delete_manager(token.token, r.manager.system_id)
+        batch.manager_removed(ctx, ctx.status.runner_id or 0, r.manager.system_id)
         removed.add(r.manager.system_id)
         ctx.emit(r.event_type, r.reason, f"Removed runner manager {r.manager.system_id} {r.which}")
     return [m for m in managers if m.system_id not in removed]

@@ -20,7 +20,7 @@ from ..core.ports import GitLabConnector, KubePort
 from ..core.reasons import ConditionType, Reason
 from ..core.refs import Logger
 from ..core.times import iso, parse_time
-from . import access, managers, registration, token
+from . import access, batch, managers, registration, token
 from .children import apply_children
 from .context import (
     DEFAULT_SETTINGS,
@@ -54,6 +54,8 @@ class ReconcileOutcome:
     ref: RunnerRef
     # spec.replicas (`replicas` also lists scaled-away replicas whose pods still drain)
     spec_replicas: int
+    # How GitLab's runners were read: `batch.GRAPHQL` or `batch.REST` (status.gitlabReads); None: not read.
+    gitlab_reads: str | None = None
 
     def status_patch(self) -> dict[str, Any]:
         """Only fields with a value: a `null` in Kopf's end-of-handler patch makes it log the patch as
@@ -68,6 +70,7 @@ class ReconcileOutcome:
             "rotation_requested_at": self.rotation_requested_at,
             "ready_replicas": self.ready_replicas,
             "replicas": self.replicas,
+            "gitlab_reads": self.gitlab_reads,
         }
         return RunnerStatus.patch(**{k: v for k, v in fields.items() if v is not None})
 
@@ -140,7 +143,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         runner_id, current = ensured.runner_id, ensured.token
         if not ensured.fresh:
             current = token.rotate_if_due(ctx, runner_id, current)
-        found = [] if ensured.unseen else ctx.gitlab.list_managers(runner_id)  # one call less per new Runner
+        found = [] if ensured.unseen else batch.read_managers(ctx, runner_id)  # one call less per new Runner
         checked = (
             token.CheckedToken(current, token.ACCEPTED)
             if ensured.fresh
@@ -148,8 +151,8 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         )
         remaining = managers.remove_stray_managers(ctx, checked.token, found)
         access.grant(ctx, executor)
-        pods = apply_children(ctx, runner_id, checked.token.token, credentials)
-        ready = ctx.kube.ready_replicas(ctx.ref.namespace, ctx.ref.children.statefulset)
+        applied = apply_children(ctx, runner_id, checked.token.token, credentials)
+        pods, ready = applied.pods, applied.ready_replicas
     return ReconcileOutcome(
         runner_id=runner_id,
         token_expires_at=iso(checked.token.expires_at),
@@ -160,4 +163,5 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         token_condition=checked.condition,
         ref=ctx.ref,
         spec_replicas=ctx.spec.replicas,
+        gitlab_reads=ctx.gitlab_reads,
     )

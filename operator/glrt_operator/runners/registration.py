@@ -17,7 +17,7 @@ from ..core.gitlab import GitLabError, IssuedToken
 from ..core.ports import GitLabPort, KubePort
 from ..core.reasons import EventReason, Reason
 from ..core.times import now_iso, parse_time
-from . import children, token
+from . import batch, children, token
 from .attributes import create_attributes, desired_attributes, drifted, is_owned_by
 from .context import RunnerContext, RunnerRef
 from .model import RunnerSpec
@@ -62,7 +62,7 @@ def ensure_runner(ctx: RunnerContext) -> EnsuredRunner:
 
 def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
     """Does the runner still exist in GitLab? If so, repair any drift of its attributes from the spec."""
-    actual = ctx.gitlab.get_runner(runner_id)
+    actual = batch.read_runner(ctx, runner_id)
     if actual is None:
         ctx.emit(
             "Warning", EventReason.RUNNER_MISSING, f"Runner {runner_id} no longer exists in GitLab; creating a new one"
@@ -71,7 +71,7 @@ def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
         return False
     changes = drifted(desired_attributes(ctx.spec, ctx.ref.uid), actual)
     if changes:
-        ctx.gitlab.update_runner(actual.id, changes)
+        batch.updated(ctx, ctx.gitlab.update_runner(actual.id, changes))
         fields = ", ".join(sorted(changes))
         ctx.emit("Normal", EventReason.RUNNER_UPDATED, f"Updated {fields} of runner {actual.id} in GitLab")
         ctx.log.info("updated %s of runner %s in GitLab", fields, actual.id)

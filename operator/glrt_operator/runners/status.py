@@ -59,6 +59,8 @@ class RunnerStatus(TypedStatus):
     # When the operator next rotates the token by itself (renewBefore ahead of its expiry, jittered).
     renewal_time: str | None = None
     ready_replicas: int | None = None
+    # How the last reconcile read the runner in GitLab: GraphQL (a batch read per owner) or REST (one by one).
+    gitlab_reads: str | None = None
     executor: ExecutorStatus | None = None
     # Set once a deletion has removed the runner from GitLab (a deletion still waiting for its pods retries).
     unregistered_at: str | None = None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .deploy_tokens import DeployTokenCalls
+from .graphql import GraphQLCalls
 from .runners import RunnerCalls
 
 
-class GitLabClient(RunnerCalls, DeployTokenCalls):
+class GitLabClient(RunnerCalls, GraphQLCalls, DeployTokenCalls):
     """Runner and deploy-token calls over one Session (see session.py); created by GitLabPool.client."""

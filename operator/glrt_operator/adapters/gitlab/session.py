@@ -135,6 +135,11 @@ class Session:
         self._priority = priority
         self._max_wait = max_wait
 
+    @property
+    def graphql_url(self) -> str:
+        """GitLab's GraphQL endpoint, `/api/graphql` beside `/api/v4`."""
+        return re.sub(r"/api/v4$", "", self._api) + "/api/graphql"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._api!r})"
 
@@ -147,6 +152,7 @@ class Session:
         json: Any = None,
         params: Any = None,
         user_auth: bool = True,
+        url: str | None = None,
     ) -> httpx.Response:
         """One HTTP call: admitted by the host's budget (which learns from every answer: 429, RateLimit-*), timed and
         counted for the metrics; transport failures as GitLabErrors."""
@@ -162,7 +168,7 @@ class Session:
         try:
             response = self._http.request(
                 method,
-                self._api + path,
+                url or self._api + path,
                 json=json,
                 params=params,
                 headers=self._headers if user_auth else None,

@@ -1,0 +1,63 @@
+"""Resync pacing from the GitLab budget (controller.pacing): the interval stretches only as far as the fleet's
+measured cost asks."""
+
+from __future__ import annotations
+
+import pytest
+
+from glrt_operator.controller.pacing import Pacing
+from glrt_operator.settings import ConfigError, OperatorConfig
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cheap_fleet_keeps_the_base_interval() -> None:
+    pacing = Pacing(300, 0.1, 2000)
+    for n in range(100):
+        pacing.record(f"uid-{n}", 2)  # 200 calls a cycle: 40 a minute at 300 s, under 200 (a tenth)
+    assert pacing.effective_interval() == 300
+
+
+def test_an_expensive_fleet_stretches_to_its_share_of_the_budget() -> None:
+    pacing = Pacing(300, 0.1, 2000)
+    for n in range(5000):
+        pacing.record(f"uid-{n}", 2)  # 10,000 calls a cycle at 200 a minute: 50 minutes
+    assert pacing.effective_interval() == pytest.approx(3000)
+    pacing.forget("uid-0")
+    assert pacing.effective_interval() == pytest.approx(2999.4)
+
+
+def test_a_stretched_interval_skips_timer_ticks() -> None:
+    clock = Clock()
+    pacing = Pacing(300, 0.1, 600, clock=clock)
+    for n in range(450):
+        pacing.record(f"uid-{n}", 2)  # 900 calls a cycle at 60 a minute: 900 s, three ticks of 300 s
+    assert pacing.due("new-uid")  # never resynced: due
+    clock.now += 300
+    assert not pacing.due("uid-0")
+    clock.now += 300
+    assert not pacing.due("uid-0")
+    clock.now += 300
+    assert pacing.due("uid-0")
+
+
+def test_the_average_follows_the_cost() -> None:
+    pacing = Pacing(1, 1.0, 60)  # one call a second
+    pacing.record("a", 100)  # the resync that paid for a batch read
+    assert pacing.effective_interval() == pytest.approx(100)
+    for _ in range(20):
+        pacing.record("a", 0)  # then served by batches others paid for
+    assert pacing.effective_interval() == 1
+
+
+def test_the_share_setting() -> None:
+    assert OperatorConfig.from_env({}).resync_budget_share == 0.1
+    assert OperatorConfig.from_env({"GLRT_RESYNC_BUDGET_SHARE": "0.25"}).resync_budget_share == 0.25
+    for bad in ("0", "1.5", "a tenth"):
+        with pytest.raises(ConfigError, match="GLRT_RESYNC_BUDGET_SHARE"):
+            OperatorConfig.from_env({"GLRT_RESYNC_BUDGET_SHARE": bad})
