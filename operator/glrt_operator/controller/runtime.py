@@ -29,7 +29,7 @@ import kopf
 
 from .. import metrics
 from ..core.api import Kind
-from ..core.conditions import set_condition
+from ..core.conditions import reconciled_generation, set_condition
 from ..core.errors import ReconcileError, classify
 from ..core.events import EventType
 from ..core.ports import GitLabConnector, KubePort
@@ -112,18 +112,8 @@ class Call:
 
     @property
     def reconciled(self) -> bool:
-        """Has this generation been reconciled? Until it has, the event handlers own it (with their back-off).
-        (`observedGeneration` follows every status write, failures included, so it cannot tell; a status written
-        before `reconciledGeneration` existed says it with its Ready=True condition.)"""
-        done = self.status.get("reconciledGeneration")
-        if done is None:
-            ready = next((c for c in self.status.get("conditions") or () if c.get("type") == ConditionType.READY), {})
-            done = (
-                ready.get("observedGeneration", self.status.get("observedGeneration"))
-                if ready.get("status") == "True"
-                else None
-            )
-        return bool(done == self.generation)
+        """Has this generation been reconciled? Until it has, the event handlers own it (with their back-off)."""
+        return reconciled_generation(self.status) == self.generation
 
     def emit(self, type_: EventType, reason: str, message: str) -> None:
         kopf.event(self.body, type=type_, reason=reason, message=message)

@@ -48,3 +48,16 @@ def set_condition(
     else:
         result[result.index(previous)] = updated
     return result
+
+
+def reconciled_generation(status: Mapping[str, Any]) -> int | None:
+    """The generation last reconciled successfully. `observedGeneration` follows every status write, failures
+    included, so it cannot tell; a status written before `reconciledGeneration` existed says it with Ready=True."""
+    if "reconciledGeneration" in status:
+        return cast(int | None, status["reconciledGeneration"])
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or () if c.get("type") == ConditionType.READY), {}
+    )
+    if ready.get("status") != "True":
+        return None
+    return cast(int | None, ready.get("observedGeneration", status.get("observedGeneration")))
