@@ -49,6 +49,10 @@ def install_executor_roles(cp: ControlPlane) -> None:
     cp.kubectl("apply", "-f", "-", input=rendered.replace(base, EXECUTOR_ROLE))
 
 
+# The Runner's tags (the manifest's, runUntagged false): a job without them is never handed to it.
+TAGS = ["docker", "linux"]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -73,7 +77,9 @@ def run(jobs_count: int, seconds: int) -> None:
             runners = Runners(api, ns, gitlab.url)
             runners.put_secret("gitlab-api", {"token": PAT})
             env = {"GLRT_RESYNC_INTERVAL": "30", "GLRT_EXECUTOR_CLUSTER_ROLE": EXECUTOR_ROLE}
-            with OperatorProcess(cp.kubeconfig, ns, Path(logs), env=env):
+            operator = OperatorProcess(cp.kubeconfig, ns, Path(logs), env=env)
+            operator.args += ["--namespace", jobs_ns]  # it serves the executor namespace too (the chart's watch list)
+            with operator:
                 images = image_names()
                 runners.create(
                     runners.manifest(
@@ -94,7 +100,12 @@ def run(jobs_count: int, seconds: int) -> None:
                         },
                     )
                 )
-                runner_id = int(runners.wait_ready(timeout=180)["status"]["runnerId"])
+                try:
+                    runner_id = int(runners.wait_ready(timeout=180)["status"]["runnerId"])
+                except TimeoutError:
+                    conditions = (runners.get() or {}).get("status", {}).get("conditions")
+                    print(f"Runner not Ready: {json.dumps(conditions)}\n{node.describe(ns)}", file=sys.stderr)
+                    raise
                 wait_for(
                     lambda: len([m for m in gitlab.runners[runner_id].managers.values() if m.contacted_at]) == 2,
                     timeout=180,
@@ -110,7 +121,7 @@ def churn(
     started = time.monotonic()
     queued = {
         gitlab.enqueue_job(
-            runner_id=runner_id, payload=jobs.script_job([f"sleep {seconds}", "echo done"])
+            runner_id=runner_id, tags=TAGS, payload=jobs.script_job([f"sleep {seconds}", "echo done"])
         ): time.monotonic()
         for _ in range(count)
     }
