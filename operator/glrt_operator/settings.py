@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .core.connection import ConnectionPolicy
+
 PREFIX = "GLRT_"
 
 
@@ -85,6 +87,11 @@ class OperatorConfig:
     # GLRT_PIN_POD_IDS=false leaves them to the platform: OpenShift's restricted-v2 SCC assigns them from the
     # namespace's range and refuses a pod that pins others.
     pin_pod_ids: bool = True
+    # The namespace of ClusterGitLabConnections' token and CA Secrets (the chart's release namespace by default);
+    # the operator reads and rotates them there only. Empty: ClusterGitLabConnections cannot be used.
+    connection_namespace: str | None = None
+    # Refuse Runners and DeployTokens with an inline spec.gitlab.url + credentialsSecretRef (connections only).
+    refuse_inline_connections: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -102,10 +109,16 @@ class OperatorConfig:
             resync_workers=_count(env, "RESYNC_WORKERS", cls.resync_workers, 1),
             executor_cluster_role=env.get(PREFIX + "EXECUTOR_CLUSTER_ROLE") or cls.executor_cluster_role,
             pin_pod_ids=_flag(env, "PIN_POD_IDS", cls.pin_pod_ids),
+            connection_namespace=env.get(PREFIX + "CONNECTION_NAMESPACE") or None,
+            refuse_inline_connections=_flag(env, "REFUSE_INLINE_CONNECTIONS", cls.refuse_inline_connections),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")
         return config
+
+    @property
+    def connections(self) -> ConnectionPolicy:
+        return ConnectionPolicy(self.connection_namespace, self.refuse_inline_connections)
 
     def backoff(self, retry: int) -> float:
         """Exponential back-off for the n-th retry (0-based), capped."""

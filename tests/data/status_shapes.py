@@ -31,6 +31,10 @@ Kind = Literal["Runner", "DeployToken"]
 # back-off; the split says whether retrying alone can ever succeed. A test fails on a reason left out.
 STALLED_REASONS = (
     "InvalidSpec",
+    "ConnectionNotFound",
+    "ConnectionNotAllowed",
+    "ConnectionInvalid",
+    "InlineConnectionRefused",
     "InvalidName",
     "ValueOutOfRange",
     "InvalidCharacters",

@@ -161,6 +161,8 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_RESYNC_WORKERS": "4",
         "GLRT_EXECUTOR_CLUSTER_ROLE": "glrt-glrt-operator-glrt-system-executor",
         "GLRT_PIN_POD_IDS": "true",
+        "GLRT_CONNECTION_NAMESPACE": "glrt-system",
+        "GLRT_REFUSE_INLINE_CONNECTIONS": "false",
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
@@ -199,10 +201,28 @@ def operator_roles(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, 
 
 def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -> None:
     cluster = kinds(render(helm_home, "--values", str(CHART / "ci" / "cluster-wide.yaml")))
+    # Both modes: ClusterGitLabConnections (cluster-scoped) and their Secrets in the connection namespace only.
+    namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
+    for rendered in (cluster, namespaced):
+        connections = rendered["ClusterRole"][-1]
+        assert connections["metadata"]["name"].endswith("-connections")
+        assert {r for rule in connections["rules"] for r in rule["resources"]} == {
+            "clustergitlabconnections",
+            "clustergitlabconnections/status",
+        }
+        (secrets,) = [r for r in rendered["Role"] if r["metadata"]["name"].endswith("-connection-secrets")]
+        assert secrets["metadata"]["namespace"] == "glrt-system"
+        assert secrets["rules"][0] == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]}
+        rendered["ClusterRole"] = rendered["ClusterRole"][:-1]
+        rendered["ClusterRoleBinding"] = rendered["ClusterRoleBinding"][:-1]
+        rendered["Role"].remove(secrets)
+        name = secrets["metadata"]["name"]
+        rendered["RoleBinding"] = [b for b in rendered["RoleBinding"] if b["metadata"]["name"] != name]
+        if not rendered["Role"]:
+            del rendered["Role"], rendered["RoleBinding"]
     assert len(operator_roles(cluster)) == len(cluster["ClusterRoleBinding"]) == 1
     assert "Role" not in cluster and "RoleBinding" not in cluster
 
-    namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
     # Cluster-wide only the read of the watched namespaces by name (do they accept another's Runners?).
     (namespaces,) = operator_roles(namespaced)
     assert namespaces["rules"] == [

@@ -221,6 +221,29 @@ class Kube:
             raise
         return dict((namespace.metadata and namespace.metadata.annotations) or {})
 
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        """A namespace's labels (what a ClusterGitLabConnection's selector matches); None when it does not exist."""
+        try:
+            namespace = self._core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((namespace.metadata and namespace.metadata.labels) or {})
+
+    def read_object(self, kind: Kind, namespace: str | None, name: str) -> Mapping[str, Any] | None:
+        """One of the operator's own objects (a connection a resource names); `namespace` None: cluster-scoped."""
+        try:
+            if namespace is None:
+                body = self._custom.get_cluster_custom_object(GROUP, VERSION, kind.plural, name)
+            else:
+                body = self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
     def service_account_exists(self, namespace: str, name: str) -> bool:
         return _unless_missing(self._core.read_namespaced_service_account, name, namespace) is not None
 

@@ -32,6 +32,11 @@ class Reason(StrEnum):
     INVALID_CHARACTERS = "InvalidCharacters"
     CREDENTIALS_MISSING = "CredentialsMissing"
     CA_SECRET_MISSING = "CASecretMissing"
+    # spec.gitlab.connectionRef and the connection it names
+    CONNECTION_NOT_FOUND = "ConnectionNotFound"
+    CONNECTION_NOT_ALLOWED = "ConnectionNotAllowed"
+    CONNECTION_INVALID = "ConnectionInvalid"
+    INLINE_CONNECTION_REFUSED = "InlineConnectionRefused"
     CONFIG_SECRET_MISSING = "ConfigSecretMissing"
     NAME_CONFLICT = "NameConflict"
     SECRET_NAME_TAKEN = "SecretNameTaken"

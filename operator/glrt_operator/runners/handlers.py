@@ -3,6 +3,7 @@ the policy (priorities, retries, conditions, Events)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -40,6 +41,7 @@ def settings(call: Call) -> RunnerSettings:
         executor_role=CONFIG.executor_cluster_role,
         pin_pod_ids=CONFIG.pin_pod_ids,
         scope=call.memo.get("scope", EVERY_NAMESPACE),
+        connections=CONFIG.connections,
     )
 
 
@@ -47,7 +49,9 @@ def unregister_runner(call: Call) -> None:
     """Delete the runner in GitLab (`runners.deletion`)."""
     give_up = call.retry >= DELETE_SEARCH_RETRIES
     ref = RunnerRef.from_body(call.body)
-    delete_runner(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up_search=give_up)
+    # A deletion cleans up whatever the spec: inline connections refused since are still used to delete.
+    policy = replace(CONFIG.connections, refuse_inline=False)
+    delete_runner(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up_search=give_up, policy=policy)
 
 
 @kopf.on.create(GROUP, VERSION, RUNNER.plural)
