@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 # The Kubernetes adapter registers how its ApiExceptions read as conditions, as it does in the operator.
 import glrt_operator.adapters.kube  # noqa: F401
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
-from glrt_operator.core.api import RUNNER, Kind
+from glrt_operator.core.api import CONNECTION_KINDS, RUNNER, Kind
 from glrt_operator.core.events import EventType
 from glrt_operator.core.ports import KubePort, PodInfo, ResourceAccess, SecretObject
 from glrt_operator.runners.context import DEFAULT_SETTINGS, RunnerRef, RunnerSettings
@@ -52,6 +52,7 @@ class InMemoryKube:
         self.status_writes: list[dict[str, Any]] = []
         self.dry_runs = 0
         self.deploy_token_status: dict[str, Any] = {}
+        self.connection_status: dict[str, Any] = {}
         self.namespaces: dict[str, dict[str, str]] = {NAMESPACE: {}}  # name -> annotations
         self.labels: dict[str, dict[str, str]] = {}  # namespace name -> labels (a missing one has none)
         # The operator's own objects by (plural, namespace or None when cluster-scoped, name): connections.
@@ -194,14 +195,17 @@ class InMemoryKube:
         return (namespace, access) in self.granted.get(account, set())
 
     def _status_of(self, kind: Kind) -> dict[str, Any]:
-        """One object of each kind: a Runner's status in `status`, a DeployToken's in `deploy_token_status`."""
+        """One object of each kind: a Runner's status in `status`, a DeployToken's in `deploy_token_status`, a
+        connection's in `connection_status`."""
+        if kind in CONNECTION_KINDS:
+            return self.connection_status
         return self.status if kind == RUNNER else self.deploy_token_status
 
-    def read_status(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+    def read_status(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         self._check("read_status")
         return dict(self._status_of(kind))
 
-    def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
         """A JSON merge patch: None removes the field."""
         self._check("patch_status")
         self.status_writes.append(dict(status))

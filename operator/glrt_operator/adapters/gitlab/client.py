@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .access_tokens import AccessTokenCalls
 from .deploy_tokens import DeployTokenCalls
 from .runners import RunnerCalls
 
 
-class GitLabClient(RunnerCalls, DeployTokenCalls):
+class GitLabClient(RunnerCalls, DeployTokenCalls, AccessTokenCalls):
     """Runner and deploy-token calls over one Session (see session.py); created by GitLabPool.client."""
