@@ -1,0 +1,171 @@
+"""Connections end to end (control plane only, no pods): one ClusterGitLabConnection whose Secret lives in the
+operator's connection namespace; a Runner and a DeployToken in two allowed team namespaces that hold no GitLab
+credential; a third namespace, not allowed, gets ConnectionNotAllowed and causes no GitLab call."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.fake_gitlab import FakeGitLab
+from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION = "glrt.dev", "v1alpha1"
+PAT = "glpat-e2e-ClusterConnection0001"
+PROJECT_ID = 7
+
+
+@pytest.fixture
+def gitlab() -> Iterator[FakeGitLab]:
+    with FakeGitLab().running() as gl:
+        owner = gl.add_user("platform")
+        gl.add_group(3, "platform", owners=[owner])
+        gl.add_project(PROJECT_ID, "builds", group_id=3, maintainers=[owner])
+        gl.add_access_token(PAT, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+        yield gl
+
+
+@pytest.fixture
+def namespaces(kube: client.ApiClient) -> Iterator[dict[str, str]]:
+    core = client.CoreV1Api(kube)
+    suffix = secrets.token_hex(3)
+    names = {role: f"conn-{role}-{suffix}" for role in ("ops", "team-a", "team-b", "team-c")}
+    for name in names.values():
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield names
+    for name in names.values():
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+def status_of(custom: client.CustomObjectsApi, plural: str, namespace: str, name: str) -> dict[str, Any]:
+    body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    return dict(body.get("status") or {})
+
+
+def reason_of(status: dict[str, Any]) -> str | None:
+    ready = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), None)
+    return ready["reason"] if ready else None
+
+
+def test_cluster_connection_serves_allowed_namespaces_only(
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    gitlab: FakeGitLab,
+    namespaces: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    ops = namespaces["ops"]
+    core.create_namespaced_secret(
+        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": PAT})
+    )
+    connection = f"main-{secrets.token_hex(3)}"
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "clustergitlabconnections",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterGitLabConnection",
+            "metadata": {"name": connection},
+            "spec": {
+                "url": gitlab.url,
+                "credentialsSecretRef": {"name": "gitlab-admin"},
+                "allowedNamespaces": {"names": [namespaces["team-a"], namespaces["team-b"]]},
+            },
+        },
+    )
+    ref = {"connectionRef": {"kind": "ClusterGitLabConnection", "name": connection}}
+    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+    operator.args = ["run", "--verbose", *(f"--namespace={ns}" for ns in namespaces.values())]
+    operator.start()
+    try:
+        # The connection: Ready with GitLab's version and the token's facts.
+        def connection_ready() -> dict[str, Any] | None:
+            body = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+            status = body.get("status") or {}
+            return status if reason_of(status) == "Reconciled" else None
+
+        status = wait_for(connection_ready, timeout=60, message="ClusterGitLabConnection Ready")
+        assert status["gitlab"]["version"] == gitlab.instance.version
+        assert status["token"]["name"] == "ops" and status["token"]["scopes"] == ["api"]
+        assert status["renewalTime"]
+
+        runner = {
+            "runnerType": "project_type",
+            "projectId": PROJECT_ID,
+            "description": "team a",
+            "replicas": 1,
+            "gitlab": ref,
+        }
+        for role in ("team-a", "team-c"):
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespaces[role],
+                "runners",
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runner", "metadata": {"name": "builds"}, "spec": runner},
+            )
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespaces["team-b"],
+            "deploytokens",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DeployToken",
+                "metadata": {"name": "pull"},
+                "spec": {
+                    "gitlab": ref,
+                    "projectId": PROJECT_ID,
+                    "scopes": ["read_registry"],
+                    "secret": {"name": "pull", "type": "kubernetes.io/basic-auth"},
+                },
+            },
+        )
+        wait_for(
+            lambda: status_of(custom, "runners", namespaces["team-a"], "builds").get("runnerId"),
+            timeout=60,
+            message="the team-a Runner's runner",
+        )
+        wait_for(
+            lambda: reason_of(status_of(custom, "deploytokens", namespaces["team-b"], "pull")) == "Reconciled",
+            timeout=60,
+            message="the team-b DeployToken Ready",
+        )
+        refused = wait_for(
+            lambda: (
+                (s := status_of(custom, "runners", namespaces["team-c"], "builds"))
+                and reason_of(s) == "ConnectionNotAllowed"
+                and s
+            ),
+            timeout=60,
+            message="the team-c Runner refused",
+        )
+        message = next(c["message"] for c in refused["conditions"] if c["type"] == "Ready")
+        assert connection in message and namespaces["team-c"] in message
+
+        # One runner (team-a's), one deploy token (team-b's); nothing for team-c.
+        assert len(gitlab.runners) == 1
+        assert len([c for c in gitlab.calls if c.method == "POST" and c.path.endswith("/user/runners")]) == 1
+        # The team namespaces hold no GitLab access token: only what the operator wrote for them.
+        for role in ("team-a", "team-b", "team-c"):
+            for secret in core.list_namespaced_secret(namespaces[role]).items:
+                values = [v for v in (secret.data or {}).values()]
+                assert all(PAT.encode() not in base64.b64decode(v) for v in values)
+    finally:
+        operator.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+    assert PAT not in operator.output()
