@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from glrt_operator.connections import model
 from glrt_operator.connections.reconcile import ConnectionOutcome, ConnectionRef, reconcile
 from glrt_operator.core.api import CLUSTER_GITLAB_CONNECTION
 from glrt_operator.core.connection import ConnectionPolicy
@@ -41,8 +42,8 @@ class Conn:
     def emit(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 
-    def reconcile(self, policy: ConnectionPolicy = POLICY) -> ConnectionOutcome:
-        outcome = reconcile(self.kube, self.pool, REF, self.spec, self.emit, LOG, policy)  # type: ignore[arg-type]
+    def reconcile(self, policy: ConnectionPolicy = POLICY, now: datetime | None = None) -> ConnectionOutcome:
+        outcome = reconcile(self.kube, self.pool, REF, self.spec, self.emit, LOG, policy, now=now)  # type: ignore[arg-type]
         self.kube.patch_status(REF.kind, None, REF.name, outcome.ready_status(None, 1))
         return outcome
 
@@ -157,7 +158,9 @@ def test_rotation_when_due_stores_the_new_token_first(conn: Conn) -> None:
     assert new != old and conn.rotations() == 1
     fake_new = conn.gitlab.access_token(new)
     assert fake_new is not None and fake_new.active(conn.gitlab.clock.now())
-    assert fake_new.expires_at == date.today() + timedelta(days=90)  # the explicit expires_at
+    # The explicit expires_at: the first date at least validFor (90 days) ahead.
+    assert fake_new.expires_at == model.next_expiry(datetime.now(UTC), timedelta(days=90))
+    assert fake_new.expires_at in (date.today() + timedelta(days=90), date.today() + timedelta(days=91))
     assert conn.gitlab.access_token(old).revoked  # type: ignore[union-attr]
     rotate = next(c for c in conn.gitlab.calls if c.path.endswith("/self/rotate"))
     assert rotate.status == 200
@@ -168,15 +171,17 @@ def test_rotation_when_due_stores_the_new_token_first(conn: Conn) -> None:
 
 
 def test_five_rotations_while_runners_reconcile(conn: Conn, env: Env) -> None:
-    """validFor 49h: each new token is due again at once, so every reconcile rotates; a Runner using the
-    connection reconciles between rotations with whatever token the Secret holds."""
+    """renewBefore 48h, validFor 49h, and the operator's clock two days further at each reconcile: every reconcile
+    rotates; a Runner using the connection reconciles between rotations with whatever token the Secret holds."""
     conn.spec["tokenRotation"] = {"renewBefore": "48h", "validFor": "49h"}
     cluster_connection(env)
     refer(env)
     conn.put_token(new_token(conn.gitlab, expires_in=2))  # due now
     runner_id = env.reconcile().runner_id
-    for _ in range(5):
-        conn.reconcile()
+    start = datetime.now(UTC)
+    for step in range(5):
+        outcome = conn.reconcile(now=start + timedelta(days=2 * step))
+        assert outcome.next_check is not None and outcome.next_check > start + timedelta(days=2 * step)
         assert env.reconcile().runner_id == runner_id
     assert conn.rotations() == 5
     assert len(conn.gitlab.token_family(conn.token)) == 6

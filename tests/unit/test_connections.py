@@ -104,5 +104,9 @@ def test_renewal_dates() -> None:
     assert model.expiry_instant(date(2027, 3, 1)) == datetime(2027, 3, 1, tzinfo=UTC)
     assert model.renewal_time(date(2027, 3, 1), timedelta(days=30)) == datetime(2027, 1, 30, tzinfo=UTC)
     assert model.renewal_time(None, timedelta(days=30)) is None
-    assert model.next_expiry(date(2026, 12, 2), timedelta(days=90)) == date(2027, 3, 2)
-    assert model.next_expiry(date(2026, 12, 2), timedelta(hours=49)) == date(2026, 12, 4)
+    noon, midnight = datetime(2026, 12, 2, 12, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
+    # At least validFor ahead (the next date), so a renewed token is never due again at once.
+    assert model.next_expiry(noon, timedelta(days=90)) == date(2027, 3, 3)
+    assert model.next_expiry(midnight, timedelta(days=90)) == date(2027, 3, 2)
+    assert model.next_expiry(noon, timedelta(hours=49)) == date(2026, 12, 5)
+    assert model.next_expiry(noon, timedelta(days=365)) == date(2027, 12, 2)  # GitLab's limit: today + 365

@@ -102,6 +102,9 @@ def renewal_time(expires_at: date | None, renew_before: timedelta) -> datetime |
     return instant - renew_before if instant else None
 
 
-def next_expiry(today: date, valid_for: timedelta) -> date:
-    """The explicit `expires_at` of a rotation: `valid_for` ahead, never beyond GitLab's one-year limit."""
-    return today + min(timedelta(days=valid_for.days or 1), MAX_VALID_FOR)
+def next_expiry(now: datetime, valid_for: timedelta) -> date:
+    """The explicit `expires_at` of a rotation: the first date whose 00:00 UTC is at least `valid_for` ahead (so the
+    new token is not due again at once), never beyond GitLab's limit of today + 365 days."""
+    end = now + valid_for
+    day = end.date() if end.time() == time(0) else end.date() + timedelta(days=1)
+    return min(day, now.date() + MAX_VALID_FOR)

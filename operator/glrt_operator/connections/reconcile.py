@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .. import metrics
@@ -35,6 +35,7 @@ from ..core.times import iso, now_iso
 from . import model
 from .model import ConnectionSpec
 
+MIN_RECHECK = timedelta(minutes=1)
 NEEDS = "scope api, or create_runner, manage_runner and read_api; self_rotate or api to renew itself"
 
 
@@ -167,8 +168,9 @@ def reconcile(
         "renewalTime": iso(renewal) if renewal else None,
         "lastRotationTime": status.get("lastRotationTime"),
     }
-    # The renewal daemon wakes at the renewal time (without one: the resync interval).
-    next_check = renewal if why_not is None else None
+    # The renewal daemon wakes at the renewal time (without one: the resync interval), never sooner than a minute
+    # from now: a token GitLab capped below renewBefore would otherwise be rotated in a loop.
+    next_check = max(renewal, current + MIN_RECHECK) if why_not is None and renewal else None
     return ConnectionOutcome(fields, why_not, next_check, ref, expiry)
 
 
@@ -204,7 +206,7 @@ def _rotate(
     emit: EventSink,
     log: Logger,
 ) -> AccessTokenInfo:
-    expires_at = model.next_expiry(now.date(), spec.valid_for)
+    expires_at = model.next_expiry(now, spec.valid_for)
     _record(kube, ref, {"rotationStartedAt": now_iso(), "rotationFromTokenId": token.id})
     try:
         rotated = gitlab.rotate_access_token_self(expires_at)
