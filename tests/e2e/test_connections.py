@@ -169,3 +169,50 @@ def test_cluster_connection_serves_allowed_namespaces_only(
         operator.stop()
         custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
     assert PAT not in operator.output()
+
+
+def _refusal(create: Any, body: dict[str, Any]) -> str:
+    with pytest.raises(client.ApiException) as caught:
+        create(body)
+    assert caught.value.status == 422
+    return str(caught.value.body)
+
+
+def test_schema_refuses_bad_connection_input_at_apply_time(kube: client.ApiClient, crd_installed: list[str]) -> None:
+    """The CRDs' rules, evaluated by the real apiserver (server-side dry run: nothing is stored)."""
+    custom = client.CustomObjectsApi(kube)
+
+    def runner(gitlab: dict[str, Any]) -> Any:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Runner",
+            "metadata": {"name": "r"},
+            "spec": {"gitlab": gitlab, "runnerType": "instance_type"},
+        }
+        return custom.create_namespaced_custom_object(GROUP, VERSION, "default", "runners", body, dry_run="All")
+
+    def cluster(spec: dict[str, Any]) -> Any:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterGitLabConnection",
+            "metadata": {"name": "c"},
+            "spec": {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}, **spec},
+        }
+        return custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", body, dry_run="All")
+
+    both = {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}, "connectionRef": {"name": "c"}}
+    assert "set either connectionRef, or url and credentialsSecretRef" in _refusal(runner, both)
+    assert "set either connectionRef" in _refusal(runner, {})
+    assert "ClusterGitLabConnection" in _refusal(runner, {"connectionRef": {"kind": "Issuer", "name": "c"}})
+    runner({"connectionRef": {"kind": "ClusterGitLabConnection", "name": "c"}})  # accepted
+
+    assert "allowedNamespaces" in _refusal(cluster, {})
+    assert "selector: {} allows every namespace" in _refusal(cluster, {"allowedNamespaces": {}})
+    allowed = {"allowedNamespaces": {"selector": {}}}
+    rotation = {"tokenRotation": {"renewBefore": "720h", "validFor": "700h"}}
+    assert "validFor must be longer than" in _refusal(cluster, {**allowed, **rotation})
+    short = {"tokenRotation": {"renewBefore": "24h"}}
+    assert "renewBefore must be at least 48h" in _refusal(cluster, {**allowed, **short})
+    created = cluster({**allowed, "tokenRotation": {}})  # accepted, with the defaults filled in
+    assert created["spec"]["tokenRotation"] == {"enabled": True, "renewBefore": "720h", "validFor": "2160h"}
+    assert "tokenRotation" not in cluster(allowed)["spec"]  # absent: the operator's defaults, the same values

@@ -4,13 +4,17 @@ the rules about GitLab's release and the token (supported range, scopes, self-ro
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from glrt_operator.connections import model
 from glrt_operator.core.connection import ConnectionRef, allows, parse_gitlab, selector_matches
 from glrt_operator.core.gitlab import AccessTokenInfo, InstanceInfo, UnusableAnswer
 from glrt_operator.core.spec import SpecError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def token(*scopes: str, expires: date | None = date(2027, 3, 1)) -> AccessTokenInfo:
@@ -110,3 +114,19 @@ def test_renewal_dates() -> None:
     assert model.next_expiry(midnight, timedelta(days=90)) == date(2027, 3, 2)
     assert model.next_expiry(noon, timedelta(hours=49)) == date(2026, 12, 5)
     assert model.next_expiry(noon, timedelta(days=365)) == date(2027, 12, 2)  # GitLab's limit: today + 365
+
+
+@pytest.mark.parametrize("plural", ["gitlabconnections", "clustergitlabconnections"])
+def test_crd_defaults_are_the_model_defaults(plural: str) -> None:
+    crd = yaml.safe_load((REPO / "crds" / f"{plural}.glrt.dev.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rotation = spec["properties"]["tokenRotation"]["properties"]
+    filled = {key: value["default"] for key, value in rotation.items()}
+    parsed = model.ConnectionSpec.parse({"url": "https://g.example", "credentialsSecretRef": {"name": "t"}})
+    assert (
+        model.ConnectionSpec.parse(
+            {"url": "https://g.example", "credentialsSecretRef": {"name": "t"}, "tokenRotation": filled}
+        )
+        == parsed
+    )
+    assert ("allowedNamespaces" in spec["required"]) is (plural == "clustergitlabconnections")
