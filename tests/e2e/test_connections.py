@@ -5,6 +5,7 @@ credential; a third namespace, not allowed, gets ConnectionNotAllowed and causes
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.fake_gitlab import FakeGitLab
@@ -216,3 +218,60 @@ def test_schema_refuses_bad_connection_input_at_apply_time(kube: client.ApiClien
     created = cluster({**allowed, "tokenRotation": {}})  # accepted, with the defaults filled in
     assert created["spec"]["tokenRotation"] == {"enabled": True, "renewBefore": "720h", "validFor": "2160h"}
     assert "tokenRotation" not in cluster(allowed)["spec"]  # absent: the operator's defaults, the same values
+
+
+def test_refuse_inline_admission_policy(
+    control_plane: ControlPlane, kube: client.ApiClient, crd_installed: list[str], namespaces: dict[str, str]
+) -> None:
+    """connections.refuseInline: the chart's ValidatingAdmissionPolicy refuses a new inline spec.gitlab, accepts a
+    connectionRef, and lets an inline Runner stored before it be updated without a spec change (its finalizer)."""
+    custom = client.CustomObjectsApi(kube)
+    team = namespaces["team-a"]
+
+    def runner(name: str, gitlab: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Runner",
+            "metadata": {"name": name},
+            "spec": {"gitlab": gitlab, "runnerType": "instance_type"},
+        }
+        created: dict[str, Any] = custom.create_namespaced_custom_object(GROUP, VERSION, team, "runners", body)
+        return created
+
+    inline = {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}}
+    runner("before", inline)
+    chart = Path(__file__).resolve().parents[2] / "helm" / "glrt-operator"
+    rendered = control_plane.helm(
+        "template", "glrt", str(chart), "--namespace", namespaces["ops"], "--set", "connections.refuseInline=true"
+    ).stdout
+    policy = [d for d in yaml.safe_load_all(rendered) if d and d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert [d["kind"] for d in policy] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(policy))
+    try:
+
+        def refused() -> str | None:
+            with contextlib.suppress(client.ApiException):  # accepted while the policy was not yet in force
+                custom.delete_namespaced_custom_object(GROUP, VERSION, team, "runners", "probe")
+            try:
+                runner("probe", inline)
+            except client.ApiException as exc:
+                return str(exc.body) if exc.status in (403, 422) else None
+            return None
+
+        message = wait_for(refused, timeout=30, message="the admission policy in force")
+        assert "set spec.gitlab.connectionRef" in message
+        runner("by-ref", {"connectionRef": {"kind": "ClusterGitLabConnection", "name": "main"}})
+        # The stored inline Runner: metadata changes (a finalizer) pass, a spec change is refused.
+        patched = custom.patch_namespaced_custom_object(
+            GROUP, VERSION, team, "runners", "before", {"metadata": {"finalizers": ["glrt.dev/finalizer"]}}
+        )
+        assert patched["metadata"]["finalizers"] == ["glrt.dev/finalizer"]
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, team, "runners", "before", {"metadata": {"finalizers": []}}
+        )
+        edit = {"spec": {"tags": ["x"]}}
+        with pytest.raises(client.ApiException) as caught:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, team, "runners", "before", edit)
+        assert "set spec.gitlab.connectionRef" in str(caught.value.body)
+    finally:
+        control_plane.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(policy))
