@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -275,3 +276,107 @@ def test_refuse_inline_admission_policy(
         assert "set spec.gitlab.connectionRef" in str(caught.value.body)
     finally:
         control_plane.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(policy))
+
+
+def test_connection_token_rotated_five_times_while_its_users_reconcile(
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    gitlab: FakeGitLab,
+    namespaces: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The operator process renews the connection's token five times (each spec edit makes the token due: a
+    renewBefore longer than what is left), while a Runner and a DeployToken using the connection resync every 3 s.
+    The Secret always ends with a token GitLab accepts, GitLab's reuse detection never fires, the chain is whole."""
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    ops, team = namespaces["ops"], namespaces["team-a"]
+    owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
+    first = "glpat-e2e-RotatingConnection01"
+    gitlab.add_access_token(first, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+    core.create_namespaced_secret(
+        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": first})
+    )
+    connection = f"rot-{secrets.token_hex(3)}"
+    spec = {
+        "url": gitlab.url,
+        "credentialsSecretRef": {"name": "gitlab-admin"},
+        "allowedNamespaces": {"names": [team]},
+        "tokenRotation": {"renewBefore": "720h", "validFor": "721h"},
+    }
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection", "metadata": {"name": connection}}
+    custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", {**body, "spec": spec})
+    ref = {"connectionRef": {"kind": "ClusterGitLabConnection", "name": connection}}
+    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+    operator.args = ["run", "--verbose", f"--namespace={ops}", f"--namespace={team}"]
+    operator.start()
+
+    def secret_token() -> str:
+        data = core.read_namespaced_secret("gitlab-admin", ops).data
+        return base64.b64decode(data["token"]).decode()
+
+    def connection_status() -> dict[str, Any]:
+        found = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+        return dict(found.get("status") or {})
+
+    try:
+        wait_for(lambda: reason_of(connection_status()) == "Reconciled", timeout=60, message="connection Ready")
+        runner = {"runnerType": "project_type", "projectId": PROJECT_ID, "replicas": 1, "gitlab": ref}
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            team,
+            "runners",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runner", "metadata": {"name": "builds"}, "spec": runner},
+        )
+        token_spec = {
+            "gitlab": ref,
+            "projectId": PROJECT_ID,
+            "scopes": ["read_registry"],
+            "secret": {"name": "pull", "type": "kubernetes.io/basic-auth"},
+        }
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            team,
+            "deploytokens",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DeployToken",
+                "metadata": {"name": "pull"},
+                "spec": token_spec,
+            },
+        )
+        runner_id = wait_for(
+            lambda: status_of(custom, "runners", team, "builds").get("runnerId"), timeout=60, message="runner"
+        )
+        seen = [first]
+        for step in range(1, 6):
+            # Less than 200 days (4800h) left, then at most renewBefore + 25h after each rotation: a renewBefore 48h
+            # longer each time makes the token due at once, exactly once.
+            before = 4800 + 48 * step
+            patch = {"spec": {"tokenRotation": {"renewBefore": f"{before}h", "validFor": f"{before + 1}h"}}}
+            custom.patch_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection, patch)
+            wait_for(lambda: secret_token() not in seen, timeout=60, message=f"rotation {step}")
+            seen.append(secret_token())
+            time.sleep(1.0)  # the Runner and the DeployToken resync (every 3 s) in between
+        wait_for(
+            lambda: reason_of(status_of(custom, "deploytokens", team, "pull")) == "Reconciled",
+            timeout=60,
+            message="DeployToken Ready with the last token",
+        )
+        assert status_of(custom, "runners", team, "builds")["runnerId"] == runner_id
+    finally:
+        operator.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+    family = gitlab.token_family(first)
+    assert len(family) == 6 and [t.token for t in family] == seen
+    assert family[-1].active(gitlab.clock.now()) and all(t.revoked for t in family[:-1])
+    counters = gitlab.token_counters
+    assert counters.reuse_detections == []
+    assert counters.revoked_calls.get("POST /personal_access_tokens/self/rotate", 0) == 0
+    # Calls a Runner or DeployToken made with a token rotated between their Secret read and their call (reported).
+    print("calls with a revoked token:", dict(counters.revoked_calls))
+    assert len(gitlab.runners) == 1
+    for token in seen:
+        assert token not in operator.output()

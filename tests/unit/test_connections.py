@@ -130,3 +130,11 @@ def test_crd_defaults_are_the_model_defaults(plural: str) -> None:
         == parsed
     )
     assert ("allowedNamespaces" in spec["required"]) is (plural == "clustergitlabconnections")
+
+
+def test_a_renew_before_no_token_can_outlive_is_refused() -> None:
+    base = {"url": "https://g.example", "credentialsSecretRef": {"name": "t"}}
+    evening = datetime(2026, 12, 2, 23, tzinfo=UTC)
+    capped = model.ConnectionSpec.parse({**base, "tokenRotation": {"renewBefore": "8759h", "validFor": "8760h"}})
+    assert "shorten renewBefore" in (model.renewal_too_long(evening, capped) or "")
+    assert model.renewal_too_long(evening, model.ConnectionSpec.parse(base)) is None

@@ -108,3 +108,15 @@ def next_expiry(now: datetime, valid_for: timedelta) -> date:
     end = now + valid_for
     day = end.date() if end.time() == time(0) else end.date() + timedelta(days=1)
     return min(day, now.date() + MAX_VALID_FOR)
+
+
+def renewal_too_long(now: datetime, spec: ConnectionSpec) -> str | None:
+    """A token renewed now would be due again at once (GitLab caps its expiry at today + 365 days): the operator
+    would rotate it at every look. Refused, with what to change."""
+    renewal = renewal_time(next_expiry(now, spec.valid_for), spec.renew_before)
+    if renewal is not None and renewal > now:
+        return None
+    return (
+        "spec.tokenRotation.renewBefore is longer than the lifetime GitLab gives a renewed token (at most 365 days, "
+        "counted from today's date): shorten renewBefore."
+    )

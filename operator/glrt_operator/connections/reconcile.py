@@ -147,6 +147,8 @@ def reconcile(
             why_not = "spec.tokenRotation.enabled is false: renew the token by hand before it expires."
         renewal = model.renewal_time(token.expires_at, spec.renew_before)
         current = now or datetime.now(UTC)
+        if why_not is None:
+            why_not = model.renewal_too_long(current, spec)
         if why_not is None and renewal is not None and current >= renewal:
             token = _rotate(kube, ref, namespace, endpoint, gitlab, token, spec, current, emit, log)
             renewal = model.renewal_time(token.expires_at, spec.renew_before)
