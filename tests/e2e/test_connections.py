@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.fake_gitlab import FakeGitLab
+from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.waiting import wait_for
@@ -380,3 +380,74 @@ def test_connection_token_rotated_five_times_while_its_users_reconcile(
     assert len(gitlab.runners) == 1
     for token in seen:
         assert token not in operator.output()
+
+
+def test_sigkill_while_gitlab_answers_the_rotation(
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    gitlab: FakeGitLab,
+    namespaces: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """GitLab rotated the token and the operator is killed before the answer arrives: the restarted operator never
+    rotates again with the old token (the chain stays whole, reuse detection never fires); it reports
+    TokenRotationLost, and the documented repair (a new token in the Secret, the fence cleared) makes it Ready."""
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    ops = namespaces["ops"]
+    owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
+    old = "glpat-e2e-KilledMidRotation001"
+    gitlab.add_access_token(old, owner, scopes=["api"], expires_at=date.today() + timedelta(days=3), name="ops")
+    core.create_namespaced_secret(
+        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": old})
+    )
+    connection = f"kill-{secrets.token_hex(3)}"
+    spec = {"url": gitlab.url, "credentialsSecretRef": {"name": "gitlab-admin"}, "allowedNamespaces": {"names": []}}
+    gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="hold_after_commit", seconds=30, count=1))
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection", "metadata": {"name": connection}}
+    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+    operator.args = ["run", "--verbose", f"--namespace={ops}"]
+    operator.start()
+
+    def status() -> dict[str, Any]:
+        found = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+        return dict(found.get("status") or {})
+
+    def rotations() -> int:  # the fake records a call once answered: a held answer is counted by its successor
+        return len(gitlab.token_family(old)) - 1
+
+    try:
+        custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", {**body, "spec": spec})
+        wait_for(lambda: gitlab.access_token(old).revoked, timeout=60, message="GitLab rotated")  # type: ignore[union-attr]
+        assert status().get("rotationStartedAt")  # the fence, written before the call
+        operator.kill()
+        operator.start()
+        lost = wait_for(
+            lambda: (s := status()) and reason_of(s) == "TokenRotationLost" and s, timeout=60, message="reported"
+        )
+        time.sleep(3)  # a resync or two: still no second rotation
+        assert rotations() == 1
+        successor = gitlab.newest_in_family(old)
+        assert successor.token != old and successor.active(gitlab.clock.now())  # the chain was not revoked
+        assert gitlab.token_counters.reuse_detections == []
+        message = next(c["message"] for c in lost["conditions"] if c["type"] == "Ready")
+        assert "Put a new token in the Secret" in message
+        # The repair the message names.
+        fresh = "glpat-e2e-ReplacedByTheAdmin01"
+        gitlab.add_access_token(fresh, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+        core.patch_namespaced_secret("gitlab-admin", ops, {"stringData": {"token": fresh}})
+        custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            "clustergitlabconnections",
+            connection,
+            {"status": {"rotationStartedAt": None, "rotationFromTokenId": None}},
+        )
+        custom.patch_cluster_custom_object(  # an edit, so that the operator looks again at once
+            GROUP, VERSION, "clustergitlabconnections", connection, {"spec": {"allowedNamespaces": {"names": [ops]}}}
+        )
+        wait_for(lambda: reason_of(status()) == "Reconciled", timeout=60, message="Ready after the repair")
+        assert rotations() == 1 and gitlab.token_counters.reuse_detections == []
+    finally:
+        operator.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
