@@ -37,8 +37,8 @@ REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 
-Controller = Literal["runner", "deploytoken"]
-CONTROLLERS: tuple[Controller, ...] = ("runner", "deploytoken")
+Controller = Literal["runner", "deploytoken", "connection"]
+CONTROLLERS: tuple[Controller, ...] = ("runner", "deploytoken", "connection")
 
 # --- reconciles (controller-runtime names) --------------------------------------------------------------------
 
@@ -208,6 +208,23 @@ RUNNER_MANAGERS = Gauge(
 )
 RUNNER = ResourceMetrics("runner", "Runner's runner", RUNNER_MANAGERS)
 DEPLOY_TOKEN = ResourceMetrics("deploytoken", "DeployToken's deploy")
+CONNECTION_RENEWABLE = Gauge(
+    "glrt_connection_token_renewable",
+    "1 when the operator can renew the connection's access token itself (GitLab's self-rotation), 0 when not.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+# GitLabConnections by namespace and name; ClusterGitLabConnections with namespace "".
+CONNECTION = ResourceMetrics("connection", "GitLab connection's access", CONNECTION_RENEWABLE)
+
+
+def observe_connection(
+    namespace: str, name: str, *, expires_at: datetime | None, renewal_at: datetime | None, renewable: bool
+) -> None:
+    """After a successful reconcile of a connection: its token dates, whether it renews itself, Ready=True."""
+    CONNECTION.observe_token(namespace, name, expires_at, renewal_at)
+    CONNECTION_RENEWABLE.labels(namespace, name).set(1.0 if renewable else 0.0)
+    CONNECTION.observe_ready(namespace, name, "True")
 
 
 def observe_runner(

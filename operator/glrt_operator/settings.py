@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .core.connection import ConnectionPolicy
+
 PREFIX = "GLRT_"
 
 
@@ -106,6 +108,11 @@ class OperatorConfig:
     # The share of GLRT_GITLAB_REQUESTS_PER_MINUTE the periodic resyncs may take: beyond it the resync interval
     # stretches (`controller.pacing`).
     resync_budget_share: float = 0.1
+    # The namespace of ClusterGitLabConnections' token and CA Secrets (the chart's release namespace by default);
+    # the operator reads and rotates them there only. Empty: ClusterGitLabConnections cannot be used.
+    connection_namespace: str | None = None
+    # Refuse Runners and DeployTokens with an inline spec.gitlab.url + credentialsSecretRef (connections only).
+    refuse_inline_connections: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -126,10 +133,16 @@ class OperatorConfig:
             batch_reads=_flag(env, "BATCH_READS", cls.batch_reads),
             batch_read_ttl=_seconds(env, "BATCH_READ_TTL", cls.batch_read_ttl, 0.0),
             resync_budget_share=_share(env, "RESYNC_BUDGET_SHARE", cls.resync_budget_share),
+            connection_namespace=env.get(PREFIX + "CONNECTION_NAMESPACE") or None,
+            refuse_inline_connections=_flag(env, "REFUSE_INLINE_CONNECTIONS", cls.refuse_inline_connections),
         )
         if config.error_backoff > config.error_backoff_max:
             raise ConfigError(f"{PREFIX}ERROR_BACKOFF must not exceed {PREFIX}ERROR_BACKOFF_MAX")
         return config
+
+    @property
+    def connections(self) -> ConnectionPolicy:
+        return ConnectionPolicy(self.connection_namespace, self.refuse_inline_connections)
 
     def backoff(self, retry: int) -> float:
         """Exponential back-off for the n-th retry (0-based), capped."""

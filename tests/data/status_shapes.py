@@ -31,6 +31,13 @@ Kind = Literal["Runner", "DeployToken"]
 # back-off; the split says whether retrying alone can ever succeed. A test fails on a reason left out.
 STALLED_REASONS = (
     "InvalidSpec",
+    "ConnectionNotFound",
+    "ConnectionNotAllowed",
+    "ConnectionInvalid",
+    "InlineConnectionRefused",
+    "GitLabTooOld",
+    "TokenScopesMissing",
+    "TokenRotationLost",
     "InvalidName",
     "ValueOutOfRange",
     "InvalidCharacters",
@@ -69,7 +76,8 @@ RETRYING_REASONS = (
     "KubernetesUnreachable",
 )
 # Reasons of conditions that are True: no failure (Progressing: Reconciling=True while a generation is worked on).
-SUCCESS_REASONS = ("Reconciled", "Accepted", "Reissued", "Progressing")
+# RotationImpossible and RotationDisabled: a connection's TokenRenewable=False while it is Ready.
+SUCCESS_REASONS = ("Reconciled", "Accepted", "Reissued", "Progressing", "RotationImpossible", "RotationDisabled")
 
 BAD_CREDENTIAL = "GitLab answered 401: the access token is unknown, expired or revoked. Put a valid one in the Secret."
 

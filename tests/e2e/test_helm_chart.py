@@ -161,6 +161,8 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_RESYNC_WORKERS": "4",
         "GLRT_EXECUTOR_CLUSTER_ROLE": "glrt-glrt-operator-glrt-system-executor",
         "GLRT_PIN_POD_IDS": "true",
+        "GLRT_CONNECTION_NAMESPACE": "glrt-system",
+        "GLRT_REFUSE_INLINE_CONNECTIONS": "false",
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
@@ -197,12 +199,39 @@ def operator_roles(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, 
     return [r for r in rendered.get("ClusterRole", []) if "-executor" not in r["metadata"]["name"]]
 
 
+def strip_connection_rbac(rendered: dict[str, list[dict[str, Any]]], namespace: str) -> None:
+    """Both modes: a ClusterRole on ClusterGitLabConnections (cluster-scoped) and a Role on Secrets in the connection
+    namespace only. Checked, then removed, so that the rest is each mode's own RBAC."""
+    (connections,) = [r for r in rendered["ClusterRole"] if r["metadata"]["name"].endswith("-connections")]
+    assert {r for rule in connections["rules"] for r in rule["resources"]} == {
+        "clustergitlabconnections",
+        "clustergitlabconnections/status",
+    }
+    (secrets_role,) = [r for r in rendered["Role"] if r["metadata"]["name"].endswith("-connection-secrets")]
+    assert secrets_role["metadata"]["namespace"] == namespace
+    assert secrets_role["rules"][0] == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]}
+    for kind, name in (
+        ("ClusterRole", connections["metadata"]["name"]),
+        ("ClusterRoleBinding", connections["metadata"]["name"]),
+        ("Role", secrets_role["metadata"]["name"]),
+        ("RoleBinding", secrets_role["metadata"]["name"]),
+    ):
+        kept = [r for r in rendered[kind] if r["metadata"]["name"] != name]
+        assert len(kept) == len(rendered[kind]) - 1
+        if kept:
+            rendered[kind] = kept
+        else:
+            del rendered[kind]
+
+
 def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -> None:
     cluster = kinds(render(helm_home, "--values", str(CHART / "ci" / "cluster-wide.yaml")))
+    namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
+    for rendered in (cluster, namespaced):
+        strip_connection_rbac(rendered, "glrt-system")
     assert len(operator_roles(cluster)) == len(cluster["ClusterRoleBinding"]) == 1
     assert "Role" not in cluster and "RoleBinding" not in cluster
 
-    namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
     # Cluster-wide only the read of the watched namespaces by name (do they accept another's Runners?).
     (namespaces,) = operator_roles(namespaced)
     assert namespaces["rules"] == [
@@ -413,6 +442,7 @@ def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install
     assert "create secret generic gitlab-api" in notes and "get runners -w" in notes
     assert f"-n {install.watched[0] if install.watched else 'ci'} get runners -w" in notes
     rbac = kinds(install.manifest)
+    strip_connection_rbac(rbac, install.namespace)
     if install.watched:
         assert sorted(r["metadata"]["namespace"] for r in rbac["RoleBinding"]) == sorted(install.watched)
         # Cluster-wide only the read of the watched namespaces by name, and the executor's roles (bound per Runner).
@@ -682,14 +712,24 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
     ]
     if install.watched:
         # RBAC answers for namespaces it does not watch, whether or not they exist.
+        # Its own namespace is the connection namespace (connections.secretNamespace): ClusterGitLabConnections'
+        # Secrets are read and renewed there by name, nothing else.
+        assert can_i(control_plane, install, "get", "secrets", "-n", install.namespace)
+        assert can_i(control_plane, install, "patch", "secrets", "-n", install.namespace)
         denied += [
-            ("get", "secrets", "-n", install.namespace),  # not even in its own namespace
+            ("list", "secrets", "-n", install.namespace),
+            ("create", "secrets", "-n", install.namespace),
+            ("delete", "secrets", "-n", install.namespace),
             ("get", "secrets", "-n", "kube-system"),
             ("patch", "runners.glrt.dev", "-n", "default"),
             ("list", "runners.glrt.dev", "--all-namespaces"),
         ]
     else:
         assert can_i(control_plane, install, "watch", "runners.glrt.dev", "--all-namespaces")
+    # Both modes: ClusterGitLabConnections are watched and their status written, never created or deleted.
+    for verb in ("watch", "get", "patch"):
+        assert can_i(control_plane, install, verb, "clustergitlabconnections.glrt.dev")
+    denied += [("create", "clustergitlabconnections.glrt.dev"), ("delete", "clustergitlabconnections.glrt.dev")]
     for check in denied:
         assert not can_i(control_plane, install, *check), check
 

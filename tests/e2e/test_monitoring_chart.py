@@ -154,6 +154,7 @@ def test_promtool_checks_the_rules_and_their_unit_tests_pass(helm_home: dict[str
     groups = rendered_groups(helm_home)
     alerts = sorted({r["alert"] for g in groups for r in g["rules"]})
     assert alerts == [
+        "GlrtConnectionTokenNotRenewable",
         "GlrtGitLabAccessDenied",
         "GlrtGitLabRateLimited",
         "GlrtRunnerManagersOffline",
@@ -165,7 +166,7 @@ def test_promtool_checks_the_rules_and_their_unit_tests_pass(helm_home: dict[str
 
     checked = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
 
     tested = promtool("test", "rules", "rules_test.yaml", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr

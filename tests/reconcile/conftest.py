@@ -20,12 +20,12 @@ import glrt_operator.adapters.kube  # noqa: F401
 from glrt_operator.adapters.gitlab import GitLabClient, GitLabPool
 from glrt_operator.controller import runtime
 from glrt_operator.controller.pacing import Pacing
-from glrt_operator.core.api import RUNNER, Kind
+from glrt_operator.core.api import CONNECTION_KINDS, RUNNER, Kind
 from glrt_operator.core.events import EventType
 from glrt_operator.core.ports import ChildObject, KubePort, PodInfo, ResourceAccess, SecretObject
 from glrt_operator.runners import handlers
 from glrt_operator.runners.batch import RunnerDirectory
-from glrt_operator.runners.context import RunnerRef
+from glrt_operator.runners.context import DEFAULT_SETTINGS, RunnerRef, RunnerSettings
 from glrt_operator.runners.deletion import delete_runner
 from glrt_operator.runners.reconcile import ReconcileOutcome, open_context, reconcile
 from tests.fake_gitlab import FakeGitLab
@@ -56,7 +56,12 @@ class InMemoryKube:
         self.status_writes: list[dict[str, Any]] = []
         self.dry_runs = 0
         self.deploy_token_status: dict[str, Any] = {}
+        self.connection_status: dict[str, Any] = {}
         self.namespaces: dict[str, dict[str, str]] = {NAMESPACE: {}}  # name -> annotations
+        self.labels: dict[str, dict[str, str]] = {}  # namespace name -> labels (a missing one has none)
+        # The operator's own objects by (plural, namespace or None when cluster-scoped, name): connections.
+        self.objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        self.object_reads: list[tuple[str, str | None, str]] = []
         self.service_accounts: dict[tuple[str, str], dict[str, Any]] = {}
         self.role_bindings: dict[tuple[str, str], dict[str, Any]] = {}
         self.disruption_budgets: dict[str, dict[str, Any]] = {}
@@ -180,6 +185,18 @@ class InMemoryKube:
         found = self.namespaces.get(name)
         return None if found is None else dict(found)
 
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        self._check("namespace_labels")
+        if name not in self.namespaces:
+            return None
+        return dict(self.labels.get(name, {}))
+
+    def read_object(self, kind: Kind, namespace: str | None, name: str) -> Mapping[str, Any] | None:
+        self._check("read_object")
+        self.object_reads.append((kind.plural, namespace, name))
+        found = self.objects.get((kind.plural, namespace, name))
+        return None if found is None else dict(found)
+
     def service_account_exists(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self.service_accounts
 
@@ -206,14 +223,17 @@ class InMemoryKube:
         return (namespace, access) in self.granted.get(account, set())
 
     def _status_of(self, kind: Kind) -> dict[str, Any]:
-        """One object of each kind: a Runner's status in `status`, a DeployToken's in `deploy_token_status`."""
+        """One object of each kind: a Runner's status in `status`, a DeployToken's in `deploy_token_status`, a
+        connection's in `connection_status`."""
+        if kind in CONNECTION_KINDS:
+            return self.connection_status
         return self.status if kind == RUNNER else self.deploy_token_status
 
-    def read_status(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+    def read_status(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         self._check("read_status")
         return dict(self._status_of(kind))
 
-    def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
         """A JSON merge patch: None removes the field."""
         self._write("patch_status")
         self.status_writes.append(dict(status))
@@ -249,6 +269,7 @@ class Env:
     spec: dict[str, Any]
     events: list[tuple[EventType, str, str]] = field(default_factory=list)
     ref: RunnerRef = field(default_factory=lambda: RunnerRef(NAMESPACE, "builds", UID))
+    settings: RunnerSettings = DEFAULT_SETTINGS
 
     def emit(self, type_: EventType, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -257,10 +278,14 @@ class Env:
         return [reason for _, reason, _ in self.events]
 
     def reconcile(self) -> ReconcileOutcome:
-        return reconcile(open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG))
+        ctx = open_context(self.kube, self.pool, self.ref, self.spec, self.emit, LOG, settings=self.settings)
+        return reconcile(ctx)
 
     def delete(self, *, give_up_search: bool = False) -> None:
-        delete_runner(self.kube, self.pool, self.ref, self.spec, self.emit, LOG, give_up_search=give_up_search)
+        policy = self.settings.connections
+        delete_runner(
+            self.kube, self.pool, self.ref, self.spec, self.emit, LOG, give_up_search=give_up_search, policy=policy
+        )
 
     def use_token(self, token: str) -> None:
         self.kube.put_secret("gitlab-api", {"token": token})

@@ -102,20 +102,24 @@ annotations:
 The operator's permissions: exactly the calls it makes, each one needed (tests/e2e/test_helm_chart.py runs the
 operator as this ServiceAccount). Identical in both modes; only where they are bound differs.
 */}}
+{{- define "glrt-operator.connectionNamespace" -}}
+{{- .Values.connections.secretNamespace | default .Release.Namespace -}}
+{{- end }}
+
 {{- define "glrt-operator.rules" -}}
-# Kopf lists and watches Runners and DeployTokens, and merge/JSON-patches them for its finalizer and progress
-# annotations.
+# Kopf lists and watches Runners, DeployTokens and GitLabConnections, and merge/JSON-patches them for its finalizer
+# and progress annotations; a Runner's or DeployToken's connection is read by name.
 - apiGroups: ["glrt.dev"]
-  resources: ["runners", "deploytokens"]
-  verbs: ["list", "watch", "patch"]
+  resources: ["runners", "deploytokens", "gitlabconnections"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status: read before acting (not the event's snapshot), written by Kopf and at once after each GitLab write.
 - apiGroups: ["glrt.dev"]
-  resources: ["runners/status", "deploytokens/status"]
+  resources: ["runners/status", "deploytokens/status", "gitlabconnections/status"]
   verbs: ["get", "patch"]
 # Setting blockOwnerDeletion on the children's owner references needs this where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
 - apiGroups: ["glrt.dev"]
-  resources: ["runners/finalizers", "deploytokens/finalizers"]
+  resources: ["runners/finalizers", "deploytokens/finalizers", "gitlabconnections/finalizers"]
   verbs: ["update"]
 # Secrets: the access token and CA are read by name; the token, config and deploy-token Secrets are server-side
 # applied (an apply that creates needs create too); a DeployToken's copies in other namespaces, which no owner

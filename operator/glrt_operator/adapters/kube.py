@@ -242,6 +242,29 @@ class Kube:
             raise
         return dict((namespace.metadata and namespace.metadata.annotations) or {})
 
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        """A namespace's labels (what a ClusterGitLabConnection's selector matches); None when it does not exist."""
+        try:
+            namespace = self._core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((namespace.metadata and namespace.metadata.labels) or {})
+
+    def read_object(self, kind: Kind, namespace: str | None, name: str) -> Mapping[str, Any] | None:
+        """One of the operator's own objects (a connection a resource names); `namespace` None: cluster-scoped."""
+        try:
+            if namespace is None:
+                body = self._custom.get_cluster_custom_object(GROUP, VERSION, kind.plural, name)
+            else:
+                body = self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
     def service_account_exists(self, namespace: str, name: str) -> bool:
         return _unless_missing(self._core.read_namespaced_service_account, name, namespace) is not None
 
@@ -308,15 +331,23 @@ class Kube:
 
     # --- the status of the operator's own resources --------------------------------------------------------
 
-    def read_status(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+    def read_status(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         """The object's status as stored now: handlers act on this, never on the snapshot of the event that woke
-        them (another handler of the same object may have written since)."""
-        body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, kind.plural, name)
+        them (another handler of the same object may have written since). `namespace` None: cluster-scoped."""
+        if namespace is None:
+            body = self._custom.get_cluster_custom_object_status(GROUP, VERSION, kind.plural, name)
+        else:
+            body = self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, kind.plural, name)
         return dict(cast(dict[str, Any], body).get("status") or {})
 
-    def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
         """Write status at once, outside Kopf's end-of-handler patch: for facts that must survive a crash (the fences
         around non-idempotent GitLab calls) and for handlers Kopf does not patch for (daemons)."""
+        if namespace is None:
+            self._custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, kind.plural, name, {"status": dict(status)}, _content_type=_MERGE
+            )
+            return
         self._custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, kind.plural, name, {"status": dict(status)}, _content_type=_MERGE
         )

@@ -173,7 +173,7 @@ def _progressing(res: Resource, call: Call) -> None:
     marked = set_condition(conditions, ConditionType.RECONCILING, "True", Reason.PROGRESSING, message, call.generation)
     meta = call.body["metadata"]
     call.kube.patch_status(
-        res.kind, meta["namespace"], meta["name"], {"observedGeneration": call.generation, "conditions": marked}
+        res.kind, meta.get("namespace"), meta["name"], {"observedGeneration": call.generation, "conditions": marked}
     )
 
 
@@ -199,7 +199,7 @@ def _report(res: Resource, exc: ReconcileError, call: Call, write: StatusSink) -
     call.log.warning("%s: %s", exc.reason, exc.message)
     write({"observedGeneration": gen, "conditions": failed})
     meta = call.body["metadata"]
-    res.metrics.observe_ready(meta["namespace"], meta["name"], "False")
+    res.metrics.observe_ready(meta.get("namespace") or "", meta["name"], "False")
 
 
 # Waits whose end is known: the moment the budget names, the poll of pods that are draining. Not failures to back off.
@@ -246,7 +246,7 @@ def on_delete(res: Resource, work: Callable[[Call], None], kwargs: Mapping[str, 
     """Deleted: the use case's clean-up in GitLab before Kopf releases the finalizer; then the object's metrics go."""
     on_event(res, work, kwargs)
     meta = kwargs["body"]["metadata"]
-    res.metrics.forget(meta["namespace"], meta["name"])  # reached only once the clean-up succeeded
+    res.metrics.forget(meta.get("namespace") or "", meta["name"])  # reached only once the clean-up succeeded
     PACING.forget(meta["uid"])
 
 
@@ -373,7 +373,7 @@ async def renewal_daemon(
     meta = call.body["metadata"]
 
     def write(patch: dict[str, Any]) -> None:
-        call.kube.patch_status(res.kind, meta["namespace"], meta["name"], patch)
+        call.kube.patch_status(res.kind, meta.get("namespace"), meta["name"], patch)
 
     failures, failing_since = 0, 0.0
     delay = wakeup_in(first_check, datetime.now(UTC), CONFIG.resync_interval)

@@ -27,4 +27,7 @@ class Kind:
 
 RUNNER = Kind("Runner", "runners")
 DEPLOY_TOKEN = Kind("DeployToken", "deploytokens")
-KINDS = (RUNNER, DEPLOY_TOKEN)
+GITLAB_CONNECTION = Kind("GitLabConnection", "gitlabconnections")
+CLUSTER_GITLAB_CONNECTION = Kind("ClusterGitLabConnection", "clustergitlabconnections")
+KINDS = (RUNNER, DEPLOY_TOKEN, GITLAB_CONNECTION, CLUSTER_GITLAB_CONNECTION)
+CONNECTION_KINDS = (GITLAB_CONNECTION, CLUSTER_GITLAB_CONNECTION)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from .errors import ReconcileError, register_classifier
@@ -25,9 +25,10 @@ class UnusableAnswer(ValueError):
 # front (https://docs.gitlab.com/administration/settings/account_and_limit_settings/#instance-token-prefix).
 RUNNER_TOKEN_PREFIX = "glrt-"
 DEPLOY_TOKEN_PREFIX = "gldt-"
+ACCESS_TOKEN_PREFIX = "glpat-"
 _TOKEN_SHAPES = {
     prefix: re.compile(rf"[A-Za-z0-9_-]*?{re.escape(prefix)}[A-Za-z0-9_.-]+")
-    for prefix in (RUNNER_TOKEN_PREFIX, DEPLOY_TOKEN_PREFIX)
+    for prefix in (RUNNER_TOKEN_PREFIX, DEPLOY_TOKEN_PREFIX, ACCESS_TOKEN_PREFIX)
 }
 
 
@@ -161,6 +162,62 @@ class CreatedDeployToken:
 
     def __repr__(self) -> str:  # keep the token out of any log or traceback that prints this object
         return f"CreatedDeployToken(info={self.info!r}, token=<redacted>)"
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """`GET /metadata` (`/version` before 15.2, https://docs.gitlab.com/api/metadata/): the release and edition."""
+
+    version: str
+    revision: str
+    enterprise: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InstanceInfo:
+        version = data["version"]
+        if not isinstance(version, str) or not re.match(r"^\d+\.\d+\.\d+", version):
+            raise UnusableAnswer("its version is not MAJOR.MINOR.PATCH")
+        # `enterprise` since 15.6; before it, EE carries the `-ee` suffix.
+        enterprise = data.get("enterprise")
+        ee = bool(enterprise) if isinstance(enterprise, bool) else version.split("-", 1)[-1].startswith("ee")
+        return cls(version=version, revision=str(data.get("revision") or ""), enterprise=ee)
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        major, minor, patch = re.match(r"^(\d+)\.(\d+)\.(\d+)", self.version).groups()  # type: ignore[union-attr]
+        return int(major), int(minor), int(patch)
+
+
+@dataclass(frozen=True)
+class AccessTokenInfo:
+    """`GET /personal_access_tokens/self` (https://docs.gitlab.com/api/personal_access_tokens/): the calling
+    token. `expires_at` is a date: GitLab refuses the token from 00:00 UTC of that day."""
+
+    id: int
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: date | None
+    active: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AccessTokenInfo:
+        expires = data.get("expires_at")
+        return cls(
+            id=created_id(data["id"]),
+            name=str(data.get("name") or ""),
+            scopes=tuple(str(s) for s in data.get("scopes") or ()),
+            expires_at=date.fromisoformat(str(expires)[:10]) if expires else None,
+            active=bool(data.get("active", True)),
+        )
+
+
+@dataclass(frozen=True)
+class RotatedAccessToken:
+    info: AccessTokenInfo
+    token: str
+
+    def __repr__(self) -> str:  # keep the token out of any log or traceback that prints this object
+        return f"RotatedAccessToken(info={self.info!r}, token=<redacted>)"
 
 
 # === failures ==================================================================================================

@@ -14,6 +14,8 @@ class ConditionType(StrEnum):
     # help. False otherwise.
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    # A connection: can the operator renew its access token itself (GitLab's self-rotation)?
+    TOKEN_RENEWABLE = "TokenRenewable"
 
 
 class Reason(StrEnum):
@@ -32,6 +34,16 @@ class Reason(StrEnum):
     INVALID_CHARACTERS = "InvalidCharacters"
     CREDENTIALS_MISSING = "CredentialsMissing"
     CA_SECRET_MISSING = "CASecretMissing"
+    # spec.gitlab.connectionRef and the connection it names
+    CONNECTION_NOT_FOUND = "ConnectionNotFound"
+    CONNECTION_NOT_ALLOWED = "ConnectionNotAllowed"
+    CONNECTION_INVALID = "ConnectionInvalid"
+    INLINE_CONNECTION_REFUSED = "InlineConnectionRefused"
+    GITLAB_TOO_OLD = "GitLabTooOld"
+    TOKEN_SCOPES_MISSING = "TokenScopesMissing"
+    ROTATION_IMPOSSIBLE = "RotationImpossible"
+    ROTATION_DISABLED = "RotationDisabled"
+    TOKEN_ROTATION_LOST = "TokenRotationLost"
     CONFIG_SECRET_MISSING = "ConfigSecretMissing"
     NAME_CONFLICT = "NameConflict"
     SECRET_NAME_TAKEN = "SecretNameTaken"
@@ -95,6 +107,7 @@ class EventReason(StrEnum):
     SECRET_COPY_REMOVED = "SecretCopyRemoved"
     REVOKE_SKIPPED = "RevokeSkipped"
     EXECUTOR_ACCESS_LEFT = "ExecutorAccessLeft"
+    ACCESS_TOKEN_ROTATED = "AccessTokenRotated"
 
 
 # Failures that pass by themselves (the operator retries, nothing to fix): Reconciling=True while they last. Every

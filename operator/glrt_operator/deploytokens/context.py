@@ -5,11 +5,12 @@ whose message says what to fix."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core import connection
 from ..core.api import DEPLOY_TOKEN
+from ..core.connection import DEFAULT_POLICY, ConnectionPolicy
 from ..core.errors import Explain, ReconcileError
 from ..core.events import EventSink
 from ..core.ports import GitLabConnector, GitLabPort, KubePort, SecretObject
@@ -75,8 +76,20 @@ def check_secret_free(kube: KubePort, ref: DeployTokenRef, spec: DeployTokenSpec
     )
 
 
-def connect(kube: KubePort, pool: GitLabConnector, ref: DeployTokenRef, spec: DeployTokenSpec) -> GitLabPort:
-    return connection.connect(kube, pool, ref.namespace, spec.gitlab, ACCESS_TOKEN_NEEDS)
+def resolve(kube: KubePort, ref: DeployTokenRef, spec: DeployTokenSpec, policy: ConnectionPolicy) -> DeployTokenSpec:
+    """The spec with spec.gitlab resolved (`connection.resolve`)."""
+    return replace(spec, gitlab=connection.resolve(kube, ref.namespace, spec.gitlab, policy))
+
+
+def connect(
+    kube: KubePort,
+    pool: GitLabConnector,
+    ref: DeployTokenRef,
+    spec: DeployTokenSpec,
+    policy: ConnectionPolicy = DEFAULT_POLICY,
+) -> GitLabPort:
+    gitlab = connection.resolve(kube, ref.namespace, spec.gitlab, policy)
+    return connection.connect(kube, pool, ref.namespace, gitlab, ACCESS_TOKEN_NEEDS)
 
 
 def explainer(spec: DeployTokenSpec) -> Explain:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.api import DEPLOY_TOKEN
+from ..core.connection import DEFAULT_POLICY, ConnectionPolicy
 from ..core.errors import ReconcileError, failures_explained
 from ..core.events import EventSink
 from ..core.ports import GitLabConnector, KubePort
@@ -28,6 +29,7 @@ def delete_deploy_token(
     log: Logger,
     *,
     give_up: bool = False,
+    policy: ConnectionPolicy = DEFAULT_POLICY,
 ) -> None:
     """`give_up`: when the access token is missing (often: the namespace is being deleted), warn and let the object
     go rather than hold it forever; the tokens still expire on their own."""
@@ -41,7 +43,7 @@ def delete_deploy_token(
     parsed = parse_spec(spec)
     with failures_explained(explainer(parsed)):
         try:
-            gitlab = connect(kube, pool, ref, parsed)
+            gitlab = connect(kube, pool, ref, parsed, policy)
         except ReconcileError as exc:
             if not give_up:
                 raise

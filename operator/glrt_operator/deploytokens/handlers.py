@@ -4,6 +4,7 @@ the end of a grace period."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -26,14 +27,16 @@ def reconcile_deploy_token(call: Call) -> DeployTokenOutcome:
     """Keep the token alive in its Secret (`deploytokens.reconcile`)."""
     ref = DeployTokenRef.from_body(call.body)
     scope = call.memo.get("scope", EVERY_NAMESPACE)
-    return reconcile(open_context(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, scope))
+    ctx = open_context(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, scope, runtime.CONFIG.connections)
+    return reconcile(ctx)
 
 
 def revoke_deploy_tokens(call: Call) -> None:
     """Revoke its tokens in GitLab (`deploytokens.deletion`)."""
     ref = DeployTokenRef.from_body(call.body)
     give_up = call.retry >= DELETE_ATTEMPTS
-    delete_deploy_token(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up=give_up)
+    policy = replace(runtime.CONFIG.connections, refuse_inline=False)  # a deletion cleans up whatever the spec
+    delete_deploy_token(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up=give_up, policy=policy)
 
 
 @kopf.on.create(GROUP, VERSION, DEPLOY_TOKEN.plural)

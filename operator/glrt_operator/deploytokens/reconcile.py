@@ -20,6 +20,7 @@ from typing import Any
 from .. import metrics
 from ..core.api import DEPLOY_TOKEN
 from ..core.conditions import set_condition
+from ..core.connection import DEFAULT_POLICY, ConnectionPolicy
 from ..core.errors import failures_explained
 from ..core.events import EventSink
 from ..core.gitlab import CreatedDeployToken, DeployTokenInfo, GitLabError
@@ -31,7 +32,15 @@ from ..core.refs import Logger
 from ..core.renewal import Renewal, renewal
 from ..core.times import iso, parse_time
 from . import builders, copies
-from .context import DeployTokenContext, DeployTokenRef, check_secret_free, connect, explainer, parse_spec
+from .context import (
+    DeployTokenContext,
+    DeployTokenRef,
+    check_secret_free,
+    connect,
+    explainer,
+    parse_spec,
+    resolve,
+)
 from .expiry import expiry_date
 from .planner import CreateReason, Plan, Retiring, plan
 from .status import DeployTokenStatus, retiring_status
@@ -108,10 +117,13 @@ def open_context(
     emit: EventSink,
     log: Logger,
     scope: Scope = EVERY_NAMESPACE,
+    policy: ConnectionPolicy = DEFAULT_POLICY,
 ) -> DeployTokenContext:
     """Parse the spec, refuse a Secret name someone else holds (here or where it is copied to), connect, read the
     status as stored now."""
     parsed = parse_spec(spec)
+    with failures_explained(lambda _: None):
+        parsed = resolve(kube, ref, parsed, policy)
     with failures_explained(explainer(parsed)):
         check_secret_free(kube, ref, parsed)
         copies.check(kube, scope, ref, parsed)

@@ -5,11 +5,12 @@ five arguments through every function."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core import connection
 from ..core.api import RUNNER
+from ..core.connection import DEFAULT_POLICY, ConnectionPolicy
 from ..core.errors import Explain, ReconcileError
 from ..core.events import EventSink
 from ..core.gitlab import BatchedRunner
@@ -50,6 +51,7 @@ class RunnerSettings:
     scope: Scope = EVERY_NAMESPACE
     # Batch reads of runners (GraphQL) shared across Runners; None reads each runner over REST.
     directory: RunnerDirectory | None = None
+    connections: ConnectionPolicy = DEFAULT_POLICY
 
 
 DEFAULT_SETTINGS = RunnerSettings()
@@ -92,8 +94,24 @@ def check_name(ref: RunnerRef) -> None:
         raise ReconcileError(Reason.INVALID_NAME, f"metadata.name {ref.name!r}: {problem}", permanent=True)
 
 
-def connect(kube: KubePort, pool: GitLabConnector, ref: RunnerRef, spec: RunnerSpec) -> GitLabPort:
-    return connection.connect(kube, pool, ref.namespace, spec.gitlab, ACCESS_TOKEN_NEEDS)
+def resolve(kube: KubePort, ref: RunnerRef, spec: RunnerSpec, policy: ConnectionPolicy) -> RunnerSpec:
+    """The spec with spec.gitlab resolved (`connection.resolve`). The manager pods mount the CA from the Runner's
+    namespace, so a connection whose CA lives elsewhere (a ClusterGitLabConnection's) cannot serve a Runner yet."""
+    gitlab = connection.resolve(kube, ref.namespace, spec.gitlab, policy)
+    if gitlab.ca is not None and gitlab.secrets_namespace(ref.namespace) != ref.namespace:
+        raise ReconcileError(
+            Reason.CONNECTION_INVALID,
+            f"{gitlab.via} has a caSecretRef in namespace {gitlab.namespace!r}, which the Runner's manager pods "
+            f"cannot mount: use a GitLabConnection in namespace {ref.namespace!r} for a GitLab with a private CA.",
+        )
+    return replace(spec, gitlab=gitlab)
+
+
+def connect(
+    kube: KubePort, pool: GitLabConnector, ref: RunnerRef, spec: RunnerSpec, policy: ConnectionPolicy = DEFAULT_POLICY
+) -> GitLabPort:
+    gitlab = resolve(kube, ref, spec, policy).gitlab
+    return connection.connect(kube, pool, ref.namespace, gitlab, ACCESS_TOKEN_NEEDS)
 
 
 def explainer(spec: RunnerSpec) -> Explain:

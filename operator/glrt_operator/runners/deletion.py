@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.api import RUNNER
-from ..core.connection import connect_without_token
+from ..core.connection import DEFAULT_POLICY, ConnectionPolicy, connect_without_token
 from ..core.errors import ReconcileError, classify, failures_explained
 from ..core.events import EventSink
 from ..core.gitlab import GitLabError
@@ -27,7 +27,7 @@ from ..core.reasons import EventReason
 from ..core.refs import Logger
 from ..core.times import iso, now_iso, parse_time
 from . import access, token
-from .context import RunnerContext, RunnerRef, connect, explainer, parse_spec
+from .context import RunnerContext, RunnerRef, connect, explainer, parse_spec, resolve
 from .model import RunnerSpec
 from .registration import find_orphan_or_warn
 from .status import RunnerStatus
@@ -57,6 +57,7 @@ def delete_runner(
     log: Logger,
     *,
     give_up_search: bool = False,
+    policy: ConnectionPolicy = DEFAULT_POLICY,
 ) -> None:
     try:
         status = RunnerStatus.from_dict(kube.read_status(RUNNER, ref.namespace, ref.name))
@@ -66,7 +67,7 @@ def delete_runner(
     runner_id = status.runner_id or token.runner_id_of(token_secret)
     started = parse_time(status.creation_started_at)
     if (runner_id is not None or started is not None) and not status.unregistered_at:
-        d = _Deletion(kube, pool, ref, parse_spec(spec), status, token_secret, emit, log)
+        d = _Deletion(kube, pool, ref, _resolved(kube, ref, parse_spec(spec), policy), status, token_secret, emit, log)
         _unregister(d, runner_id, started, give_up_search)
         # Done in GitLab: a retry (while the pods drain, below) need not ask again.
         try:
@@ -79,6 +80,14 @@ def delete_runner(
         raise
     except Exception as exc:
         raise classify(exc) from None
+
+
+def _resolved(kube: KubePort, ref: RunnerRef, spec: RunnerSpec, policy: ConnectionPolicy) -> RunnerSpec:
+    """spec.gitlab resolved when its connection can be read; else as written (`connect` then says why)."""
+    try:
+        return resolve(kube, ref, spec, policy)
+    except Exception:  # reported by `connect` below, where a deletion decides what to do without GitLab
+        return spec
 
 
 def _unregister(d: _Deletion, runner_id: int | None, started: datetime | None, give_up_search: bool) -> None:
@@ -130,7 +139,7 @@ def _delete_with_runner_token(d: _Deletion, runner_id: int, why: Exception) -> N
     create_runner but not manage_runner, or one revoked since) but the runner token is at hand: the runner deletes
     itself (`DELETE /runners`). It goes to the same GitLab, so it is verified with the same CA."""
     runner_token = token.token_of(d.token_secret)
-    if not runner_token:
+    if not runner_token or d.spec.gitlab.connection is not None:  # no token, or the connection (its URL) is gone
         raise why
     by_token = connect_without_token(d.kube, d.pool, d.ref.namespace, d.spec.gitlab)
     if by_token.delete_runner_by_token(runner_token):

@@ -50,6 +50,7 @@ def settings(call: Call) -> RunnerSettings:
         pin_pod_ids=CONFIG.pin_pod_ids,
         scope=call.memo.get("scope", EVERY_NAMESPACE),
         directory=DIRECTORY,
+        connections=CONFIG.connections,
     )
 
 
@@ -57,7 +58,9 @@ def unregister_runner(call: Call) -> None:
     """Delete the runner in GitLab (`runners.deletion`)."""
     give_up = call.retry >= DELETE_SEARCH_RETRIES
     ref = RunnerRef.from_body(call.body)
-    delete_runner(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up_search=give_up)
+    # A deletion cleans up whatever the spec: inline connections refused since are still used to delete.
+    policy = replace(CONFIG.connections, refuse_inline=False)
+    delete_runner(call.kube, call.gitlab, ref, call.spec, call.emit, call.log, give_up_search=give_up, policy=policy)
 
 
 @kopf.on.create(GROUP, VERSION, RUNNER.plural)

@@ -31,6 +31,7 @@ from .context import (
     connect,
     explainer,
     parse_spec,
+    resolve,
 )
 from .credentials import config_credentials
 from .replicas import replica_statuses
@@ -115,6 +116,8 @@ def open_context(
     woke the handler: another handler of the same Runner may have written since)."""
     parsed = parse_spec(spec)
     check_name(ref)
+    with failures_explained(lambda _: None):
+        parsed = resolve(kube, ref, parsed, settings.connections)
     with failures_explained(explainer(parsed)):
         gitlab = connect(kube, pool, ref, parsed)
         status = RunnerStatus.from_dict(kube.read_status(RUNNER, ref.namespace, ref.name))

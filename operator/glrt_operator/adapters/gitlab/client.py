@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .access_tokens import AccessTokenCalls
 from .deploy_tokens import DeployTokenCalls
 from .graphql import GraphQLCalls
 from .runners import RunnerCalls
 
 
-class GitLabClient(RunnerCalls, GraphQLCalls, DeployTokenCalls):
+class GitLabClient(RunnerCalls, GraphQLCalls, DeployTokenCalls, AccessTokenCalls):
     """Runner and deploy-token calls over one Session (see session.py); created by GitLabPool.client."""

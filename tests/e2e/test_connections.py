@@ -1,0 +1,453 @@
+"""Connections end to end (control plane only, no pods): one ClusterGitLabConnection whose Secret lives in the
+operator's connection namespace; a Runner and a DeployToken in two allowed team namespaces that hold no GitLab
+credential; a third namespace, not allowed, gets ConnectionNotAllowed and causes no GitLab call."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.fake_gitlab import FakeGitLab, Fault
+from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess
+from tests.harness.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION = "glrt.dev", "v1alpha1"
+PAT = "glpat-e2e-ClusterConnection0001"
+PROJECT_ID = 7
+
+
+@pytest.fixture
+def gitlab() -> Iterator[FakeGitLab]:
+    with FakeGitLab().running() as gl:
+        owner = gl.add_user("platform")
+        gl.add_group(3, "platform", owners=[owner])
+        gl.add_project(PROJECT_ID, "builds", group_id=3, maintainers=[owner])
+        gl.add_access_token(PAT, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+        yield gl
+
+
+@pytest.fixture
+def namespaces(kube: client.ApiClient) -> Iterator[dict[str, str]]:
+    core = client.CoreV1Api(kube)
+    suffix = secrets.token_hex(3)
+    names = {role: f"conn-{role}-{suffix}" for role in ("ops", "team-a", "team-b", "team-c")}
+    for name in names.values():
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield names
+    for name in names.values():
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+def status_of(custom: client.CustomObjectsApi, plural: str, namespace: str, name: str) -> dict[str, Any]:
+    body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    return dict(body.get("status") or {})
+
+
+def reason_of(status: dict[str, Any]) -> str | None:
+    ready = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), None)
+    return ready["reason"] if ready else None
+
+
+def test_cluster_connection_serves_allowed_namespaces_only(
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    gitlab: FakeGitLab,
+    namespaces: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    ops = namespaces["ops"]
+    core.create_namespaced_secret(
+        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": PAT})
+    )
+    connection = f"main-{secrets.token_hex(3)}"
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "clustergitlabconnections",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterGitLabConnection",
+            "metadata": {"name": connection},
+            "spec": {
+                "url": gitlab.url,
+                "credentialsSecretRef": {"name": "gitlab-admin"},
+                "allowedNamespaces": {"names": [namespaces["team-a"], namespaces["team-b"]]},
+            },
+        },
+    )
+    ref = {"connectionRef": {"kind": "ClusterGitLabConnection", "name": connection}}
+    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+    operator.args = ["run", "--verbose", *(f"--namespace={ns}" for ns in namespaces.values())]
+    operator.start()
+    try:
+        # The connection: Ready with GitLab's version and the token's facts.
+        def connection_ready() -> dict[str, Any] | None:
+            body = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+            status = body.get("status") or {}
+            return status if reason_of(status) == "Reconciled" else None
+
+        status = wait_for(connection_ready, timeout=60, message="ClusterGitLabConnection Ready")
+        assert status["gitlab"]["version"] == gitlab.instance.version
+        assert status["token"]["name"] == "ops" and status["token"]["scopes"] == ["api"]
+        assert status["renewalTime"]
+
+        runner = {
+            "runnerType": "project_type",
+            "projectId": PROJECT_ID,
+            "description": "team a",
+            "replicas": 1,
+            "gitlab": ref,
+        }
+        for role in ("team-a", "team-c"):
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespaces[role],
+                "runners",
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runner", "metadata": {"name": "builds"}, "spec": runner},
+            )
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespaces["team-b"],
+            "deploytokens",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DeployToken",
+                "metadata": {"name": "pull"},
+                "spec": {
+                    "gitlab": ref,
+                    "projectId": PROJECT_ID,
+                    "scopes": ["read_registry"],
+                    "secret": {"name": "pull", "type": "kubernetes.io/basic-auth"},
+                },
+            },
+        )
+        wait_for(
+            lambda: status_of(custom, "runners", namespaces["team-a"], "builds").get("runnerId"),
+            timeout=60,
+            message="the team-a Runner's runner",
+        )
+        wait_for(
+            lambda: reason_of(status_of(custom, "deploytokens", namespaces["team-b"], "pull")) == "Reconciled",
+            timeout=60,
+            message="the team-b DeployToken Ready",
+        )
+        refused = wait_for(
+            lambda: (
+                (s := status_of(custom, "runners", namespaces["team-c"], "builds"))
+                and reason_of(s) == "ConnectionNotAllowed"
+                and s
+            ),
+            timeout=60,
+            message="the team-c Runner refused",
+        )
+        message = next(c["message"] for c in refused["conditions"] if c["type"] == "Ready")
+        assert connection in message and namespaces["team-c"] in message
+
+        # One runner (team-a's), one deploy token (team-b's); nothing for team-c.
+        assert len(gitlab.runners) == 1
+        assert len([c for c in gitlab.calls if c.method == "POST" and c.path.endswith("/user/runners")]) == 1
+        # The team namespaces hold no GitLab access token: only what the operator wrote for them.
+        for role in ("team-a", "team-b", "team-c"):
+            for secret in core.list_namespaced_secret(namespaces[role]).items:
+                values = [v for v in (secret.data or {}).values()]
+                assert all(PAT.encode() not in base64.b64decode(v) for v in values)
+    finally:
+        operator.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+    assert PAT not in operator.output()
+
+
+def _refusal(create: Any, body: dict[str, Any]) -> str:
+    with pytest.raises(client.ApiException) as caught:
+        create(body)
+    assert caught.value.status == 422
+    return str(caught.value.body)
+
+
+def test_schema_refuses_bad_connection_input_at_apply_time(kube: client.ApiClient, crd_installed: list[str]) -> None:
+    """The CRDs' rules, evaluated by the real apiserver (server-side dry run: nothing is stored)."""
+    custom = client.CustomObjectsApi(kube)
+
+    def runner(gitlab: dict[str, Any]) -> Any:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Runner",
+            "metadata": {"name": "r"},
+            "spec": {"gitlab": gitlab, "runnerType": "instance_type"},
+        }
+        return custom.create_namespaced_custom_object(GROUP, VERSION, "default", "runners", body, dry_run="All")
+
+    def cluster(spec: dict[str, Any]) -> Any:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterGitLabConnection",
+            "metadata": {"name": "c"},
+            "spec": {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}, **spec},
+        }
+        return custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", body, dry_run="All")
+
+    both = {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}, "connectionRef": {"name": "c"}}
+    assert "set either connectionRef, or url and credentialsSecretRef" in _refusal(runner, both)
+    assert "set either connectionRef" in _refusal(runner, {})
+    assert "ClusterGitLabConnection" in _refusal(runner, {"connectionRef": {"kind": "Issuer", "name": "c"}})
+    runner({"connectionRef": {"kind": "ClusterGitLabConnection", "name": "c"}})  # accepted
+
+    assert "allowedNamespaces" in _refusal(cluster, {})
+    assert "selector: {} allows every namespace" in _refusal(cluster, {"allowedNamespaces": {}})
+    allowed = {"allowedNamespaces": {"selector": {}}}
+    rotation = {"tokenRotation": {"renewBefore": "720h", "validFor": "700h"}}
+    assert "validFor must be longer than" in _refusal(cluster, {**allowed, **rotation})
+    short = {"tokenRotation": {"renewBefore": "24h"}}
+    assert "renewBefore must be at least 48h" in _refusal(cluster, {**allowed, **short})
+    created = cluster({**allowed, "tokenRotation": {}})  # accepted, with the defaults filled in
+    assert created["spec"]["tokenRotation"] == {"enabled": True, "renewBefore": "720h", "validFor": "2160h"}
+    assert "tokenRotation" not in cluster(allowed)["spec"]  # absent: the operator's defaults, the same values
+
+
+def test_refuse_inline_admission_policy(
+    control_plane: ControlPlane, kube: client.ApiClient, crd_installed: list[str], namespaces: dict[str, str]
+) -> None:
+    """connections.refuseInline: the chart's ValidatingAdmissionPolicy refuses a new inline spec.gitlab, accepts a
+    connectionRef, and lets an inline Runner stored before it be updated without a spec change (its finalizer)."""
+    custom = client.CustomObjectsApi(kube)
+    team = namespaces["team-a"]
+
+    def runner(name: str, gitlab: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Runner",
+            "metadata": {"name": name},
+            "spec": {"gitlab": gitlab, "runnerType": "instance_type"},
+        }
+        created: dict[str, Any] = custom.create_namespaced_custom_object(GROUP, VERSION, team, "runners", body)
+        return created
+
+    inline = {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}}
+    runner("before", inline)
+    chart = Path(__file__).resolve().parents[2] / "helm" / "glrt-operator"
+    rendered = control_plane.helm(
+        "template", "glrt", str(chart), "--namespace", namespaces["ops"], "--set", "connections.refuseInline=true"
+    ).stdout
+    policy = [d for d in yaml.safe_load_all(rendered) if d and d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert [d["kind"] for d in policy] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(policy))
+    try:
+
+        def refused() -> str | None:
+            with contextlib.suppress(client.ApiException):  # accepted while the policy was not yet in force
+                custom.delete_namespaced_custom_object(GROUP, VERSION, team, "runners", "probe")
+            try:
+                runner("probe", inline)
+            except client.ApiException as exc:
+                return str(exc.body) if exc.status in (403, 422) else None
+            return None
+
+        message = wait_for(refused, timeout=30, message="the admission policy in force")
+        assert "set spec.gitlab.connectionRef" in message
+        runner("by-ref", {"connectionRef": {"kind": "ClusterGitLabConnection", "name": "main"}})
+        # The stored inline Runner: metadata changes (a finalizer) pass, a spec change is refused.
+        patched = custom.patch_namespaced_custom_object(
+            GROUP, VERSION, team, "runners", "before", {"metadata": {"finalizers": ["glrt.dev/finalizer"]}}
+        )
+        assert patched["metadata"]["finalizers"] == ["glrt.dev/finalizer"]
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, team, "runners", "before", {"metadata": {"finalizers": []}}
+        )
+        edit = {"spec": {"tags": ["x"]}}
+        with pytest.raises(client.ApiException) as caught:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, team, "runners", "before", edit)
+        assert "set spec.gitlab.connectionRef" in str(caught.value.body)
+    finally:
+        control_plane.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(policy))
+
+
+def test_connection_token_rotated_five_times_while_its_users_reconcile(
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    gitlab: FakeGitLab,
+    namespaces: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The operator process renews the connection's token five times (each spec edit makes the token due: a
+    renewBefore longer than what is left), while a Runner and a DeployToken using the connection resync every 3 s.
+    The Secret always ends with a token GitLab accepts, GitLab's reuse detection never fires, the chain is whole."""
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    ops, team = namespaces["ops"], namespaces["team-a"]
+    owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
+    first = "glpat-e2e-RotatingConnection01"
+    gitlab.add_access_token(first, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+    core.create_namespaced_secret(
+        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": first})
+    )
+    connection = f"rot-{secrets.token_hex(3)}"
+    spec = {
+        "url": gitlab.url,
+        "credentialsSecretRef": {"name": "gitlab-admin"},
+        "allowedNamespaces": {"names": [team]},
+        "tokenRotation": {"renewBefore": "720h", "validFor": "721h"},
+    }
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection", "metadata": {"name": connection}}
+    custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", {**body, "spec": spec})
+    ref = {"connectionRef": {"kind": "ClusterGitLabConnection", "name": connection}}
+    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+    operator.args = ["run", "--verbose", f"--namespace={ops}", f"--namespace={team}"]
+    operator.start()
+
+    def secret_token() -> str:
+        data = core.read_namespaced_secret("gitlab-admin", ops).data
+        return base64.b64decode(data["token"]).decode()
+
+    def connection_status() -> dict[str, Any]:
+        found = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+        return dict(found.get("status") or {})
+
+    try:
+        wait_for(lambda: reason_of(connection_status()) == "Reconciled", timeout=60, message="connection Ready")
+        runner = {"runnerType": "project_type", "projectId": PROJECT_ID, "replicas": 1, "gitlab": ref}
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            team,
+            "runners",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runner", "metadata": {"name": "builds"}, "spec": runner},
+        )
+        token_spec = {
+            "gitlab": ref,
+            "projectId": PROJECT_ID,
+            "scopes": ["read_registry"],
+            "secret": {"name": "pull", "type": "kubernetes.io/basic-auth"},
+        }
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            team,
+            "deploytokens",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DeployToken",
+                "metadata": {"name": "pull"},
+                "spec": token_spec,
+            },
+        )
+        runner_id = wait_for(
+            lambda: status_of(custom, "runners", team, "builds").get("runnerId"), timeout=60, message="runner"
+        )
+        seen = [first]
+        for step in range(1, 6):
+            # Less than 200 days (4800h) left, then at most renewBefore + 25h after each rotation: a renewBefore 48h
+            # longer each time makes the token due at once, exactly once.
+            before = 4800 + 48 * step
+            patch = {"spec": {"tokenRotation": {"renewBefore": f"{before}h", "validFor": f"{before + 1}h"}}}
+            custom.patch_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection, patch)
+            wait_for(lambda: secret_token() not in seen, timeout=60, message=f"rotation {step}")
+            seen.append(secret_token())
+            time.sleep(1.0)  # the Runner and the DeployToken resync (every 3 s) in between
+        wait_for(
+            lambda: reason_of(status_of(custom, "deploytokens", team, "pull")) == "Reconciled",
+            timeout=60,
+            message="DeployToken Ready with the last token",
+        )
+        assert status_of(custom, "runners", team, "builds")["runnerId"] == runner_id
+    finally:
+        operator.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+    family = gitlab.token_family(first)
+    assert len(family) == 6 and [t.token for t in family] == seen
+    assert family[-1].active(gitlab.clock.now()) and all(t.revoked for t in family[:-1])
+    counters = gitlab.token_counters
+    assert counters.reuse_detections == []
+    assert counters.revoked_calls.get("POST /personal_access_tokens/self/rotate", 0) == 0
+    # Calls a Runner or DeployToken made with a token rotated between their Secret read and their call (reported).
+    print("calls with a revoked token:", dict(counters.revoked_calls))
+    assert len(gitlab.runners) == 1
+    for token in seen:
+        assert token not in operator.output()
+
+
+def test_sigkill_while_gitlab_answers_the_rotation(
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    crd_installed: list[str],
+    gitlab: FakeGitLab,
+    namespaces: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """GitLab rotated the token and the operator is killed before the answer arrives: the restarted operator never
+    rotates again with the old token (the chain stays whole, reuse detection never fires); it reports
+    TokenRotationLost, and the documented repair (a new token in the Secret, the fence cleared) makes it Ready."""
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    ops = namespaces["ops"]
+    owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
+    old = "glpat-e2e-KilledMidRotation001"
+    gitlab.add_access_token(old, owner, scopes=["api"], expires_at=date.today() + timedelta(days=3), name="ops")
+    core.create_namespaced_secret(
+        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": old})
+    )
+    connection = f"kill-{secrets.token_hex(3)}"
+    spec = {"url": gitlab.url, "credentialsSecretRef": {"name": "gitlab-admin"}, "allowedNamespaces": {"names": []}}
+    gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="hold_after_commit", seconds=30, count=1))
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection", "metadata": {"name": connection}}
+    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+    operator.args = ["run", "--verbose", f"--namespace={ops}"]
+    operator.start()
+
+    def status() -> dict[str, Any]:
+        found = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+        return dict(found.get("status") or {})
+
+    def rotations() -> int:  # the fake records a call once answered: a held answer is counted by its successor
+        return len(gitlab.token_family(old)) - 1
+
+    try:
+        custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", {**body, "spec": spec})
+        wait_for(lambda: gitlab.access_token(old).revoked, timeout=60, message="GitLab rotated")  # type: ignore[union-attr]
+        assert status().get("rotationStartedAt")  # the fence, written before the call
+        operator.kill()
+        operator.start()
+        lost = wait_for(
+            lambda: (s := status()) and reason_of(s) == "TokenRotationLost" and s, timeout=60, message="reported"
+        )
+        time.sleep(3)  # a resync or two: still no second rotation
+        assert rotations() == 1
+        successor = gitlab.newest_in_family(old)
+        assert successor.token != old and successor.active(gitlab.clock.now())  # the chain was not revoked
+        assert gitlab.token_counters.reuse_detections == []
+        message = next(c["message"] for c in lost["conditions"] if c["type"] == "Ready")
+        assert "Put a new token in the Secret" in message
+        # The repair the message names.
+        fresh = "glpat-e2e-ReplacedByTheAdmin01"
+        gitlab.add_access_token(fresh, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+        core.patch_namespaced_secret("gitlab-admin", ops, {"stringData": {"token": fresh}})
+        custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            "clustergitlabconnections",
+            connection,
+            {"status": {"rotationStartedAt": None, "rotationFromTokenId": None}},
+        )
+        custom.patch_cluster_custom_object(  # an edit, so that the operator looks again at once
+            GROUP, VERSION, "clustergitlabconnections", connection, {"spec": {"allowedNamespaces": {"names": [ops]}}}
+        )
+        wait_for(lambda: reason_of(status()) == "Reconciled", timeout=60, message="Ready after the repair")
+        assert rotations() == 1 and gitlab.token_counters.reuse_detections == []
+    finally:
+        operator.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
