@@ -215,10 +215,28 @@ def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "glrt-glrt-operator", "namespace": "glrt-system"}
         ]
-    # The same rules in both modes: only where they are bound differs (and, cluster-wide, reading namespaces).
+    # The same rules in both modes: only where they are bound differs (and, cluster-wide, reading namespaces and
+    # the storage migration at start: docs/operations/api-versions.md).
     (cluster_role,) = operator_roles(cluster)
-    assert namespaced["Role"][0]["rules"] == cluster_role["rules"][:-1]
-    assert cluster_role["rules"][-1] == {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
+    shared = len(namespaced["Role"][0]["rules"])
+    assert namespaced["Role"][0]["rules"] == cluster_role["rules"][:shared]
+    crds = ["runners.glrt.dev", "deploytokens.glrt.dev"]
+    assert cluster_role["rules"][shared:] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+        {"apiGroups": ["glrt.dev"], "resources": ["runners", "deploytokens"], "verbs": ["update"]},
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get"],
+            "resourceNames": crds,
+        },
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions/status"],
+            "verbs": ["patch"],
+            "resourceNames": crds,
+        },
+    ]
     granted = {(res, verb) for rule in cluster_role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
     for resource, verb in [
         ("deploytokens", "watch"),

@@ -6,8 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GROUP = "glrt.dev"
-VERSION = "v1alpha1"
+# The version the operator reads and writes, and the one the API server stores (docs/operations/api-versions.md).
+VERSION = "v1beta1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Older versions still served with the same schema (no conversion webhook: the API server only rewrites
+# apiVersion), each answered with a deprecation warning naming VERSION.
+DEPRECATED_VERSIONS = ("v1alpha1",)
 FINALIZER = f"{GROUP}/finalizer"
 # Annotations and labels the operator writes start with this prefix.
 PREFIX = f"{GROUP}/"
@@ -23,6 +27,15 @@ class Kind:
     @property
     def api_version(self) -> str:
         return API_VERSION
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def deprecation_warning(version: str, kind: str) -> str:
+    """The warning the API server sends with every request to a deprecated version (the CRD carries it)."""
+    return f"{GROUP}/{version} {kind} is deprecated; use {API_VERSION} {kind}"
 
 
 RUNNER = Kind("Runner", "runners")
