@@ -14,7 +14,7 @@ from glrt_operator.core.crd_versions import with_deprecated_versions
 from glrt_operator.runner_config.crd import with_generated_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CHART_CRDS = ROOT / "helm" / "glrt-operator" / "crds"
+CHART_CRDS = ROOT / "helm" / "glrt-operator" / "files" / "crds"
 
 
 def generated(name: str, text: str) -> str:

@@ -73,18 +73,17 @@ def group(control_plane: ControlPlane) -> Iterator[str]:
 
 def _apply_crd(control_plane: ControlPlane, crd: dict[str, Any], version: str) -> None:
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
+    _wait_served(control_plane, crd["spec"]["group"], version)
+
+
+def _wait_served(control_plane: ControlPlane, group: str, version: str) -> None:
+    probe = _runner(group, version, "probe")
     wait_for(
-        lambda: (
-            control_plane.kubectl(
-                "apply", "--dry-run=server", "-f", "-", input=_runner(crd["spec"]["group"], version, "probe"),
-                check=False,
-            ).returncode
-            == 0
-        ),
+        lambda: control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=probe, check=False).returncode == 0,
         timeout=90,
         interval=1,
-        message=f"{crd['metadata']['name']} to serve {version}",
-    )  # fmt: skip
+        message=f"runners.{group} to serve {version}",
+    )
 
 
 def _stored_versions(control_plane: ControlPlane, group: str) -> list[str]:

@@ -73,6 +73,9 @@ def chart(control_plane: ControlPlane, kube: client.ApiClient, node: Node, tmp_p
     values = {
         "image": {"repository": "localhost/glrt-operator", "tag": "test", "pullPolicy": "Never"},
         "settings": TEST_SETTINGS,
+        # The session's CRDs are not this release's; one operator replica, as before leader election.
+        "crds": {"install": False},
+        "replicaCount": 1,
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     control_plane.helm(

@@ -560,7 +560,7 @@ def test_image_pull_secrets_for_job_pods() -> None:
     assert _render(config)["runners"][0]["kubernetes"]["image_pull_secrets"] == ["registry-pull"]
 
 
-CRD_FILES = [ROOT / "crds" / "runners.glrt.dev.yaml", ROOT / "helm/glrt-operator/crds/runners.glrt.dev.yaml"]
+CRD_FILES = [ROOT / "crds" / "runners.glrt.dev.yaml", ROOT / "helm/glrt-operator/files/crds/runners.glrt.dev.yaml"]
 
 
 @pytest.mark.parametrize("path", CRD_FILES, ids=lambda p: str(p.relative_to(ROOT)))

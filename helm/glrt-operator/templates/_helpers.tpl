@@ -102,6 +102,11 @@ annotations:
 The operator's permissions: exactly the calls it makes, each one needed (tests/e2e/test_helm_chart.py runs the
 operator as this ServiceAccount). Identical in both modes; only where they are bound differs.
 */}}
+{{/* The Lease the replicas elect their active one through (replicaCount > 1), in the release namespace. */}}
+{{- define "glrt-operator.leaseName" -}}
+{{ include "glrt-operator.fullname" . }}-leader
+{{- end -}}
+
 {{- define "glrt-operator.rules" -}}
 # Kopf lists and watches Runners and DeployTokens, and merge/JSON-patches them for its finalizer and progress
 # annotations.
