@@ -45,3 +45,14 @@ def test_nothing_logged_once_migrated(monkeypatch: pytest.MonkeyPatch, caplog: p
     with caplog.at_level(logging.INFO, logger="glrt_operator.startup"):
         startup.migrate_stored_objects(object())  # type: ignore[arg-type]
     assert not caplog.records
+
+
+def test_any_failure_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def unreadable(client: object, **target: Any) -> StorageMigration:
+        raise ValueError("Invalid value for `conditions`, must not be `None`")
+
+    monkeypatch.setattr(startup, "migrate_storage", unreadable)
+    with caplog.at_level(logging.WARNING, logger="glrt_operator.startup"):
+        startup.migrate_stored_objects(object())  # type: ignore[arg-type]
+    assert len(caplog.records) == len(api.KINDS)
+    assert "retried at the next start" in caplog.records[0].getMessage()

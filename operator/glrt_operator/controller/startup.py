@@ -52,6 +52,9 @@ def migrate_stored_objects(api: kubernetes.client.ApiClient) -> None:
                 exc.reason,
             )
             continue
+        except Exception as exc:  # the API server unreachable, an answer the client cannot read: never fatal
+            LOG.warning("cannot migrate %s to %s (%s): retried at the next start", kind.crd_name, VERSION, exc)
+            continue
         if result.rewritten or result.stored_before != (VERSION,):
             LOG.info(
                 "%s: %d objects rewritten, storedVersions %s -> %s",
