@@ -65,7 +65,9 @@ def images(node: Node) -> None:
 
 
 @pytest.fixture
-def chart(control_plane: ControlPlane, kube: client.ApiClient, node: Node, tmp_path: Path) -> Iterator[str]:
+def chart(
+    control_plane: ControlPlane, kube: client.ApiClient, node: Node, crd_installed: list[str], tmp_path: Path
+) -> Iterator[str]:
     """The operator installed by the chart, cluster-wide; its namespace."""
     core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
     system_ns = f"glrt-system-{secrets.token_hex(3)}"
