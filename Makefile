@@ -35,7 +35,8 @@ lint: install
 	$(BIN)/ruff format --check operator tests scripts
 	$(BIN)/mypy
 
-# Regenerate spec.config of the Runner CRD (crds/ and the chart's copy) from runner_config/keys.json.
+# Regenerate the CRDs (crds/ and the chart's files/crds/): the Runner's spec.config from runner_config/keys.json, and
+# in both the deprecated versions from the storage version (docs/operations/api-versions.md).
 crds: install
 	$(BIN)/python scripts/gen-runner-crd.py
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-GROUP_VERSION = "glrt.dev/v1alpha1"
+from glrt_operator.core.api import API_VERSION
+
+GROUP_VERSION = API_VERSION
 T0, T1 = "2026-10-01T08:00:00Z", "2026-10-01T08:05:00Z"
 
 Kind = Literal["Runner", "DeployToken"]

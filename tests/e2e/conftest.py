@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from glrt_operator.core.api import GROUP, VERSION
 from tests.fake_gitlab import FakeGitLab
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.waiting import wait_for
 
-GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "runners"
+PLURAL = "runners"
 PAT = "glpat-e2e-Acc3ssT0kenForTests"
 PROJECT_ID, GROUP_ID = 7, 3
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from glrt_operator.core.api import API_VERSION
 from glrt_operator.runners import builders
 from glrt_operator.runners.model import RunnerSpec
 from tests.e2e.conftest import GROUP_ID, PAT, PROJECT_ID
@@ -80,7 +81,7 @@ def manager_pod(namespace: str, gitlab: FakeGitLab) -> tuple[dict[str, Any], dic
     )
     names = builders.child_names(NAME)
     # Dropped again by without_owner(): no Runner exists.
-    owner = {"apiVersion": "glrt.dev/v1alpha1", "kind": "Runner", "name": NAME, "uid": "none", "controller": True}
+    owner = {"apiVersion": API_VERSION, "kind": "Runner", "name": NAME, "uid": "none", "controller": True}
     rendered = builders.render_config_toml(
         spec, runner_name=NAME, runner_id=runner_id, token=token, default_namespace=namespace
     )

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from glrt_operator.core.api import GROUP, VERSION
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
@@ -24,7 +25,6 @@ from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION = "glrt.dev", "v1alpha1"
 PAT = "glpat-e2e-ClusterConnection0001"
 PROJECT_ID = 7
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from kubernetes import client
 
+from glrt_operator.core.api import GROUP, VERSION
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.fake_gitlab.deploy_tokens import granted_actions
 from tests.harness.controlplane import ControlPlane
@@ -30,7 +31,7 @@ from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "deploytokens"
+PLURAL = "deploytokens"
 PAT = "glpat-e2e-DeployT0kensMaintainer"
 DEV_PAT = "glpat-e2e-DeveloperWithoutRights"
 PROJECT_ID, GROUP_ID = 7, 3

@@ -10,9 +10,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from glrt_operator.core.api import GROUP, VERSION
+
 pytestmark = [pytest.mark.cluster, pytest.mark.oldest_kubernetes]
 
-GROUP, VERSION, PLURAL = "glrt.dev", "v1alpha1", "deploytokens"
+PLURAL = "deploytokens"
 
 GOOD: dict[str, Any] = {
     "apiVersion": f"{GROUP}/{VERSION}",

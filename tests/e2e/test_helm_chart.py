@@ -25,6 +25,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from glrt_operator.core.api import VERSION
 from tests.conftest import REPO_ROOT
 from tests.e2e import test_deploy_tokens as deploy_tokens
 from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_no_secrets, assert_same_token
@@ -125,8 +126,9 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
     pod = spec["template"]["spec"]
     container = the_container(docs)
 
-    # Kopf runs standalone: never two operators, not even during a rollout.
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one active through the Lease: a rollout starts the new pod (a standby) before stopping one.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == "glrt-glrt-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
@@ -140,7 +142,12 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
 
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert container["image"] == f"glrt-operator:{chart['appVersion']}"
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == [
+        "run",
+        "--all-namespaces",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--leader-election=glrt-system/glrt-glrt-operator-leader",
+    ]
     # Both probes ask Kopf's own endpoint, on the port the --liveness argument serves.
     assert container["ports"] == [
         {"name": "health", "containerPort": 8080, "protocol": "TCP"},
@@ -148,7 +155,11 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
     ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    assert {
+        "name": "POD_NAME",
+        "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+    } in container["env"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env == {
         "GLRT_RESYNC_INTERVAL": "300",
         "GLRT_ERROR_BACKOFF": "15",
@@ -194,6 +205,12 @@ def test_adapting_can_be_switched_off_on_openshift(helm_home: dict[str, str]) ->
     assert {"name": "GLRT_PIN_POD_IDS", "value": "true"} in the_container(docs)["env"]
 
 
+def watch_rbac(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rendered objects by kind, without the leader election's Role and RoleBinding (in the release namespace
+    whatever the mode; test_high_availability checks them)."""
+    return kinds([d for d in docs if not d["metadata"]["name"].endswith("-leader-election")])
+
+
 def operator_roles(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The ClusterRoles the operator holds (not the executor's, which it may only bind)."""
     return [r for r in rendered.get("ClusterRole", []) if "-executor" not in r["metadata"]["name"]]
@@ -225,8 +242,8 @@ def strip_connection_rbac(rendered: dict[str, list[dict[str, Any]]], namespace: 
 
 
 def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -> None:
-    cluster = kinds(render(helm_home, "--values", str(CHART / "ci" / "cluster-wide.yaml")))
-    namespaced = kinds(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
+    cluster = watch_rbac(render(helm_home, "--values", str(CHART / "ci" / "cluster-wide.yaml")))
+    namespaced = watch_rbac(render(helm_home, "--values", str(CHART / "ci" / "namespaced.yaml")))
     for rendered in (cluster, namespaced):
         strip_connection_rbac(rendered, "glrt-system")
     assert len(operator_roles(cluster)) == len(cluster["ClusterRoleBinding"]) == 1
@@ -244,10 +261,28 @@ def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "glrt-glrt-operator", "namespace": "glrt-system"}
         ]
-    # The same rules in both modes: only where they are bound differs (and, cluster-wide, reading namespaces).
+    # The same rules in both modes: only where they are bound differs (and, cluster-wide, reading namespaces and
+    # the storage migration at start: docs/operations/api-versions.md).
     (cluster_role,) = operator_roles(cluster)
-    assert namespaced["Role"][0]["rules"] == cluster_role["rules"][:-1]
-    assert cluster_role["rules"][-1] == {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
+    shared = len(namespaced["Role"][0]["rules"])
+    assert namespaced["Role"][0]["rules"] == cluster_role["rules"][:shared]
+    crds = ["runners.glrt.dev", "deploytokens.glrt.dev"]
+    assert cluster_role["rules"][shared:] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+        {"apiGroups": ["glrt.dev"], "resources": ["runners", "deploytokens"], "verbs": ["update"]},
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get"],
+            "resourceNames": crds,
+        },
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions/status"],
+            "verbs": ["patch"],
+            "resourceNames": crds,
+        },
+    ]
     granted = {(res, verb) for rule in cluster_role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
     for resource, verb in [
         ("deploytokens", "watch"),
@@ -274,7 +309,7 @@ def test_ci_scenarios_render_the_rbac_of_their_mode(helm_home: dict[str, str]) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "replicaCount=2"], "at '/replicaCount': value must be 1"),
+        (["--set", "replicaCount=0"], "at '/replicaCount': minimum: got 0, want 1"),
         (["--set-json", 'watch.namespaces=["Bad_NS"]'], "'Bad_NS' does not match pattern"),
         (["--set-json", 'watch.namespaces=["ci","ci"]'], "at '/watch/namespaces': items at 0 and 1 are equal"),
         (["--set", "image.pullPolicy=Sometimes"], "value must be one of 'Always', 'IfNotPresent', 'Never'"),
@@ -418,7 +453,10 @@ def install(
     namespace = create_namespace(kube, f"glrt-{mode}")
     watched = tuple(create_namespace(kube, f"watched-{i}") for i in range(2)) if mode == "namespaced" else ()
     values = tmp_path_factory.mktemp(mode) / "values.yaml"
-    values.write_text(yaml.safe_dump({"watch": {"namespaces": list(watched)}, "settings": TEST_SETTINGS}))
+    # crds.install=false: the session's CRDs are not this release's (test_chart_crds_upgrade_with_the_release).
+    values.write_text(
+        yaml.safe_dump({"watch": {"namespaces": list(watched)}, "settings": TEST_SETTINGS, "crds": {"install": False}})
+    )
     release = f"glrt-{mode}"
     control_plane.helm("install", release, str(CHART), "--namespace", namespace, "--values", str(values))
     manifest = control_plane.helm("get", "manifest", release, "--namespace", namespace).stdout
@@ -441,7 +479,7 @@ def test_helm_installed_what_the_mode_needs(control_plane: ControlPlane, install
     notes = status["info"]["notes"]
     assert "create secret generic gitlab-api" in notes and "get runners -w" in notes
     assert f"-n {install.watched[0] if install.watched else 'ci'} get runners -w" in notes
-    rbac = kinds(install.manifest)
+    rbac = watch_rbac(install.manifest)
     strip_connection_rbac(rbac, install.namespace)
     if install.watched:
         assert sorted(r["metadata"]["namespace"] for r in rbac["RoleBinding"]) == sorted(install.watched)
@@ -491,7 +529,8 @@ class ChartOperator(OperatorProcess):
 
     def __init__(self, install: Install, log_dir: Path):
         container = install.container
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        env["POD_NAME"] = f"{install.release}-test"  # the Downward API's metadata.name, the replica's Lease identity
         super().__init__(install.kubeconfig, install.mode, log_dir, env)
         self.env["GLRT_METRICS_PORT"] = str(self.metrics_port)  # a free port, as for the liveness endpoint
         self.health_port = free_port()
@@ -748,7 +787,7 @@ def test_upgrade_rolls_new_settings_into_the_deployment(control_plane: ControlPl
     deployment = json.loads(control_plane.kubectl("get", "deployment", "-n", install.namespace, "-o", "json").stdout)[
         "items"
     ][0]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == [*install.container["args"], "--verbose"]
     assert container["env"] == install.container["env"]  # --reuse-values kept the test settings
@@ -763,3 +802,124 @@ def test_kube_version_is_the_oldest_tested_minor(helm_home: dict[str, str]) -> N
     older = f"v{major}.{minor - 1}.0"
     refused = helm(helm_home, "template", "glrt", str(CHART), "--kube-version", older, check=False)
     assert refused.returncode != 0 and "chart requires kubeVersion" in refused.stderr, refused.stderr
+
+
+# --- high availability and the CRDs as templates -----------------------------------------------------------------
+
+
+def test_high_availability(helm_home: dict[str, str]) -> None:
+    """replicaCount > 1: leader election through a Lease the chart's Role may get and update by name, a
+    PodDisruptionBudget, RollingUpdate. replicaCount 1: none of it, and Recreate (never two operators)."""
+    ha = kinds(render(helm_home, "--set", "replicaCount=3"))
+    (deployment,) = ha["Deployment"]
+    assert deployment["spec"]["replicas"] == 3 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--leader-election=glrt-system/glrt-glrt-operator-leader" in the_container(ha["Deployment"])["args"]
+    (role,) = [r for r in ha["Role"] if r["metadata"]["name"] == "glrt-glrt-operator-leader-election"]
+    assert role["metadata"]["namespace"] == "glrt-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "update"],
+            "resourceNames": ["glrt-glrt-operator-leader"],
+        },
+    ]
+    (binding,) = [b for b in ha["RoleBinding"] if b["metadata"]["name"] == "glrt-glrt-operator-leader-election"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "glrt-glrt-operator", "namespace": "glrt-system"}]
+    (budget,) = ha["PodDisruptionBudget"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+    single = kinds(render(helm_home, "--set", "replicaCount=1"))
+    (deployment,) = single["Deployment"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = the_container(single["Deployment"])
+    assert not any(a.startswith("--leader-election") for a in container["args"])
+    assert "POD_NAME" not in {e["name"] for e in container["env"]}
+    assert "PodDisruptionBudget" not in single and "Role" not in single
+
+    no_budget = kinds(render(helm_home, "--set", "podDisruptionBudget.enabled=false"))
+    assert "PodDisruptionBudget" not in no_budget and no_budget["Deployment"][0]["spec"]["replicas"] == 2
+
+
+def _crds(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+
+
+def test_crds_are_templates_kept_on_uninstall(helm_home: dict[str, str]) -> None:
+    """crds.install (default): the CRDs of crds/ rendered as they are, plus helm.sh/resource-policy: keep
+    (crds.keep, default); crds.install=false renders none. Nothing in the chart's crds/ (Helm would install it
+    once and never upgrade it, and the template's copy would clash with it)."""
+    assert not (CHART / "crds").exists()
+    rendered = _crds(render(helm_home))
+    sources = {p.name.removesuffix(".yaml"): yaml.safe_load(p.read_text()) for p in (REPO_ROOT / "crds").glob("*.yaml")}
+    assert sorted(rendered) == sorted(sources) == ["deploytokens.glrt.dev", "runners.glrt.dev"]
+    for name, crd in rendered.items():
+        assert crd["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        labels = crd["metadata"].pop("labels")
+        assert (
+            labels["app.kubernetes.io/managed-by"] == "Helm"
+            and labels.items() >= sources[name]["metadata"].pop("labels").items()
+        )
+        assert crd == sources[name], f"{name} rendered differs from crds/"
+    unkept = _crds(render(helm_home, "--set", "crds.keep=false"))
+    assert all("annotations" not in crd["metadata"] for crd in unkept.values()) and len(unkept) == 2
+    assert _crds(render(helm_home, "--set", "crds.install=false")) == {}
+
+
+def _scratch_chart(tmp_path: Path, group: str, versions: str, *, legacy: bool) -> Path:
+    """A chart holding only this chart's CRD template (or, `legacy`, the previous releases' crds/ directory) and
+    the Runner CRD renamed to `group`: "previous" serves and stores v1alpha1 alone, "current" is crds/ as it is."""
+    from tests.e2e.test_api_versions import _previous_release, _renamed
+
+    chart = tmp_path / f"chart-{versions}-{'legacy' if legacy else 'templates'}"
+    crd = _previous_release(group) if versions == "previous" else _renamed(group)
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(yaml.safe_dump({"apiVersion": "v2", "name": "crds-only", "version": "0.1.0"}))
+    target = chart / ("crds" if legacy else "files/crds")
+    target.mkdir(parents=True)
+    (target / "runners.yaml").write_text(yaml.safe_dump(crd, sort_keys=False))
+    if not legacy:  # the chart's own template, helpers and default values
+        for part in ("values.yaml", "templates/crds.yaml", "templates/_helpers.tpl"):
+            (chart / part).write_text((CHART / part).read_text())
+    return chart
+
+
+def test_chart_crds_upgrade_with_the_release(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """The previous releases' way (crds/: installed once, never upgraded) -> this chart's CRD template: the
+    upgrade needs the CRD adopted into the release first (docs/operations/install.md); then `helm upgrade`
+    upgrades the CRD, and `helm uninstall` leaves the CRD and the user's Runners in place."""
+    from tests.e2e.test_api_versions import OLD, _runner, _stored_versions, _wait_served
+
+    group = f"chart{secrets.token_hex(3)}.glrt.dev"
+    release, ns = f"crds-{group.split('.', maxsplit=1)[0]}", "default"
+    crd_name = f"runners.{group}"
+    try:
+        control_plane.helm("install", release, str(_scratch_chart(tmp_path, group, "previous", legacy=True)), "-n", ns)
+        _wait_served(control_plane, group, OLD)
+        control_plane.kubectl("apply", "-f", "-", input=_runner(group, OLD, "builds"))
+
+        current = str(_scratch_chart(tmp_path, group, "current", legacy=False))
+        refused = control_plane.helm("upgrade", release, current, "-n", ns, check=False)
+        assert refused.returncode != 0 and "invalid ownership metadata" in refused.stderr, refused.stderr
+        # The adoption of docs/operations/install.md, then the same upgrade.
+        control_plane.kubectl("label", "crd", crd_name, "app.kubernetes.io/managed-by=Helm")
+        control_plane.kubectl(
+            "annotate", "crd", crd_name, f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={ns}"
+        )
+        control_plane.helm("upgrade", release, current, "-n", ns)
+        crd = json.loads(control_plane.kubectl("get", "crd", crd_name, "-o", "json").stdout)
+        assert [(v["name"], v["storage"]) for v in crd["spec"]["versions"]] == [(VERSION, True), (OLD, False)]
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert _stored_versions(control_plane, group) == [OLD, VERSION]
+
+        uninstalled = control_plane.helm("uninstall", release, "-n", ns)
+        assert crd_name in uninstalled.stdout + uninstalled.stderr  # Helm says what it kept
+        assert control_plane.kubectl("get", "crd", crd_name, check=False).returncode == 0
+        kept = control_plane.kubectl("get", f"runners.{VERSION}.{group}", "-n", ns, "-o", "name").stdout
+        assert kept.split() == [f"runner.{group}/builds"]
+    finally:
+        control_plane.helm("uninstall", release, "-n", ns, check=False)
+        control_plane.kubectl("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)

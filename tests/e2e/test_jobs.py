@@ -65,7 +65,9 @@ def images(node: Node) -> None:
 
 
 @pytest.fixture
-def chart(control_plane: ControlPlane, kube: client.ApiClient, node: Node, tmp_path: Path) -> Iterator[str]:
+def chart(
+    control_plane: ControlPlane, kube: client.ApiClient, node: Node, crd_installed: list[str], tmp_path: Path
+) -> Iterator[str]:
     """The operator installed by the chart, cluster-wide; its namespace."""
     core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
     system_ns = f"glrt-system-{secrets.token_hex(3)}"
@@ -73,6 +75,9 @@ def chart(control_plane: ControlPlane, kube: client.ApiClient, node: Node, tmp_p
     values = {
         "image": {"repository": "localhost/glrt-operator", "tag": "test", "pullPolicy": "Never"},
         "settings": TEST_SETTINGS,
+        # The session's CRDs are not this release's; one operator replica, as before leader election.
+        "crds": {"install": False},
+        "replicaCount": 1,
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     control_plane.helm(

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from kubernetes import client
 
+from glrt_operator.core.api import GROUP, VERSION
 from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_same_token, reads_of
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
@@ -192,9 +193,7 @@ def test_schema_refuses_bad_manifests_at_apply_time(control_plane: ControlPlane,
         result = control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
         assert result.returncode != 0, manifest
         assert message in result.stderr, result.stderr
-    assert not runners.custom.list_namespaced_custom_object("glrt.dev", "v1alpha1", runners.namespace, "runners")[
-        "items"
-    ]
+    assert not runners.custom.list_namespaced_custom_object(GROUP, VERSION, runners.namespace, "runners")["items"]
 
 
 def test_missing_credentials_secret_recovers_once_created(
@@ -445,10 +444,10 @@ def test_kubernetes_rejects_status_writes_without_the_subresource(runners: Runne
     created = runners.create(runners.manifest())
     created["status"] = {"runnerId": 42}
     replaced = runners.custom.replace_namespaced_custom_object(
-        "glrt.dev", "v1alpha1", runners.namespace, "runners", "builds", created
+        GROUP, VERSION, runners.namespace, "runners", "builds", created
     )
     assert "status" not in replaced or "runnerId" not in replaced.get("status", {})
     with pytest.raises(client.ApiException):
         runners.custom.patch_namespaced_custom_object_status(
-            "glrt.dev", "v1alpha1", runners.namespace, "runners", "builds", {"status": {"runnerId": "x"}}
+            GROUP, VERSION, runners.namespace, "runners", "builds", {"status": {"runnerId": "x"}}
         )

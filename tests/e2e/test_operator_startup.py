@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from glrt_operator.core.api import API_VERSION
 from tests.harness.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def test_exits_with_a_clear_message_when_the_crd_is_missing(tmp_path: Path) -> N
             timeout=60,
         )
     assert result.returncode != 0
-    assert "glrt.dev/v1alpha1 is not served: install the CRD" in result.stderr
+    assert f"{API_VERSION} is not served: install the CRD" in result.stderr
 
 
 def test_bad_settings_fail_before_connecting_anywhere() -> None:

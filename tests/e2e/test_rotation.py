@@ -8,6 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
+from glrt_operator.core.api import GROUP, VERSION
 from tests.e2e.conftest import PAT, Runners, assert_same_token, reads_of
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.operator import OperatorProcess
@@ -144,7 +145,7 @@ def test_a_stale_rotation_fence_does_not_reset_a_replacement_runner(
     response = httpx.delete(f"{gitlab.api_url}/runners/{old_id}", headers={"PRIVATE-TOKEN": PAT})
     assert response.status_code == 204
     runners.custom.patch_namespaced_custom_object_status(
-        "glrt.dev", "v1alpha1", runners.namespace, "runners", "builds",
+        GROUP, VERSION, runners.namespace, "runners", "builds",
         {"status": {"rotationStartedAt": "2026-11-22T10:00:00Z"}},
     )  # fmt: skip
     operator.start()

@@ -61,6 +61,9 @@ def test_install_register_rotate_delete_uninstall(
         "image": {"repository": "localhost/glrt-operator", "tag": "test", "pullPolicy": "Never"},
         "watch": {"namespaces": [ci_ns]},
         "settings": TEST_SETTINGS,
+        # The session's CRDs are not this release's; one operator replica, as before leader election.
+        "crds": {"install": False},
+        "replicaCount": 1,
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))

@@ -40,7 +40,9 @@ class OperatorProcess:
         self.runs = 0
         self.logs: list[Path] = []  # one file per start, all kept for the secret scan
 
-    def start(self) -> OperatorProcess:
+    def start(self, until: bytes = b"Starting the watch-stream") -> OperatorProcess:
+        """Start it and wait for `until` in its log: by default Kopf's line that the watch streams are open (from
+        then on no event is missed); a standby replica (--leader-election) logs b"standing by" instead."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.runs += 1
         log = self.log_dir / f"operator-{self.namespace}-{self.runs}.log"
@@ -55,14 +57,16 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        # Kopf logs this once the watch streams are open: from then on no event is missed.
-        wait_for(lambda: self._started(log), timeout=60, interval=0.1, message="operator start")
+        wait_for(lambda: self._started(log, until), timeout=60, interval=0.1, message="operator start")
         return self
 
-    def _started(self, log: Path) -> bool:
+    def _started(self, log: Path, until: bytes) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"operator exited with {self.process.returncode}:\n{log.read_text()[-3000:]}")
-        return b"Starting the watch-stream" in log.read_bytes()
+        return until in log.read_bytes()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no last patch, as when a node dies."""

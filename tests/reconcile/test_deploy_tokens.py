@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from glrt_operator import metrics
 from glrt_operator.controller import runtime
 from glrt_operator.controller.runtime import CONFIG, wakeup_in
+from glrt_operator.core.api import API_VERSION
 from glrt_operator.core.errors import ReconcileError
 from glrt_operator.core.events import EventType
 from glrt_operator.core.times import parse_time
@@ -483,7 +484,7 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 def body_of(dt: DT, generation: int = 1) -> kopf.Body:
     return kopf.Body(
         {
-            "apiVersion": "glrt.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "DeployToken",
             "metadata": {"name": "pull", "namespace": NAMESPACE, "uid": DT_UID, "generation": generation},
             "spec": dt.spec,

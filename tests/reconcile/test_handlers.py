@@ -13,6 +13,7 @@ import kopf
 import pytest
 
 from glrt_operator.controller.runtime import CONFIG
+from glrt_operator.core.api import API_VERSION
 from glrt_operator.runners import handlers
 
 from .conftest import NAMESPACE, Env
@@ -33,7 +34,7 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 def call(handler: Any, env: Env, *, generation: int = 1, retry: int = 0, **extra: Any) -> kopf.Patch:
     body = kopf.Body(
         {
-            "apiVersion": "glrt.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "Runner",
             "metadata": {"name": env.ref.name, "namespace": NAMESPACE, "uid": env.ref.uid, "generation": generation},
             "spec": env.spec,

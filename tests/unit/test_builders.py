@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from glrt_operator.core.api import RUNNER
+from glrt_operator.core.api import API_VERSION, RUNNER
 from glrt_operator.core.objects import owner_reference
 from glrt_operator.runners import builders
 from glrt_operator.runners.builders import (
@@ -191,7 +191,7 @@ def test_child_names() -> None:
 
 def test_owner_reference_is_a_blocking_controller_reference() -> None:
     assert owner() == {
-        "apiVersion": "glrt.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "Runner",
         "name": "builds",
         "uid": UID,

@@ -1,5 +1,5 @@
-"""The chart ships the CRD of crds/ byte for byte: Helm installs helm/glrt-operator/crds/, `kubectl apply -f crds/`
-upgrades it, and the two must never drift apart."""
+"""The chart ships the CRDs of crds/ byte for byte: its templates/crds.yaml renders helm/glrt-operator/files/crds/
+(so `helm upgrade` upgrades them), `kubectl apply -f crds/` installs the same, and the two must never drift apart."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "crds"
-CHART = REPO / "helm" / "glrt-operator" / "crds"
+CHART = REPO / "helm" / "glrt-operator" / "files" / "crds"
 
 
 def test_chart_crds_are_byte_identical_copies() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from glrt_operator.core import api
 from glrt_operator.runners import model
 from glrt_operator.runners.status import RunnerStatus
 
@@ -26,7 +27,8 @@ def test_identity_of_the_resource() -> None:
     assert CRD["metadata"]["name"] == "runners.glrt.dev"
     assert CRD["spec"]["group"] == "glrt.dev" and CRD["spec"]["scope"] == "Namespaced"
     assert CRD["spec"]["names"]["kind"] == "Runner" and CRD["spec"]["names"]["plural"] == "runners"
-    assert VERSION["name"] == "v1alpha1" and VERSION["subresources"] == {"status": {}}
+    assert VERSION["name"] == api.VERSION and VERSION["subresources"] == {"status": {}}
+    assert VERSION["served"] and VERSION["storage"]
 
 
 def test_enums_match_the_model() -> None:

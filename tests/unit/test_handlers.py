@@ -6,6 +6,7 @@ import kopf
 
 from glrt_operator import resources  # noqa: F401  (registers every handler)
 from glrt_operator.controller import runtime, startup
+from glrt_operator.core.api import GROUP, VERSION
 
 
 def test_kopf_settings() -> None:
@@ -22,7 +23,7 @@ def test_kopf_settings() -> None:
 
 def test_every_lifecycle_handler_is_registered() -> None:
     registry = kopf.get_default_registry()
-    resource = kopf.Resource("glrt.dev", "v1alpha1", "runners")
+    resource = kopf.Resource(GROUP, VERSION, "runners")
     changing = {h.id for h in registry._changing.get_all_handlers() if h.selector and h.selector.check(resource)}
     assert {"on_runner_created_or_changed", "on_runner_resumed", "on_runner_deleted"} <= {
         i.split("/")[0] for i in changing

@@ -106,6 +106,11 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 {{- .Values.connections.secretNamespace | default .Release.Namespace -}}
 {{- end }}
 
+{{/* The Lease the replicas elect their active one through (replicaCount > 1), in the release namespace. */}}
+{{- define "glrt-operator.leaseName" -}}
+{{ include "glrt-operator.fullname" . }}-leader
+{{- end -}}
+
 {{- define "glrt-operator.rules" -}}
 # Kopf lists and watches Runners, DeployTokens and GitLabConnections, and merge/JSON-patches them for its finalizer
 # and progress annotations; a Runner's or DeployToken's connection is read by name.

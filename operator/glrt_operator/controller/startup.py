@@ -8,24 +8,61 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
+import kubernetes
+from kubernetes.client.exceptions import ApiException
 
 from ..adapters.gitlab import GitLabPool
-from ..adapters.kube import Kube, load_api_client
-from ..core.api import API_VERSION, FINALIZER, GROUP
+from ..adapters.kube import Kube, load_api_client, migrate_storage
+from ..core.api import API_VERSION, FINALIZER, GROUP, VERSION, VERSIONED_KINDS
+from ..core.namespaces import EVERY_NAMESPACE
 from .runtime import CONFIG
+
+LOG = logging.getLogger("glrt_operator.startup")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Startup: Kopf's settings, then the adapters, created once and kept in memo."""
     apply_settings(settings)
-    kube = Kube(load_api_client())
+    api = load_api_client()
+    kube = Kube(api)
     if not kube.api_served():
         # With scanning off, Kopf would otherwise wait silently forever; exiting lets the pod restart until it is.
         raise kopf.PermanentError(f"{API_VERSION} is not served: install the CRDs (kubectl apply -f crds/)")
+    if memo.get("scope", EVERY_NAMESPACE) == EVERY_NAMESPACE:
+        migrate_stored_objects(api)
     memo["kube"] = kube
     memo["gitlab"] = GitLabPool(per_minute=CONFIG.gitlab_requests_per_minute, max_in_flight=CONFIG.gitlab_concurrency)
     memo["resync_pool"] = ThreadPoolExecutor(CONFIG.resync_workers, thread_name_prefix="resync")
+
+
+def migrate_stored_objects(api: kubernetes.client.ApiClient) -> None:
+    """Store every object as VERSION and drop older versions from the CRDs' storedVersions (a no-op once done).
+    Only in the cluster-wide mode: dropping a stored version is safe only after seeing every namespace. A failure
+    is logged and never stops the operator: the old versions are still served, so nothing breaks meanwhile."""
+    for kind in VERSIONED_KINDS:
+        try:
+            result = migrate_storage(api, group=GROUP, plural=kind.plural, version=VERSION)
+        except ApiException as exc:
+            LOG.warning(
+                "cannot migrate %s to %s (%s %s): see docs/operations/api-versions.md",
+                kind.crd_name,
+                VERSION,
+                exc.status,
+                exc.reason,
+            )
+            continue
+        except Exception as exc:  # the API server unreachable, an answer the client cannot read: never fatal
+            LOG.warning("cannot migrate %s to %s (%s): retried at the next start", kind.crd_name, VERSION, exc)
+            continue
+        if result.rewritten or result.stored_before != (VERSION,):
+            LOG.info(
+                "%s: %d objects rewritten, storedVersions %s -> %s",
+                kind.crd_name,
+                result.rewritten,
+                list(result.stored_before),
+                [VERSION] if result.done else list(result.stored_before),
+            )
 
 
 def apply_settings(settings: kopf.OperatorSettings) -> None:

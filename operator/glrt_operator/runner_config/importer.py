@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from glrt_operator.core.api import RUNNER
 from glrt_operator.runner_config.keys import (
     GLOBAL_SECTION,
     OWNED_GLOBAL,
@@ -160,7 +161,7 @@ def import_config(document: Mapping[str, Any], namespace: str = "default") -> li
         name = base if names[base] == 1 else f"{base}-{names[base]}"
         config = spec_config_from_toml(document, entry, warnings)
         manifest = {
-            "apiVersion": "glrt.dev/v1alpha1",
+            "apiVersion": RUNNER.api_version,
             "kind": "Runner",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {
