@@ -154,7 +154,7 @@ def churn(
             {results[j]["failure_reason"] for j in queued if results.get(j, {}).get("failure_reason")}
         ),
         "lost (no final state)": states.count("none"),
-        "left running in GitLab": len([j for j, _ in gitlab.assigned_jobs if j in queued and j not in results]),
+        "left running in GitLab": len([j for j, *_ in gitlab.assigned_jobs if j in queued and j not in results]),
         "job pods left": len(left),
         "queued -> pod Running p50 (s)": round(statistics.median(waits), 2) if waits else None,
         "queued -> pod Running p95 (s)": round(percentile(waits, 0.95), 2) if waits else None,
