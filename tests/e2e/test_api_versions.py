@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from glrt_operator.adapters.kube import migrate_storage
+from glrt_operator.adapters.kube_storage import migrate_storage
 from glrt_operator.core.api import DEPRECATED_VERSIONS, VERSION, deprecation_warning
 from tests.harness.controlplane import ControlPlane
 from tests.harness.waiting import wait_for

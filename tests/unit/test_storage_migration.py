@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from glrt_operator.adapters.kube import StorageMigration
+from glrt_operator.adapters.kube_storage import StorageMigration
 from glrt_operator.controller import startup
 from glrt_operator.core import api
 

@@ -12,7 +12,8 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from ..adapters.gitlab import GitLabPool
-from ..adapters.kube import Kube, load_api_client, migrate_storage
+from ..adapters.kube import Kube, load_api_client
+from ..adapters.kube_storage import migrate_storage
 from ..core.api import API_VERSION, FINALIZER, GROUP, VERSION, VERSIONED_KINDS
 from ..core.namespaces import EVERY_NAMESPACE
 from .runtime import CONFIG
