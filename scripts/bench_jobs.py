@@ -145,6 +145,12 @@ def churn(
     results = jobs.results(gitlab)
     states = [results.get(j, {}).get("state", "none") for j in queued]
     waits = [running[j] - queued[j] for j in running]
+    done_after = time.monotonic() - started
+    # The executor deletes each job pod once its job is reported; a pod still terminating is not yet gone.
+    at_done = len(core.list_namespaced_pod(jobs_ns).items)
+    gone_by = time.monotonic() + 120
+    while core.list_namespaced_pod(jobs_ns).items and time.monotonic() < gone_by:
+        time.sleep(0.5)
     left = [p.metadata.name for p in core.list_namespaced_pod(jobs_ns).items]
     return {
         "jobs": count,
@@ -155,11 +161,13 @@ def churn(
         ),
         "lost (no final state)": states.count("none"),
         "left running in GitLab": len([j for j, *_ in gitlab.assigned_jobs if j in queued and j not in results]),
-        "job pods left": len(left),
+        "job pods present when the last job ended": at_done,
+        "job pods left 120 s later": len(left),
+        "last job pod gone after (s)": round(time.monotonic() - started, 1) if not left else None,
         "queued -> pod Running p50 (s)": round(statistics.median(waits), 2) if waits else None,
         "queued -> pod Running p95 (s)": round(percentile(waits, 0.95), 2) if waits else None,
         "rotation and scale 2 -> 1 at (s)": round(churned_at, 1) if churned else "never (too few jobs ran)",
-        "all done after (s)": round(time.monotonic() - started, 1),
+        "all done after (s)": round(done_after, 1),
         "token resets during the run": len(reset_times(gitlab)),
     }
 

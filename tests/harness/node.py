@@ -703,6 +703,7 @@ state = "{d / "state"}"
 
     @staticmethod
     def _remove_kubepods_cgroups(problems: list[str]) -> None:
+        _kill_kubepods_tasks()
         for controller in CGROUP_ROOT.iterdir():
             top = controller / "kubepods"
             if not top.is_dir() or top.is_symlink():
@@ -715,6 +716,24 @@ state = "{d / "state"}"
                 except OSError as exc:
                     problems.append(f"cgroup {d}: {exc.strerror}")
                     break
+
+
+def _kill_kubepods_tasks() -> None:
+    """Processes still in the kubepods cgroups (a pause or container process whose shim was killed mid-stop, reparented
+    to init) are this node's: the node lock makes it the only one. SIGKILL them so their cgroups can go."""
+    pids = {
+        pid
+        for procs in CGROUP_ROOT.glob("*/kubepods/**/cgroup.procs")
+        for pid in procs.read_text().split()
+        if pid.isdigit()
+    }
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(pid), signal.SIGKILL)
+    end = time.monotonic() + 5
+    while pids and time.monotonic() < end:
+        pids = {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
