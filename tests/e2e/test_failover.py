@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import Runners, assert_no_secrets, assert_same_token
+from tests.e2e.conftest import Runners, assert_no_secrets, assert_same_token, reads_of
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
@@ -100,11 +100,11 @@ def test_sigkill_of_a_steady_leader(
     runners.create(runners.manifest(replicas=2))
     runner_id = runners.wait_ready()["status"]["runnerId"]
     token = runners.secret_data("builds-runner-token")["token"]
-    reads_before = len(calls(gitlab, "GET", f"/runners/{runner_id}"))
+    reads_before = reads_of(gitlab, runner_id)
 
     assert kill_and_time_takeover(active, standby, kube, namespace) <= TAKEOVER_LIMIT
     # The new leader resumes the Runner (it reads it in GitLab) and adopts everything as it is.
-    wait_for(lambda: len(calls(gitlab, "GET", f"/runners/{runner_id}")) > reads_before, timeout=30, message="resumed")
+    wait_for(lambda: reads_of(gitlab, runner_id) > reads_before, timeout=30, message="resumed")
     runners.wait_ready()
     assert gitlab.runner_ids() == [runner_id] and calls(gitlab, "POST", "/user/runners") == [201]
     assert not calls(gitlab, "POST", "/reset_authentication_token")

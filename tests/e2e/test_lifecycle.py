@@ -432,7 +432,8 @@ def test_status_and_condition_are_reported(runners: Runners, operator: OperatorP
 def test_printer_columns(control_plane: ControlPlane, runners: Runners, operator: OperatorProcess) -> None:
     runners.create(runners.manifest())
     runner_id = runners.wait_ready()["status"]["runnerId"]
-    table = control_plane.kubectl("get", "runners", "-n", runners.namespace).stdout
+    # Fully qualified: kubectl caches discovery, and another test may have served "runners" in a group of its own.
+    table = control_plane.kubectl("get", f"runners.{GROUP}", "-n", runners.namespace).stdout
     header, row = table.splitlines()[:2]
     for column in ("NAME", "RUNNER ID", "TYPE", "REPLICAS", "READY REPLICAS", "TOKEN EXPIRES", "READY", "AGE"):
         assert column in header
