@@ -28,7 +28,7 @@ from tests.e2e.conftest import Runners
 from tests.e2e.test_deploy_tokens import GROUP, GROUP_ID, PAT, PLURAL, PROJECT_ID, VERSION
 from tests.e2e.test_jobs import EXAMPLE, apply, chart, example, images, namespaces, wait_on  # noqa: F401 -- fixtures
 from tests.e2e.test_pods import polling_managers
-from tests.e2e.test_registry_pull import REPOSITORY, Creds, base_layout, fp, push_image  # noqa: F401 -- fixture
+from tests.e2e.test_registry_pull import REPOSITORY, Creds, base_layout, fp, marker_layer, push_image  # noqa: F401 -- fixture
 from tests.fake_gitlab import FakeGitLab, jobs
 from tests.harness import registry as registry_harness
 from tests.harness.controlplane import ControlPlane
@@ -153,7 +153,13 @@ def test_job_pods_pull_with_the_deploy_tokens_copy_also_after_a_renewal(
     helper_layout = tmp_path / "helper-image"
     with tarfile.open(build_images()[image_names()["helper"]]) as archive:  # an OCI layout, as crane pushes it
         archive.extractall(helper_layout, filter="data")
-    registry.crane("push", str(helper_layout), helper, credentials=creds)
+    helper_base = registry.ref(REPOSITORY + "/helper", "base")
+    registry.crane("push", str(helper_layout), helper_base, credentials=creds)
+    # A layer of its own, so the image ID differs from the node's preloaded helper: the kubelet remembers that an
+    # image ID was pulled with credentials (KubeletEnsureSecretPulledImages) and would then make every other pod using
+    # the preloaded one pull it again to prove its own right to it.
+    layer = marker_layer(tmp_path, "helper")
+    registry.crane("append", "-b", helper_base, "-f", str(layer), "-t", helper, credentials=creds)
     gitlab.settings.deploy_token_lifetime_seconds = 24
 
     namespaces(core, RUNNER_NS, JOBS_NS)
