@@ -234,23 +234,22 @@ class Kube:
 
     def read_namespace(self, name: str) -> Mapping[str, str] | None:
         """A namespace's annotations (where its owner says whom it accepts); None when it does not exist."""
-        try:
-            namespace = self._core.read_namespace(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return dict((namespace.metadata and namespace.metadata.annotations) or {})
+        meta = self._namespace_metadata(name)
+        return None if meta is None else dict(meta.annotations or {})
 
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         """A namespace's labels (what a ClusterGitLabConnection's selector matches); None when it does not exist."""
+        meta = self._namespace_metadata(name)
+        return None if meta is None else dict(meta.labels or {})
+
+    def _namespace_metadata(self, name: str) -> Any:
         try:
             namespace = self._core.read_namespace(name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return dict((namespace.metadata and namespace.metadata.labels) or {})
+        return namespace.metadata or kubernetes.client.V1ObjectMeta()
 
     def read_object(self, kind: Kind, namespace: str | None, name: str) -> Mapping[str, Any] | None:
         """One of the operator's own objects (a connection a resource names); `namespace` None: cluster-scoped."""
