@@ -41,6 +41,7 @@ from tests.e2e.conftest import GROUP, PAT, PLURAL, PROJECT_ID, VERSION, Runners 
 from tests.fake_gitlab import FakeGitLab  # noqa: E402
 from tests.fake_gitlab.faults import Fault  # noqa: E402
 from tests.fake_gitlab.state import Call  # noqa: E402
+from tests.harness.conditions import ready_for_generation  # noqa: E402
 from tests.harness.controlplane import ControlPlane  # noqa: E402
 from tests.harness.operator import OperatorProcess  # noqa: E402
 from tests.harness.runner_pod import EmulatedRunnerPod  # noqa: E402
@@ -126,13 +127,7 @@ class Fleet:
         return items
 
     def ready(self) -> int:
-        count = 0
-        for item in self.listing():
-            status = item.get("status") or {}
-            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
-            if ready.get("status") == "True" and status.get("observedGeneration") == item["metadata"]["generation"]:
-                count += 1
-        return count
+        return sum(ready_for_generation(item) for item in self.listing())
 
     def wait_all_ready(self, expected: int, timeout: float) -> None:
         # Every 2 s: listing 1,000 Runners costs CPU the operator and the apiserver share.

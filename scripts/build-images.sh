@@ -4,13 +4,15 @@
 #   pause     the pod sandbox, compiled from build/pause/linux/pause.c of the pinned k8s.io/kubernetes module
 #   base      a Debian bookworm made by debootstrap, standing in for python:3.11-slim (loaded under that name)
 #   operator  the repository's own Dockerfile, built unchanged with buildah
+#   operator-previous  the same from the release the upgrade e2e starts from (UPGRADE_FROM_COMMIT, from git history)
 #   runner    busybox-static as /bin/sh plus the runner stand-in (tests/runner_standin) as /usr/bin/gitlab-runner
 #   job       a CI job image for the kubernetes executor's build container: busybox-static as /bin/sh and its
 #             coreutils applets
 #   helper    the kubernetes executor's helper image: busybox-static's applets plus bash-static as /bin/bash
 #             (gitlab-runner sends the helper commands that use bash's `<<<`)
 #
-#   scripts/build-images.sh [pause|base|operator|runner|job|helper ...]   (default: all)
+#   scripts/build-images.sh [pause|base|operator|operator-previous|runner|job|helper ...]
+#   (default: all but operator-previous, which only the upgrade e2e asks for)
 #
 # Prints one line per image on stdout: "<image name> <archive path>"; progress goes to stderr. Needs root
 # (debootstrap, buildah's chroot isolation) and the packages scripts/setup-node.sh installs.
@@ -103,8 +105,9 @@ SOURCES
 }
 
 OPERATOR_IMAGE=localhost/glrt-operator:test
+# build_operator IMAGE ARCHIVE BASE_ARCHIVE [CONTEXT]: the Dockerfile of CONTEXT (default: this checkout).
 build_operator() {
-  local base_archive=$3 mounts=()
+  local base_archive=$3 context=${4:-$repo} mounts=()
   # The base must be in buildah's storage under the FROM line's name; --pull=never keeps registries out.
   bah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 || bah pull --quiet "oci-archive:$base_archive" >/dev/null
   bah tag "$(bah images --quiet --filter reference="$BASE_IMAGE" | head -1)" "$BASE_IMAGE" 2>/dev/null || true
@@ -114,8 +117,22 @@ build_operator() {
     mounts+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
   [[ -f /etc/pip.conf ]] && mounts+=(-v /etc/pip.conf:/etc/pip.conf:ro)
   bah bud --quiet --isolation chroot --network host --pull=never --layers=false "${mounts[@]}" \
-    -f "$repo/Dockerfile" -t "$1" "$repo" >&2
+    -f "$context/Dockerfile" -t "$1" "$context" >&2
   bah push --quiet "$1" "oci-archive:$2:$1"
+}
+
+PREVIOUS_OPERATOR_IMAGE=localhost/glrt-operator:previous
+build_previous_operator() {
+  local tree
+  tree=$(mktemp -d)
+  git -C "$repo" cat-file -e "$UPGRADE_FROM_COMMIT^{commit}" 2>/dev/null || {
+    echo "build-images: commit $UPGRADE_FROM_COMMIT (UPGRADE_FROM_COMMIT) is not in this clone's history" \
+      "(a shallow clone? git fetch --unshallow)" >&2
+    return 1
+  }
+  git -C "$repo" archive "$UPGRADE_FROM_COMMIT" | tar -x -C "$tree"
+  build_operator "$1" "$2" "$3" "$tree"
+  rm -rf "$tree"
 }
 
 RUNNER_IMAGE=localhost/glrt-runner-standin:test
@@ -183,6 +200,12 @@ for w in "${wanted[@]}"; do
         grep -v __pycache__ | sort | xargs sha256sum) | hash_of)
     build_operator_with_base() { build_operator "$1" "$2" "$base_archive"; }
     cached operator "$key" build_operator_with_base "$OPERATOR_IMAGE" ;;
+  operator-previous)
+    base_key=$(echo "bookworm $BASE_PACKAGES $BASE_IMAGE $(sed -n '/^build_base/,/^}/p' "$0")" | hash_of)
+    base_archive=$(cached base "$base_key" build_base "$BASE_IMAGE" | cut -d' ' -f2)
+    key=$(echo "$base_archive $PREVIOUS_OPERATOR_IMAGE $UPGRADE_FROM_COMMIT" | hash_of)
+    build_previous_with_base() { build_previous_operator "$1" "$2" "$base_archive"; }
+    cached operator-previous "$key" build_previous_with_base "$PREVIOUS_OPERATOR_IMAGE" ;;
   runner)
     key=$( (cd "$repo/tests/runner_standin" && sha256sum go.mod go.sum ./*.go; sha256sum /bin/busybox;
       go version; echo "$RUNNER_IMAGE") | hash_of)

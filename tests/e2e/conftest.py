@@ -18,6 +18,7 @@ from kubernetes import client
 
 from glrt_operator.core.api import GROUP, VERSION
 from tests.fake_gitlab import FakeGitLab
+from tests.harness.conditions import ready_for_generation
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.waiting import wait_for
@@ -103,11 +104,7 @@ class Runners:
     def wait_ready(self, name: str = "builds", timeout: float = 60) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:
             body = self.get(name)
-            ready = self.condition(name)
-            generation = body["metadata"]["generation"]
-            if ready.get("status") == "True" and body["status"].get("observedGeneration") == generation:
-                return body
-            return None
+            return body if ready_for_generation(body) else None
 
         return wait_for(ready, timeout=timeout, message=f"Runner {name} Ready")
 

@@ -25,6 +25,7 @@ from kubernetes import client
 from glrt_operator.core.api import GROUP, VERSION
 from tests.fake_gitlab import FakeGitLab, Fault
 from tests.fake_gitlab.deploy_tokens import granted_actions
+from tests.harness.conditions import ready_for_generation
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.waiting import wait_for
@@ -96,8 +97,7 @@ class DeployTokens:
     def wait_ready(self, name: str, timeout: float = 60) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:
             body = self.get(name)
-            ok = self.condition(name).get("status") == "True"
-            return body if ok and body["status"].get("observedGeneration") == body["metadata"]["generation"] else None
+            return body if ready_for_generation(body) else None
 
         return wait_for(ready, timeout=timeout, message=f"DeployToken {name} Ready")
 
@@ -295,13 +295,15 @@ class Sampler:
 def test_five_renewals_while_the_secret_is_sampled_every_100ms(
     tokens: DeployTokens, gitlab: FakeGitLab, operator: OperatorProcess
 ) -> None:
-    gitlab.settings.deploy_token_lifetime_seconds = 8  # tokens die 8 s after creation; renewal at two thirds
+    # Tokens die 12 s after creation; renewal at two thirds (8 s), the old token revoked 2 s later: 2 s before it
+    # would expire on its own (a tighter margin lets a loaded machine see an old token expire, not be revoked).
+    gitlab.settings.deploy_token_lifetime_seconds = 12
     tokens.create(tokens.manifest("pull", validFor="2h", renewBefore="1h", gracePeriod="2s"))
     tokens.wait_ready("pull")
     sampler = Sampler(tokens, "pull")
     sampler.start()
     try:
-        wait_for(lambda: len(sampler.seen) >= 6, timeout=90, interval=0.5, message="5 renewals")
+        wait_for(lambda: len(sampler.seen) >= 6, timeout=120, interval=0.5, message="5 renewals")
         last = sampler.seen[-1]
         wait_for(lambda: tokens.active("pull") == [last], timeout=10, message="the last grace period to end")
         wait_for(lambda: sampler.seen[-1] == last and all(t in sampler.dead_at for t in sampler.seen[:-1]), timeout=5)

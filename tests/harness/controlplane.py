@@ -11,8 +11,10 @@ removes (set GLRT_KEEP_CONTROLPLANE=1 to keep it for debugging).
 from __future__ import annotations
 
 import atexit
+import base64
 import collections
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -171,6 +173,7 @@ class ControlPlane:
         self._admin_token = secrets.token_urlsafe(32)
         self._bin: dict[str, Path] = {}
         self.server = ""
+        self.etcd_url = ""
         self.startup_seconds: float | None = None
 
     # ----------------------------------------------------------------------------------------------- paths
@@ -349,7 +352,7 @@ class ControlPlane:
         etcd_client, etcd_peer, api_port, kcm_port = _free_ports(4)
         self.server = f"https://127.0.0.1:{api_port}"
         self._write_kubeconfig(self.kubeconfig, "admin", self._admin_token)
-        etcd_url = f"http://127.0.0.1:{etcd_client}"
+        self.etcd_url = etcd_url = f"http://127.0.0.1:{etcd_client}"
         peer_url = f"http://127.0.0.1:{etcd_peer}"
 
         self._spawn(
@@ -509,6 +512,16 @@ class ControlPlane:
         if as_user is not None:
             argv.append(f"--as={as_user}")
         return self._run([*argv, *args], input=input, check=check, timeout=timeout)
+
+    def stored_api_version(self, group: str, plural: str, namespace: str, name: str) -> str:
+        """The apiVersion an object is stored in, read from etcd itself (its v3 JSON gateway): what the API server
+        wrote, whichever version a client asks for."""
+        key = f"/registry/{group}/{plural}/{namespace}/{name}".encode()
+        body = json.dumps({"key": base64.b64encode(key).decode()}).encode()
+        with urllib.request.urlopen(f"{self.etcd_url}/v3/kv/range", data=body, timeout=10) as answer:
+            (kv,) = json.load(answer)["kvs"]
+        stored: str = json.loads(base64.b64decode(kv["value"]))["apiVersion"]
+        return stored
 
     def install_crds(self, directory: Path, timeout: float = 60.0) -> list[str]:
         """Server-side apply every CRD file in ``directory`` and wait until each is Established and served;

@@ -17,8 +17,9 @@ from glrt_operator.core.reasons import Reason
 from glrt_operator.deploytokens.context import DeployTokenRef
 from glrt_operator.deploytokens.reconcile import open_context as open_deploy_token
 from glrt_operator.deploytokens.reconcile import reconcile as reconcile_deploy_token
+from glrt_operator.runners import builders
 
-from .conftest import NAMESPACE, Env
+from .conftest import CA_PEM, NAMESPACE, Env
 
 CONNECTIONS_NS = "glrt-system"
 POLICY = ConnectionPolicy(secret_namespace=CONNECTIONS_NS)
@@ -131,12 +132,28 @@ def test_connection_with_invalid_spec(env: Env) -> None:
     assert exc.reason == Reason.CONNECTION_INVALID and "ClusterGitLabConnection.spec.url" in exc.message
 
 
-def test_runner_refuses_a_cluster_connection_with_a_ca(env: Env) -> None:
+def test_cluster_connection_ca_reaches_the_client_and_the_pods_through_a_copy(env: Env) -> None:
+    """A pod mounts Secrets of its own namespace only: the CA of a ClusterGitLabConnection (in the operator's
+    Secret namespace) reaches the manager pods as a copy in the Runner's config Secret."""
     cluster_connection(env)
     env.kube.objects[(CLUSTER_GITLAB_CONNECTION.plural, None, "main")]["spec"]["caSecretRef"] = {"name": "ca"}
+    env.kube.secrets[f"{CONNECTIONS_NS}/ca"] = {"annotations": {}, "data": {"ca.crt": CA_PEM}, "owners": []}
     refer(env)
-    exc = refused(env)
-    assert exc.reason == Reason.CONNECTION_INVALID and "manager pods" in exc.message
+    env.reconcile()
+    assert env.pool.requests and all(ca == CA_PEM for _, _, ca in env.pool.requests)
+    config = env.kube.secrets["builds-runner-config"]["data"]
+    assert config[builders.CA_COPY_KEY] == CA_PEM
+    assert f'tls-ca-file = "{builders.CA_FILE}"' in config["config.toml"]
+    volumes = env.kube.statefulsets["builds"]["spec"]["template"]["spec"]["volumes"]
+    ca = next(v for v in volumes if v["name"] == "ca")
+    assert ca["secret"]["secretName"] == "builds-runner-config"
+    assert ca["secret"]["items"] == [{"key": builders.CA_COPY_KEY, "path": "ca.crt"}]
+    assert "ca" not in env.kube.secrets  # nothing planted in the tenant's namespace under the CA's name
+
+    # The CA renewed in its Secret: the copy follows with the next reconcile.
+    env.kube.secrets[f"{CONNECTIONS_NS}/ca"]["data"]["ca.crt"] = CA_PEM + CA_PEM
+    env.reconcile()
+    assert env.kube.secrets["builds-runner-config"]["data"][builders.CA_COPY_KEY] == CA_PEM + CA_PEM
 
 
 def test_inline_refused_by_the_administrator(env: Env) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core import connection
 from ..core.applied import child_current, secret_current, stamped
 from ..core.ports import PodInfo
 from ..runner_config.credentials import TomlPath
@@ -32,7 +33,8 @@ def apply_children(
     `credentials`: what `credentials.config_credentials` read for spec.config's Secret references."""
     ref, spec = ctx.ref, ctx.spec
     names = ref.children
-    ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
+    ca_key = _ca_source(ctx)
+    copied = ca_key is not None and ca_key == (names.config_secret, builders.CA_COPY_KEY)
     rendered = builders.render_config_toml(
         spec,
         runner_name=ref.name,
@@ -51,6 +53,7 @@ def apply_children(
             runner_uid=ref.uid,
             replicas=spec.replicas,
             rendered=rendered,
+            ca_copy=connection.read_ca(ctx.kube, ref.namespace, spec.gitlab) if copied else None,
         )
     )
     found = ctx.kube.read_secret(ref.namespace, names.config_secret)
@@ -77,9 +80,20 @@ def refresh_pods(ctx: RunnerContext, pods: list[PodInfo], config_version: str) -
         ctx.kube.annotate_pod(ctx.ref.namespace, name, {builders.ANNOTATION_CONFIG_VERSION: config_version})
 
 
+def _ca_source(ctx: RunnerContext) -> tuple[str, str] | None:
+    """The Secret and key the manager pods mount GitLab's CA from: the CA's own Secret when it is in the Runner's
+    namespace, else (a ClusterGitLabConnection's CA) the copy in the config Secret; None without a CA."""
+    ca, namespace = ctx.spec.gitlab.ca, ctx.ref.namespace
+    if ca is None:
+        return None
+    if ctx.spec.gitlab.secrets_namespace(namespace) == namespace:
+        return ca.name, ca.key
+    return ctx.ref.children.config_secret, builders.CA_COPY_KEY
+
+
 def _statefulset(ctx: RunnerContext, config_checksum: str) -> dict[str, Any]:
     ref, spec = ctx.ref, ctx.spec
-    ca_key = (spec.gitlab.ca.name, spec.gitlab.ca.key) if spec.gitlab.ca else None
+    ca_key = _ca_source(ctx)
     return builders.build_statefulset(
         spec,
         name=ref.children.statefulset,

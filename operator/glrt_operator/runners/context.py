@@ -95,16 +95,8 @@ def check_name(ref: RunnerRef) -> None:
 
 
 def resolve(kube: KubePort, ref: RunnerRef, spec: RunnerSpec, policy: ConnectionPolicy) -> RunnerSpec:
-    """The spec with spec.gitlab resolved (`connection.resolve`). The manager pods mount the CA from the Runner's
-    namespace, so a connection whose CA lives elsewhere (a ClusterGitLabConnection's) cannot serve a Runner yet."""
-    gitlab = connection.resolve(kube, ref.namespace, spec.gitlab, policy)
-    if gitlab.ca is not None and gitlab.secrets_namespace(ref.namespace) != ref.namespace:
-        raise ReconcileError(
-            Reason.CONNECTION_INVALID,
-            f"{gitlab.via} has a caSecretRef in namespace {gitlab.namespace!r}, which the Runner's manager pods "
-            f"cannot mount: use a GitLabConnection in namespace {ref.namespace!r} for a GitLab with a private CA.",
-        )
-    return replace(spec, gitlab=gitlab)
+    """The spec with spec.gitlab resolved (`connection.resolve`)."""
+    return replace(spec, gitlab=connection.resolve(kube, ref.namespace, spec.gitlab, policy))
 
 
 def connect(

@@ -34,6 +34,9 @@ ANNOTATION_CONFIG_VERSION = "glrt.dev/config-secret-version"
 TOKEN_SECRET_TYPE = "glrt.dev/runner-token"
 TOKEN_KEY = "token"
 CONFIG_KEY = "config.toml"
+# In the config Secret when GitLab's CA lives in another namespace (a ClusterGitLabConnection's): a copy the manager
+# pods can mount, since a pod mounts Secrets of its own namespace only.
+CA_COPY_KEY = "gitlab-ca.crt"
 SYSTEM_ID_KEY_PREFIX = "system-id-"
 
 # --- the manager pod's layout ---------------------------------------------------------------------------------

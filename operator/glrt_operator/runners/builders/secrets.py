@@ -11,6 +11,7 @@ from .common import (
     ANNOTATION_RUNNER_ID,
     ANNOTATION_TOKEN_EXPIRES_AT,
     ANNOTATION_TOKEN_OBTAINED_AT,
+    CA_COPY_KEY,
     CONFIG_KEY,
     SYSTEM_ID_KEY_PREFIX,
     TOKEN_KEY,
@@ -64,8 +65,10 @@ def build_config_secret(
     runner_uid: str,
     replicas: int,
     rendered: RenderedConfig,
+    ca_copy: str | None = None,
 ) -> dict[str, Any]:
-    """The Secret mounted into every manager pod: `config.toml` and `system-id-<N>` for N in range(replicas)."""
+    """The Secret mounted into every manager pod: `config.toml`, `system-id-<N>` for N in range(replicas), and
+    `ca_copy` (GitLab's CA bundle from another namespace) under `CA_COPY_KEY`."""
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
     metadata = child_metadata(name, namespace, owner, runner_name)
@@ -74,6 +77,8 @@ def build_config_secret(
         ANNOTATION_CONFIG_TOKEN_FREE_SHA256: rendered.token_free_sha256,
     }
     data = {CONFIG_KEY: b64(rendered.text)}
+    if ca_copy is not None:
+        data[CA_COPY_KEY] = b64(ca_copy)
     for ordinal in range(replicas):
         data[system_id_key(ordinal)] = b64(system_id(runner_uid, ordinal) + "\n")
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "data": data}
