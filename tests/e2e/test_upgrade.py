@@ -39,6 +39,7 @@ from tests.fake_gitlab import FakeGitLab, jobs
 from tests.harness.conditions import ready_for_generation
 from tests.harness.controlplane import ControlPlane
 from tests.harness.node import IMAGES_SCRIPT, Node
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -68,6 +69,7 @@ def previous_chart(into: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", upgrade_from(), "helm/glrt-operator"], capture_output=True, check=True
     ).stdout
+    into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into / "helm" / "glrt-operator"
 
@@ -133,6 +135,43 @@ def operator_pods_ready(apps: client.AppsV1Api, namespace: str, image: str, repl
     )
 
 
+def hand_written_executor_rbac(kube: client.ApiClient, runner_ns: str, jobs_ns: str) -> str:
+    """A ServiceAccount for the manager pods and, in the job namespace, the smallest Role that runs a job with the
+    kubernetes executor (pods create/get/delete/list/watch, pods/attach and pods/exec create); its name."""
+    account = "builds-executor"
+    client.CoreV1Api(kube).create_namespaced_service_account(
+        runner_ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account))
+    )
+    rbac = client.RbacAuthorizationV1Api(kube)
+    rules = [
+        client.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["create", "get", "delete", "list", "watch"]),
+        client.V1PolicyRule(api_groups=[""], resources=["pods/attach", "pods/exec"], verbs=["create"]),
+    ]
+    rbac.create_namespaced_role(jobs_ns, client.V1Role(metadata=client.V1ObjectMeta(name=account), rules=rules))
+    rbac.create_namespaced_role_binding(
+        jobs_ns,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=account),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=account),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=runner_ns)],
+        ),
+    )
+    return account
+
+
+def manager_logs(cp: ControlPlane, namespace: str) -> str:
+    """The manager pods' log lines but their idle polls: what they did with a job."""
+    lines = []
+    for pod in cp.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout.split():
+        log = cp.kubectl("logs", "-n", namespace, pod, check=False).stdout
+        lines += [f"{pod}: {line}" for line in log.splitlines() if "Checking for jobs... ok" not in line]
+    return "\n".join(lines[-80:])
+
+
+def job_report(exc: Exception, cp: ControlPlane, namespace: str, fake: FakeGitLab, job_id: int) -> str:
+    return f"{exc}\n{manager_logs(cp, namespace)}\ntrace: {jobs.trace(fake, job_id)}"
+
+
 def fingerprint(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:12]
 
@@ -168,8 +207,10 @@ def test_helm_upgrade_from_the_previous_release_with_a_job_running(
     (tmp_path / "previous.yaml").write_text(yaml.safe_dump(previous_values))
     chart = previous_chart(tmp_path / "previous")
     assert (chart / "crds").is_dir() and not (chart / "templates" / "crds.yaml").exists()  # the release it claims
+    # --skip-crds: the CRDs are there already, storing v1alpha1 as that release's did (`previous_storage`); its
+    # crds/ would not fit over the session's (Helm 4 applies crds/ server-side, and they lack v1beta1).
     installed = control_plane.helm(
-        "install", RELEASE, str(chart), "-n", system_ns, "--values", str(tmp_path / "previous.yaml")
+        "install", RELEASE, str(chart), "-n", system_ns, "--skip-crds", "--values", str(tmp_path / "previous.yaml")
     )
     try:
         wait_on(
@@ -191,6 +232,9 @@ def test_helm_upgrade_from_the_previous_release_with_a_job_running(
         example["spec"]["gitlab"]["url"] = gitlab.url
         example["spec"]["config"]["kubernetes"]["namespace"] = jobs_ns
         example["spec"]["config"]["checkInterval"] = 1
+        # That release ran manager pods as the namespace's default account unless told otherwise (the executor's
+        # RBAC owned by the operator came after it): its users wrote the executor's account and Role by hand.
+        example["spec"]["manager"]["serviceAccountName"] = hand_written_executor_rbac(kube, runner_ns, jobs_ns)
         token_example = yaml.safe_load(previous_file("examples/deploytoken.yaml"))
         token_example["metadata"]["namespace"] = runner_ns
         token_example["spec"]["gitlab"] = {"url": gitlab.url, "credentialsSecretRef": {"name": "gitlab-deploy"}}
@@ -227,7 +271,17 @@ def test_helm_upgrade_from_the_previous_release_with_a_job_running(
             tags=example["spec"]["tags"],
             payload=jobs.script_job([f"echo {marker}-start", f"sleep {JOB_SECONDS}", f"echo {marker}-end"]),
         )
-        wait_on(node, every_ns, lambda: f"{marker}-start" in jobs.trace(gitlab, job_id), "the job running", 180)
+        try:
+            wait_for(lambda: job_id in {j for j, *_ in gitlab.assigned_jobs}, timeout=60, message="the job taken")
+            wait_for(
+                lambda: any(p.status.phase == "Running" for p in core.list_namespaced_pod(jobs_ns).items),
+                timeout=120,
+                message="the job pod running",
+            )
+        except TimeoutError as exc:
+            raise AssertionError(
+                f"{exc}\n{manager_logs(control_plane, runner_ns)}\n{jobs.trace(gitlab, job_id)}"
+            ) from None
         job_started = time.monotonic()
 
         # --- the upgrade, as docs/operations/install.md says it --------------------------------------------------
@@ -246,7 +300,10 @@ def test_helm_upgrade_from_the_previous_release_with_a_job_running(
         }  # replicaCount, crds.install, crds.keep: this chart's defaults (2, true, true)
         (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
         upgrading = time.monotonic()
-        control_plane.helm("upgrade", RELEASE, str(CHART), "-n", system_ns, "--values", str(tmp_path / "values.yaml"))
+        # --force-conflicts: the CRDs' fields belong to whoever applied them before (here `kubectl patch`; for that
+        # release's users `kubectl apply --server-side`, its upgrade path): Helm 4's server-side apply takes them over.
+        upgrade = ["upgrade", RELEASE, str(CHART), "-n", system_ns, "--force-conflicts"]
+        control_plane.helm(*upgrade, "--values", str(tmp_path / "values.yaml"))
         wait_on(
             node,
             every_ns,
@@ -260,11 +317,19 @@ def test_helm_upgrade_from_the_previous_release_with_a_job_running(
         for plural, obj in (("runners", name), ("deploytokens", token_name)):
             assert control_plane.stored_api_version(GROUP, plural, runner_ns, obj) == f"{GROUP}/{VERSION}"
 
-        result = wait_on(node, every_ns, lambda: jobs.results(gitlab).get(job_id), "the job's result", timeout=300)
+        try:
+            result = wait_for(lambda: jobs.results(gitlab).get(job_id), timeout=300, message="the job's result")
+        except TimeoutError as exc:
+            raise AssertionError(
+                f"{exc}\n{manager_logs(control_plane, runner_ns)}\n{jobs.trace(gitlab, job_id)}"
+            ) from None
         assert result == {"state": "success", "failure_reason": ""}, jobs.trace(gitlab, job_id)
         assert f"{marker}-end" in jobs.trace(gitlab, job_id)
         # Ready for the new operator too: it reconciled the generation the previous one left (no edit in between).
-        after = runners.wait_ready(name, timeout=60)["status"]
+        try:
+            after = runners.wait_ready(name, timeout=60)["status"]
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {runners.get(name)['status']}") from None
         assert ready_for_generation(deploy_token())
 
         # --- what GitLab and the pods saw ---------------------------------------------------------------------
