@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -351,7 +352,14 @@ def test_connection_token_rotated_five_times_while_its_users_reconcile(
             lambda: status_of(custom, "runners", team, "builds").get("runnerId"), timeout=60, message="runner"
         )
         seen = [first]
+        # The users' GitLab calls take 0.4 s from here on, as a loaded GitLab's would; at each step the Runner is
+        # edited just before the rotation is made due, so its calls (made from the token it read from the Secret) are
+        # on their way while the token rotates.
+        gitlab.faults.add(Fault(path=r"/(runners|deploy_tokens|graphql)", kind="latency", seconds=0.4))
         for step in range(1, 6):
+            edit = {"spec": {"tags": [f"step-{step}"]}}
+            custom.patch_namespaced_custom_object(GROUP, VERSION, team, "runners", "builds", edit)
+            time.sleep(0.2)  # its reconcile has read the Secret and is talking to GitLab
             # Less than 200 days (4800h) left, then at most renewBefore + 25h after each rotation: a renewBefore 48h
             # longer each time makes the token due at once, exactly once.
             before = 4800 + 48 * step
@@ -365,6 +373,7 @@ def test_connection_token_rotated_five_times_while_its_users_reconcile(
             timeout=60,
             message="DeployToken Ready with the last token",
         )
+        wait_for(lambda: gitlab.runners[runner_id].tag_list == ["step-5"], timeout=60, message="the last Runner edit")
         assert status_of(custom, "runners", team, "builds")["runnerId"] == runner_id
     finally:
         operator.stop()
@@ -377,7 +386,8 @@ def test_connection_token_rotated_five_times_while_its_users_reconcile(
     # No call of any kind ever carried a revoked token: a Runner's or DeployToken's client made from the old token
     # sends the successor (the adapter's per-token-family credential, held exclusively by the rotation).
     assert dict(counters.revoked_calls) == {}
-    print("rotations:", len(family) - 1, "calls with a revoked token:", counters.revoked_total)
+    users = [c for c in gitlab.calls if re.search(r"/(runners|deploy_tokens|graphql)", c.path)]
+    print("rotations:", len(family) - 1, "user calls:", len(users), "with a revoked token:", counters.revoked_total)
     assert len(gitlab.runners) == 1
     for token in seen:
         assert token not in operator.output()
