@@ -226,6 +226,12 @@ def test_lost_answer_is_never_retried_with_the_old_token(conn: Conn) -> None:
     successor = conn.gitlab.newest_in_family(old)
     assert successor.token != old and successor.active(conn.gitlab.clock.now())  # the chain was not revoked
     conn.assert_chain_safe()
+    # The alternative the message names: a recovery token configured afterwards repairs it.
+    with_recovery(conn, new_token(conn.gitlab, expires_in=300))
+    conn.reconcile()
+    assert [t.token for t in conn.gitlab.token_family(old)] == [old, successor.token, conn.token]
+    assert conn.gitlab.access_token(conn.token).active(conn.gitlab.clock.now())  # type: ignore[union-attr]
+    conn.assert_chain_safe()
 
 
 def test_crash_after_the_secret_write(conn: Conn) -> None:
