@@ -291,6 +291,7 @@ class Fence:
 
     def lost(self, what: str) -> ReconcileError:
         creds, ref = self.endpoint.credentials, self.ref
+        where = f" -n {ref.namespace}" if ref.namespace else ""
         repair = (
             "or set spec.tokenRotation.recoverySecretRef to a Secret holding another api token of the same GitLab "
             "user (or an administrator's): the operator then rotates the lost successor by id and stores it."
@@ -302,7 +303,7 @@ class Fence:
             f"A rotation of the access token of {ref} started at {self.status.get('rotationStartedAt')} was not "
             f"confirmed, and GitLab now refuses the token in Secret {creds.name!r} key {creds.key!r} (namespace "
             f"{self.namespace!r}): {what} Put a new token in Secret {creds.name!r} key {creds.key!r}, then clear "
-            f"the fence: kubectl patch {ref.kind.plural} {ref.name} --subresource=status --type=merge "
+            f"the fence: kubectl patch {ref.kind.plural} {ref.name}{where} --subresource=status --type=merge "
             '-p \'{"status":{"rotationStartedAt":null,"rotationFromTokenId":null}}\'; ' + repair,
             permanent=True,
         )
