@@ -74,6 +74,7 @@ RETRYING_REASONS = (
     "GitLabUnreachable",
     "GitLabRateLimited",
     "GitLabThrottled",
+    "TokenRotating",
     "RunnerMissing",
     "KubernetesUnreachable",
 )

@@ -2,7 +2,8 @@
 
 GitLab's documentation, by short name:
 
-- personal access tokens API: https://docs.gitlab.com/api/personal_access_tokens/ (``GET .../self``,
+- personal access tokens API: https://docs.gitlab.com/api/personal_access_tokens/ (``GET /personal_access_tokens``
+  with its filters, ``GET .../self``,
   ``POST .../self/rotate``, ``POST .../:id/rotate``, and its "automatic reuse detection" section)
 - group / project access tokens API: https://docs.gitlab.com/api/group_access_tokens/ ,
   https://docs.gitlab.com/api/project_access_tokens/
@@ -243,6 +244,40 @@ def get_by_id(ctx: Ctx, m: re.Match[str]) -> Response:
     raise api.not_found() if user.admin else api.unauthorized()
 
 
+def list_tokens(ctx: Ctx, m: re.Match[str]) -> Response:
+    """``GET /personal_access_tokens`` (``PersonalAccessTokensFinder``): a user's own tokens, every user's for an
+    administrator; filters ``user_id`` (another user's: 401, unless an administrator; an unknown one for an
+    administrator: 404), ``state`` (active/inactive), ``revoked``, ``search`` (name contains, case-insensitive);
+    by id, paginated."""
+    user = ctx.authenticate()
+    user_id = ctx.params.integer("user_id")
+    state_filter = ctx.params.string("state", values=("active", "inactive"))
+    revoked = ctx.params.boolean("revoked")
+    search = ctx.params.string("search")
+    ctx.params.check()
+    page, per_page = api._page_params(ctx)
+    state = ctx.state
+    if user.admin:
+        if user_id is not None and user_id not in state.users:
+            raise api.not_found()
+        owner = user_id
+    else:
+        if user_id is not None and user_id != user.id:
+            raise api.unauthorized()
+        owner = user.id
+    now = state.clock.now()
+    items = sorted((t for t in state.access_tokens.values() if t.kind == "personal"), key=lambda t: t.id)
+    if owner is not None:
+        items = [t for t in items if t.user_id == owner]
+    if state_filter is not None:
+        items = [t for t in items if t.active(now) == (state_filter == "active")]
+    if revoked is not None:
+        items = [t for t in items if t.revoked == revoked]
+    if search:
+        items = [t for t in items if search.lower() in (t.name or "").lower()]
+    return api.paginate(ctx, items, page, per_page, lambda t: token_entity(state, t))
+
+
 def rotate_self(ctx: Ctx, m: re.Match[str]) -> Response:
     """``POST /personal_access_tokens/self/rotate``: scope ``api`` or ``self_rotate``; 200 with the new token."""
     ctx.authenticate(SELF_ROTATE_SCOPES)
@@ -370,6 +405,7 @@ def rotate_resource_self(ctx: Ctx, m: re.Match[str]) -> Response:
 _RESOURCE = r"/(?P<kind>groups|projects)/(?P<id>[^/]+)/access_tokens"
 # Order matters: the ``self`` routes come first; on a release without them the ``:id`` routes take the path.
 ROUTES: list[tuple[str, str, api.Handler, tuple[int, int] | None]] = [
+    ("GET", r"/personal_access_tokens", list_tokens, None),
     ("GET", r"/personal_access_tokens/self", get_self, PAT_SELF),
     ("DELETE", r"/personal_access_tokens/self", delete_self, PAT_DELETE_SELF),
     ("POST", r"/personal_access_tokens/self/rotate", rotate_self, PAT_SELF_ROTATE),

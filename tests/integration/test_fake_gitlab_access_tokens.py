@@ -133,6 +133,29 @@ def test_get_by_id(world: World) -> None:
     assert world.client("glpat-owner").get("/personal_access_tokens/999").status_code == 401
 
 
+def test_list_tokens_with_filters(world: World) -> None:
+    """``GET /personal_access_tokens``: a user's own tokens (filters ``state``, ``revoked``, ``search``), any user's
+    for an administrator with ``user_id``; another user's ``user_id`` is 401, an unknown one 404 for an admin."""
+    first = add(world, "glpat-list-a", name="Deploy bot")
+    second = add(world, "glpat-list-b", name="deploy bot")
+    world.gl.revoke_access_token(first.id)
+    owner = world.client("glpat-owner")
+    listed = owner.get("/personal_access_tokens", params={"search": "DEPLOY", "state": "active"}).json()
+    assert [t["id"] for t in listed] == [second.id] and listed[0]["active"] is True and "token" not in listed[0]
+    revoked = owner.get("/personal_access_tokens", params={"search": "deploy", "revoked": "true"}).json()
+    assert [t["id"] for t in revoked] == [first.id]
+    everyone = owner.get("/personal_access_tokens").json()
+    assert {t["user_id"] for t in everyone} == {world.users["owner"].id}
+    user_id = world.users["owner"].id
+    assert owner.get("/personal_access_tokens", params={"user_id": user_id}).status_code == 200
+    assert world.client("glpat-outsider").get("/personal_access_tokens", params={"user_id": user_id}).status_code == 401
+    admin = world.client("glpat-admin")
+    by_admin = admin.get("/personal_access_tokens", params={"user_id": user_id, "search": "deploy bot"}).json()
+    assert [t["id"] for t in by_admin] == [first.id, second.id]
+    assert admin.get("/personal_access_tokens", params={"user_id": 99999}).status_code == 404
+    assert owner.get("/personal_access_tokens", params={"state": "gone"}).status_code == 400
+
+
 # ----------------------------------------------------------------------------- POST /personal_access_tokens/self/rotate
 def test_self_rotation(world: World) -> None:
     old = add(world, "glpat-rot", scopes=("api", "read_user"), name="conn", description="connection token")

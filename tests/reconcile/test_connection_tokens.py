@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -20,6 +22,7 @@ from glrt_operator.connections.reconcile import ConnectionOutcome, ConnectionRef
 from glrt_operator.core.api import CLUSTER_GITLAB_CONNECTION
 from glrt_operator.core.connection import ConnectionPolicy
 from glrt_operator.core.errors import ReconcileError
+from glrt_operator.core.gitlab import GitLabError
 from glrt_operator.core.reasons import Reason
 from tests.fake_gitlab import FakeGitLab, Fault
 
@@ -216,10 +219,18 @@ def test_lost_answer_is_never_retried_with_the_old_token(conn: Conn) -> None:
     assert conn.token == old  # nothing to store
     with pytest.raises(ReconcileError) as second:
         conn.reconcile()
-    assert second.value.reason == Reason.TOKEN_ROTATION_LOST and "Put a new token in the Secret" in second.value.message
+    assert second.value.reason == Reason.TOKEN_ROTATION_LOST
+    assert "Put a new token in Secret 'gitlab-admin' key 'token'" in second.value.message
+    assert "set spec.tokenRotation.recoverySecretRef" in second.value.message
     assert conn.rotations() == 1
     successor = conn.gitlab.newest_in_family(old)
     assert successor.token != old and successor.active(conn.gitlab.clock.now())  # the chain was not revoked
+    conn.assert_chain_safe()
+    # The alternative the message names: a recovery token configured afterwards repairs it.
+    with_recovery(conn, new_token(conn.gitlab, expires_in=300))
+    conn.reconcile()
+    assert [t.token for t in conn.gitlab.token_family(old)] == [old, successor.token, conn.token]
+    assert conn.gitlab.access_token(conn.token).active(conn.gitlab.clock.now())  # type: ignore[union-attr]
     conn.assert_chain_safe()
 
 
@@ -264,3 +275,142 @@ def test_cluster_connection_needs_its_secret_namespace(conn: Conn) -> None:
         conn.reconcile(replace(POLICY, secret_namespace=None))
     assert caught.value.reason == Reason.CONNECTION_INVALID
     assert conn.gitlab.calls == []
+
+
+def test_a_client_made_before_a_rotation_sends_the_successor(conn: Conn) -> None:
+    """A Runner's or DeployToken's reconcile made its client from the Secret's token; the connection rotates that
+    token before the client sends. The client sends the successor: GitLab never sees the revoked token. So does a
+    client made after the rotation from the old token (a Secret read before the new token was written)."""
+    old = conn.token
+    api_url = conn.gitlab.url + "/api/v4"
+    before = conn.pool.client(api_url, old)
+    conn.reconcile()
+    assert conn.rotations() == 1 and conn.token != old
+    assert conn.gitlab.access_token(old).revoked  # type: ignore[union-attr]
+    after = conn.pool.client(api_url, old)
+    for client in (before, after, conn.pool.for_resyncs().client(api_url, old)):
+        assert client.access_token_self().id == conn.status["token"]["id"]
+        assert client.current_token() == conn.token
+    assert conn.gitlab.token_counters.revoked_total == 0
+    conn.assert_chain_safe()
+
+
+def test_a_call_in_flight_finishes_before_the_rotation_is_sent(conn: Conn) -> None:
+    """A call with the old token is still on its way when the rotation is due: the rotate waits for it (GitLab would
+    otherwise authenticate it after revoking its token), and calls started meanwhile wait for the successor."""
+    old = conn.token
+    api_url = conn.gitlab.url + "/api/v4"
+    conn.gitlab.faults.add(Fault(method="GET", path=r"/metadata$", kind="latency", seconds=1.0, count=1))
+    results: list[Any] = []
+    slow = threading.Thread(target=lambda: results.append(conn.pool.client(api_url, old).instance_metadata()))
+    slow.start()
+    time.sleep(0.3)  # the slow call is in flight
+    conn.reconcile()
+    slow.join(10)
+    assert results and results[0].version == conn.gitlab.instance.version
+    assert conn.rotations() == 1 and conn.token != old
+    paths = [c.path for c in conn.gitlab.calls]
+    rotate = next(i for i, p in enumerate(paths) if p.endswith("/self/rotate"))
+    assert paths.index("/api/v4/metadata") < rotate  # answered before the rotate was handled
+    assert conn.gitlab.token_counters.revoked_total == 0
+    conn.assert_chain_safe()
+
+
+def test_calls_are_held_back_while_a_rotation_is_in_doubt(conn: Conn) -> None:
+    """The rotate's answer was lost: whether the token still works is unknown, so the process sends nothing with it
+    (TokenRotating, nothing sent) until the connection's reconcile settles it with GET .../self."""
+    old = conn.token
+    api_url = conn.gitlab.url + "/api/v4"
+    conn.gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="status", status=502, count=1))
+    with pytest.raises(ReconcileError):
+        conn.reconcile()
+    user = conn.pool.client(api_url, old)
+    calls = len(conn.gitlab.calls)
+    with pytest.raises(GitLabError) as caught:
+        user.instance_metadata()
+    assert caught.value.reason == Reason.TOKEN_ROTATING and caught.value.nothing_done
+    assert len(conn.gitlab.calls) == calls  # not sent
+    conn.reconcile()  # the fence: the token is still active (a 502 before GitLab acted), then the due rotation
+    assert conn.rotations() == 2 and conn.token != old  # the refused one and the one done
+    assert user.instance_metadata().version == conn.gitlab.instance.version
+    assert conn.gitlab.token_counters.revoked_total == 0
+    conn.assert_chain_safe()
+
+
+def lose_a_rotation(conn: Conn) -> str:
+    """GitLab rotates, its answer never arrives: the old token (returned) is revoked, its successor unknown."""
+    old = conn.token
+    conn.gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="drop_after_commit", count=1))
+    with pytest.raises(ReconcileError) as caught:
+        conn.reconcile()
+    assert caught.value.transient and conn.status["rotationStartedAt"] and conn.token == old
+    assert conn.gitlab.access_token(old).revoked  # type: ignore[union-attr]
+    return old
+
+
+def with_recovery(conn: Conn, token: str) -> None:
+    conn.kube.secrets[f"{NS}/gitlab-recovery"] = {"annotations": {}, "data": {"token": token}, "owners": []}
+    conn.spec["tokenRotation"] = {**conn.spec["tokenRotation"], "recoverySecretRef": {"name": "gitlab-recovery"}}
+
+
+@pytest.mark.parametrize("rescuer", ["same user", "administrator"])
+def test_lost_rotation_is_recovered_with_the_recovery_token(conn: Conn, rescuer: str) -> None:
+    """With spec.tokenRotation.recoverySecretRef, the lost successor is found (the user's active token of the same
+    name and scopes, newer than the rotated one) and rotated by id with the recovery token: the Secret ends with a
+    token GitLab accepts, the revoked token is never presented on a rotate path, reuse detection never fires."""
+    # The same user's other token, named like the connection's (it must never be taken for the successor).
+    recovery = new_token(conn.gitlab, expires_in=300) if rescuer == "same user" else "glpat-admin"
+    old = lose_a_rotation(conn)
+    lost = conn.gitlab.newest_in_family(old)
+    with_recovery(conn, recovery)
+    outcome = conn.reconcile()
+    new = conn.token
+    assert new not in (old, lost.token, recovery)
+    found = conn.gitlab.access_token(new)
+    assert found is not None and found.active(conn.gitlab.clock.now())
+    assert [t.token for t in conn.gitlab.token_family(old)] == [old, lost.token, new]
+    assert conn.gitlab.access_token(lost.id).revoked  # type: ignore[union-attr]
+    assert found.expires_at == model.next_expiry(datetime.now(UTC), timedelta(days=90))  # explicit
+    by_id = [c for c in conn.gitlab.calls if c.path == f"/api/v4/personal_access_tokens/{lost.id}/rotate"]
+    assert [c.status for c in by_id] == [200]
+    assert conn.status.get("rotationStartedAt") is None and conn.status["token"]["id"] == found.id
+    assert outcome.renewable is None and "AccessTokenRecovered" in [r for _, r, _ in conn.events]
+    assert conn.gitlab.access_token(recovery).active(conn.gitlab.clock.now())  # type: ignore[union-attr]
+    conn.assert_chain_safe()
+    assert not [p for p in conn.gitlab.token_counters.revoked_calls if "rotate" in p]
+    rotates = len([c for c in conn.gitlab.calls if c.path.endswith("/rotate")])
+    conn.reconcile()  # settled: nothing more to do
+    assert conn.token == new and len([c for c in conn.gitlab.calls if c.path.endswith("/rotate")]) == rotates
+
+
+def test_a_crash_during_the_recovery_is_recovered_again(conn: Conn) -> None:
+    """The rotate by id is answered and the answer lost too: the fence stays, and the next attempt finds the newer
+    successor the same way (never presenting a revoked token)."""
+    old = lose_a_rotation(conn)
+    with_recovery(conn, new_token(conn.gitlab, expires_in=300))
+    by_id = r"/personal_access_tokens/\d+/rotate$"
+    conn.gitlab.faults.add(Fault(method="POST", path=by_id, kind="drop_after_commit", count=1))
+    with pytest.raises(ReconcileError) as caught:
+        conn.reconcile()
+    assert caught.value.transient and conn.status["rotationStartedAt"] and conn.token == old
+    conn.reconcile()
+    family = conn.gitlab.token_family(old)
+    assert len(family) == 4 and family[-1].token == conn.token
+    assert family[-1].active(conn.gitlab.clock.now()) and all(t.revoked for t in family[:-1])
+    assert conn.status.get("rotationStartedAt") is None
+    conn.assert_chain_safe()
+
+
+def test_a_recovery_token_of_another_user_is_refused_clearly(conn: Conn) -> None:
+    stranger = conn.gitlab.add_user("stranger-" + secrets.token_hex(3))
+    value = "glpat-" + secrets.token_hex(10)
+    conn.gitlab.add_access_token(value, stranger, scopes=["api"], name="operator")
+    old = lose_a_rotation(conn)
+    with_recovery(conn, value)
+    with pytest.raises(ReconcileError) as caught:
+        conn.reconcile()
+    assert caught.value.reason == Reason.TOKEN_ROTATION_LOST and "may not see token" in caught.value.message
+    assert "Secret 'gitlab-recovery'" in caught.value.message and value not in caught.value.message
+    successor = conn.gitlab.newest_in_family(old)
+    assert successor.token != old and successor.active(conn.gitlab.clock.now())  # nothing rotated or revoked
+    conn.assert_chain_safe()

@@ -77,6 +77,17 @@ def test_connection_spec_defaults_and_limits() -> None:
         model.ConnectionSpec.parse({**base, "url": "gitlab.example.com"})
 
 
+def test_recovery_secret_ref() -> None:
+    base = {"url": "https://gitlab.example.com", "credentialsSecretRef": {"name": "t"}}
+    assert model.ConnectionSpec.parse(base).recovery is None
+    spec = model.ConnectionSpec.parse({**base, "tokenRotation": {"recoverySecretRef": {"name": "rescue"}}})
+    assert spec.recovery is not None and (spec.recovery.name, spec.recovery.key) == ("rescue", "token")
+    with pytest.raises(SpecError, match=r"another token than spec\.credentialsSecretRef"):
+        model.ConnectionSpec.parse({**base, "tokenRotation": {"recoverySecretRef": {"name": "t"}}})
+    with pytest.raises(SpecError, match=r"recoverySecretRef\.name"):
+        model.ConnectionSpec.parse({**base, "tokenRotation": {"recoverySecretRef": {"name": "Not A Name"}}})
+
+
 def test_instance_edition_and_release() -> None:
     assert gitlab("18.1.1-ee").enterprise and gitlab("18.1.1-ee").release == (18, 1, 1)
     assert not gitlab("17.0.0").enterprise
@@ -121,7 +132,7 @@ def test_crd_defaults_are_the_model_defaults(plural: str) -> None:
     crd = yaml.safe_load((REPO / "crds" / f"{plural}.glrt.dev.yaml").read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     rotation = spec["properties"]["tokenRotation"]["properties"]
-    filled = {key: value["default"] for key, value in rotation.items()}
+    filled = {key: value["default"] for key, value in rotation.items() if "default" in value}
     parsed = model.ConnectionSpec.parse({"url": "https://g.example", "credentialsSecretRef": {"name": "t"}})
     assert (
         model.ConnectionSpec.parse(

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.connection import GitLabSpec, parse_endpoint
 from ..core.gitlab import AccessTokenInfo, InstanceInfo
-from ..core.spec import SpecError, duration, get_field
+from ..core.spec import SecretKeyRef, SpecError, duration, get_field, secret_ref
 
 # The oldest GitLab the operator supports: `POST /user/runners` (glrt- tokens) appeared in 15.10.
 MINIMUM_GITLAB = (15, 10, 0)
@@ -39,6 +39,8 @@ class ConnectionSpec:
     rotation_enabled: bool = True
     renew_before: timedelta = DEFAULT_RENEW_BEFORE
     valid_for: timedelta = DEFAULT_VALID_FOR
+    # Another api token of the token's user (or an administrator's): repairs a rotation whose answer was lost.
+    recovery: SecretKeyRef | None = None
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> ConnectionSpec:
@@ -52,7 +54,16 @@ class ConnectionSpec:
             raise SpecError(f"{where}.validFor must be at most 8760h (GitLab refuses expiry dates beyond a year)")
         if valid_for <= renew_before:
             raise SpecError(f"{where}.validFor must be longer than {where}.renewBefore")
-        return cls(endpoint=endpoint, rotation_enabled=enabled, renew_before=renew_before, valid_for=valid_for)
+        recovery = secret_ref(rotation, "recoverySecretRef", where, "token")
+        if recovery is not None and recovery == endpoint.credentials:
+            raise SpecError(f"{where}.recoverySecretRef must name another token than spec.credentialsSecretRef")
+        return cls(
+            endpoint=endpoint,
+            rotation_enabled=enabled,
+            renew_before=renew_before,
+            valid_for=valid_for,
+            recovery=recovery,
+        )
 
 
 def features(instance: InstanceInfo) -> list[str]:

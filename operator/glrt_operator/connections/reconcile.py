@@ -8,7 +8,12 @@ the calling token at once, and a revoked token presented again on a rotate path 
 - a rotation whose answer was lost is never retried with the old token: the fence is settled by
   `GET /personal_access_tokens/self` (no rotate path, no reuse detection): the old token still active means the
   rotation never happened; the Secret holding a newer token means it was stored; the old token revoked while the
-  Secret still holds it means the successor was lost, which only a person can repair (TokenRotationLost).
+  Secret still holds it means the successor was lost. Then, with `spec.tokenRotation.recoverySecretRef` (another
+  api token of the same user, or an administrator's), the lost successor is found by listing the user's active
+  tokens of the same name and rotated by id with that token
+  (https://docs.gitlab.com/api/personal_access_tokens/#rotate-a-personal-access-token): the revoked token is never
+  presented, and the answer is stored first, as for any rotation. Without one only a person can repair it
+  (TokenRotationLost, whose message says how).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ..core.gitlab import AccessTokenInfo, GitLabError
 from ..core.ports import GitLabConnector, GitLabPort, KubePort
 from ..core.reasons import ConditionType, EventReason, Reason
 from ..core.refs import Logger
-from ..core.spec import SpecError
+from ..core.spec import SecretKeyRef, SpecError
 from ..core.times import iso, now_iso
 from . import model
 from .model import ConnectionSpec
@@ -132,7 +137,7 @@ def reconcile(
         gitlab = connection.connect(kube, pool, namespace, endpoint, NEEDS)
         status = dict(kube.read_status(ref.kind, ref.namespace, ref.name))
         if status.get("rotationStartedAt"):
-            gitlab = _settle_fence(kube, pool, ref, namespace, endpoint, status, emit, log)
+            gitlab = Fence(kube, pool, ref, namespace, spec, status, emit, log, now or datetime.now(UTC)).settle()
             status = dict(kube.read_status(ref.kind, ref.namespace, ref.name))
         instance = gitlab.instance_metadata()
         problem = model.too_old(instance)
@@ -217,14 +222,7 @@ def _rotate(
             _record(kube, ref, {"rotationStartedAt": None, "rotationFromTokenId": None})
         # Otherwise the outcome is unknown: the fence stays and the next attempt settles it without rotating.
         raise
-    # Before anything else, and tried again at once: until it is in the Secret, the new token exists only here.
-    for attempt in range(3):
-        try:
-            _store_token(kube, namespace, endpoint, rotated.token)
-            break
-        except Exception:
-            if attempt == 2:
-                raise
+    _store_first(kube, namespace, endpoint, rotated.token)
     _record(kube, ref, {"rotationStartedAt": None, "rotationFromTokenId": None, "lastRotationTime": now_iso()})
     message = f"Rotated the access token of {ref} (token {token.id} -> {rotated.info.id}, expires {expires_at})"
     emit("Normal", EventReason.ACCESS_TOKEN_ROTATED, message)
@@ -232,38 +230,124 @@ def _rotate(
     return rotated.info
 
 
-def _settle_fence(
-    kube: KubePort,
-    pool: GitLabConnector,
-    ref: ConnectionRef,
-    namespace: str,
-    endpoint: GitLabSpec,
-    status: Mapping[str, Any],
-    emit: EventSink,
-    log: Logger,
-) -> GitLabPort:
-    """A rotation was started and not confirmed (a crash, a lost answer): decide from the token in the Secret,
-    never by rotating again. Returns a client with the Secret's token."""
-    gitlab = connection.connect(kube, pool, namespace, endpoint, NEEDS)
-    try:
-        held = gitlab.access_token_self()
-    except GitLabError as exc:
-        if exc.status != 401:
-            raise
-        raise ReconcileError(
+def _secret_token(kube: KubePort, namespace: str, ref: SecretKeyRef) -> str:
+    secret = kube.read_secret(namespace, ref.name)
+    return ((secret.value(ref.key) if secret else None) or "").strip()
+
+
+def _store_first(kube: KubePort, namespace: str, endpoint: GitLabSpec, token: str) -> None:
+    """Into the Secret before anything else, tried again at once: until then the new token exists only here."""
+    for attempt in range(3):
+        try:
+            _store_token(kube, namespace, endpoint, token)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+
+
+@dataclass
+class Fence:
+    """A rotation was started and not confirmed (a crash, a lost answer): decided from the token in the Secret,
+    never by rotating again with it."""
+
+    kube: KubePort
+    pool: GitLabConnector
+    ref: ConnectionRef
+    namespace: str
+    spec: ConnectionSpec
+    status: Mapping[str, Any]
+    emit: EventSink
+    log: Logger
+    now: datetime
+
+    @property
+    def endpoint(self) -> GitLabSpec:
+        return self.spec.endpoint
+
+    def settle(self) -> GitLabPort:
+        """Clears the fence, or raises; returns a client with the Secret's (now working) token."""
+        kube, endpoint = self.kube, self.endpoint
+        gitlab = connection.connect(kube, self.pool, self.namespace, endpoint, NEEDS)
+        try:
+            held = gitlab.access_token_self()
+        except GitLabError as exc:
+            if exc.status != 401:
+                raise
+            if self.spec.recovery is None:
+                raise self.lost("GitLab revoked it and its successor was never stored.") from None
+            return self.recover(self.spec.recovery)
+        patch: dict[str, Any] = {"rotationStartedAt": None, "rotationFromTokenId": None}
+        if gitlab.current_token() != _secret_token(kube, self.namespace, endpoint.credentials):
+            # This process rotated the token and could not write the Secret: the successor it holds goes in now.
+            _store_first(kube, self.namespace, endpoint, gitlab.current_token())
+        if held.id != self.status.get("rotationFromTokenId"):
+            patch["lastRotationTime"] = now_iso()  # the successor was stored before the crash
+            self.log.info("the interrupted rotation of %s had stored its new token", self.ref)
+        else:
+            self.log.info("the interrupted rotation of %s never happened; the token is unchanged", self.ref)
+        _record(kube, self.ref, patch)
+        return gitlab
+
+    def lost(self, what: str) -> ReconcileError:
+        creds, ref = self.endpoint.credentials, self.ref
+        where = f" -n {ref.namespace}" if ref.namespace else ""
+        repair = (
+            "or set spec.tokenRotation.recoverySecretRef to a Secret holding another api token of the same GitLab "
+            "user (or an administrator's): the operator then rotates the lost successor by id and stores it."
+            if self.spec.recovery is None
+            else "or fix the recovery token."
+        )
+        return ReconcileError(
             Reason.TOKEN_ROTATION_LOST,
-            f"A rotation of the access token of {ref} started at {status.get('rotationStartedAt')} was not "
-            f"confirmed, and GitLab now refuses the token in Secret {endpoint.credentials.name!r} (namespace "
-            f"{namespace!r}): GitLab revoked it and its successor was never stored. Put a new token in the Secret, "
-            f"then clear the fence: kubectl patch {ref.kind.plural} {ref.name} --subresource=status --type=merge "
-            '-p \'{"status":{"rotationStartedAt":null,"rotationFromTokenId":null}}\'',
+            f"A rotation of the access token of {ref} started at {self.status.get('rotationStartedAt')} was not "
+            f"confirmed, and GitLab now refuses the token in Secret {creds.name!r} key {creds.key!r} (namespace "
+            f"{self.namespace!r}): {what} Put a new token in Secret {creds.name!r} key {creds.key!r}, then clear "
+            f"the fence: kubectl patch {ref.kind.plural} {ref.name}{where} --subresource=status --type=merge "
+            '-p \'{"status":{"rotationStartedAt":null,"rotationFromTokenId":null}}\'; ' + repair,
             permanent=True,
-        ) from None
-    patch: dict[str, Any] = {"rotationStartedAt": None, "rotationFromTokenId": None}
-    if held.id != status.get("rotationFromTokenId"):
-        patch["lastRotationTime"] = now_iso()  # the successor was stored before the crash
-        log.info("the interrupted rotation of %s had stored its new token", ref)
-    else:
-        log.info("the interrupted rotation of %s never happened; the token is unchanged", ref)
-    _record(kube, ref, patch)
-    return gitlab
+        )
+
+    def recover(self, recovery: SecretKeyRef) -> GitLabPort:
+        """The token in the Secret is revoked and its successor lost: with the recovery token, find the family's
+        active token (same user, same name and scopes, not older than the one the rotation started from) and
+        rotate it by id with an explicit expiry; the answer is stored first. Re-entrant: a crash in here leaves
+        the fence, and the next attempt finds the newer successor the same way."""
+        kube, endpoint = self.kube, self.endpoint
+        where = (
+            f"the recovery token (Secret {recovery.name!r} key {recovery.key!r}, spec.tokenRotation.recoverySecretRef)"
+        )
+        from_id = self.status.get("rotationFromTokenId")
+        if not isinstance(from_id, int):
+            raise self.lost("status.rotationFromTokenId does not say which token was rotated.")
+        rescuer_spec = GitLabSpec(url=endpoint.url, credentials=recovery, ca=endpoint.ca)
+        rescuer = connection.connect(kube, self.pool, self.namespace, rescuer_spec, "another api token of the user")
+        try:
+            me = rescuer.access_token_self()
+            origin = rescuer.access_token(from_id)
+            if origin is None or origin.user_id is None:
+                raise self.lost(f"{where} may not see token {from_id}: it must be the same user's, with scope api.")
+            candidates = [
+                t
+                for t in rescuer.active_access_tokens(origin.user_id, origin.name)
+                if t.name == origin.name and set(t.scopes) == set(origin.scopes) and t.id >= from_id and t.id != me.id
+            ]
+            if len(candidates) != 1:
+                found = "no active successor (the family was revoked)" if not candidates else "several candidates"
+                raise self.lost(f"{where} found {found} of token {from_id} ({origin.name!r}).")
+            lost = candidates[0]
+            expires_at = model.next_expiry(self.now, self.spec.valid_for)
+            rotated = rescuer.rotate_access_token(lost.id, expires_at)
+        except GitLabError as exc:
+            if exc.retryable:
+                raise
+            raise self.lost(f"{where} failed: {exc}") from None
+        _store_first(kube, self.namespace, endpoint, rotated.token)
+        _record(kube, self.ref, {"rotationStartedAt": None, "rotationFromTokenId": None, "lastRotationTime": now_iso()})
+        message = (
+            f"Recovered the access token of {self.ref}: its rotation from token {from_id} was lost; rotated the "
+            f"successor {lost.id} by id with the recovery token (-> {rotated.info.id}, expires {expires_at})"
+        )
+        self.emit("Warning", EventReason.ACCESS_TOKEN_RECOVERED, message)
+        self.log.info("%s", message)
+        return connection.connect(kube, self.pool, self.namespace, endpoint, NEEDS)

@@ -198,16 +198,21 @@ class AccessTokenInfo:
     scopes: tuple[str, ...]
     expires_at: date | None
     active: bool
+    user_id: int | None = None
+    revoked: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AccessTokenInfo:
         expires = data.get("expires_at")
+        user = data.get("user_id")
         return cls(
             id=created_id(data["id"]),
             name=str(data.get("name") or ""),
             scopes=tuple(str(s) for s in data.get("scopes") or ()),
             expires_at=date.fromisoformat(str(expires)[:10]) if expires else None,
             active=bool(data.get("active", True)),
+            user_id=user if isinstance(user, int) and not isinstance(user, bool) else None,
+            revoked=bool(data.get("revoked", False)),
         )
 
 
@@ -222,8 +227,11 @@ class RotatedAccessToken:
 
 # === failures ==================================================================================================
 
-# The request never left (it could not be encoded, TLS could not be set up or verified): GitLab did nothing.
-_NEVER_SENT = frozenset({Reason.ACCESS_TOKEN_MALFORMED, Reason.CA_INVALID, Reason.TLS_VERIFICATION_FAILED})
+# The request never left (it could not be encoded, TLS could not be set up or verified, its token was being
+# rotated): GitLab did nothing.
+_NEVER_SENT = frozenset(
+    {Reason.ACCESS_TOKEN_MALFORMED, Reason.CA_INVALID, Reason.TLS_VERIFICATION_FAILED, Reason.TOKEN_ROTATING}
+)
 _BY_STATUS = {
     400: Reason.GITLAB_REJECTED,
     401: Reason.ACCESS_TOKEN_INVALID,

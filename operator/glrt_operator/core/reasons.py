@@ -44,6 +44,7 @@ class Reason(StrEnum):
     ROTATION_IMPOSSIBLE = "RotationImpossible"
     ROTATION_DISABLED = "RotationDisabled"
     TOKEN_ROTATION_LOST = "TokenRotationLost"
+    TOKEN_ROTATING = "TokenRotating"
     CONFIG_SECRET_MISSING = "ConfigSecretMissing"
     NAME_CONFLICT = "NameConflict"
     SECRET_NAME_TAKEN = "SecretNameTaken"
@@ -108,6 +109,7 @@ class EventReason(StrEnum):
     REVOKE_SKIPPED = "RevokeSkipped"
     EXECUTOR_ACCESS_LEFT = "ExecutorAccessLeft"
     ACCESS_TOKEN_ROTATED = "AccessTokenRotated"
+    ACCESS_TOKEN_RECOVERED = "AccessTokenRecovered"
 
 
 # Failures that pass by themselves (the operator retries, nothing to fix): Reconciling=True while they last. Every
@@ -120,6 +122,7 @@ RETRYING = frozenset(
         Reason.GITLAB_UNREACHABLE,
         Reason.GITLAB_RATE_LIMITED,
         Reason.GITLAB_THROTTLED,
+        Reason.TOKEN_ROTATING,
         Reason.RUNNER_MISSING,
         Reason.KUBERNETES_UNREACHABLE,
     }

@@ -15,12 +15,15 @@ from ...core.gitlab import GitLabError
 from ...core.reasons import Reason
 from .budget import HostBudget, Priority
 from .client import GitLabClient
+from .credentials import CredentialRegistry
 from .session import DEFAULT_TIMEOUT
 
 
 class GitLabPool:
-    """Hands out GitLabClients. `for_resyncs()` is a view of the same pool whose calls are periodic resyncs: they
-    yield to event-driven calls and give up after `resync_max_wait` instead of queueing."""
+    """Hands out GitLabClients, each sending the current token of its token family (a rotation in this process
+    moves every client of the family to the successor at once). `for_resyncs()` is a view of the same pool whose
+    calls are periodic resyncs: they yield to event-driven calls and give up after `resync_max_wait` instead of
+    queueing."""
 
     def __init__(
         self,
@@ -36,6 +39,7 @@ class GitLabPool:
         self._transport = transport
         self._clients: dict[str, httpx.Client] = {}
         self._budgets: dict[str, HostBudget] = {}
+        self._credentials = CredentialRegistry()  # one holder per token family: see credentials.py
         self._lock = threading.Lock()
         self._per_minute = per_minute
         self._max_in_flight = max_in_flight
@@ -69,6 +73,7 @@ class GitLabPool:
             budget=self.budget(api_url),
             priority=self.priority,
             max_wait=self._resync_max_wait if resync else self._event_max_wait,
+            credential=self._credentials.get(api_url, access_token) if access_token else None,
         )
 
     def _http(self, ca_pem: str | None) -> httpx.Client:

@@ -15,6 +15,7 @@ from ... import metrics
 from ...core.gitlab import GitLabError, GitLabThrottled, UnusableAnswer
 from ...core.reasons import Reason
 from .budget import BudgetExhausted, HostBudget, Priority
+from .credentials import Credential
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
 MAX_PAGES = 50  # 5,000 items at per_page=100: bounds every list walk
@@ -110,7 +111,8 @@ def answer(response: httpx.Response, action: str, build: Callable[[Any], T]) -> 
 
 class Session:
     """Calls to one GitLab instance with one access token. Cheap to create: it borrows a pooled httpx.Client and
-    the host's shared budget (see GitLabPool)."""
+    the host's shared budget (see GitLabPool). The token is the credential's at the time of each call (see
+    credentials.py): a client made before a rotation of its token sends with the successor after it."""
 
     def __init__(
         self,
@@ -120,6 +122,7 @@ class Session:
         budget: HostBudget,
         priority: Priority = Priority.EVENT,
         max_wait: float | None = None,
+        credential: Credential | None = None,
     ):
         if access_token and not _HEADER_SAFE.fullmatch(access_token):
             raise GitLabError(
@@ -130,7 +133,8 @@ class Session:
             )
         self._http = http
         self._api = api_url.rstrip("/")
-        self._headers = {"PRIVATE-TOKEN": access_token}
+        self._credential = credential if access_token else None
+        self._access_token = access_token
         self._budget = budget
         self._priority = priority
         self._max_wait = max_wait
@@ -153,9 +157,30 @@ class Session:
         params: Any = None,
         user_auth: bool = True,
         url: str | None = None,
+        settles_doubt: bool = False,
+    ) -> httpx.Response:
+        """One HTTP call with the access token its credential holds now (shared, for this call only)."""
+        if not user_auth:
+            return self._send(method, path, action, None, json=json, params=params, url=url)
+        if self._credential is None:
+            return self._send(method, path, action, self._access_token, json=json, params=params, url=url)
+        with self._credential.sending(action, settles_doubt=settles_doubt) as token:
+            return self._send(method, path, action, token, json=json, params=params, url=url)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        token: str | None,
+        *,
+        json: Any = None,
+        params: Any = None,
+        url: str | None = None,
     ) -> httpx.Response:
         """One HTTP call: admitted by the host's budget (which learns from every answer: 429, RateLimit-*), timed and
-        counted for the metrics; transport failures as GitLabErrors."""
+        counted for the metrics; transport failures as GitLabErrors. `token` None: no PRIVATE-TOKEN header."""
+        user_auth = token is not None
         queued = time.monotonic()
         try:
             self._budget.admit(self._priority, self._max_wait)
@@ -171,7 +196,7 @@ class Session:
                 url or self._api + path,
                 json=json,
                 params=params,
-                headers=self._headers if user_auth else None,
+                headers={"PRIVATE-TOKEN": token} if token is not None else None,
             )
             # Before the slot is released: a caller waiting for it must already see a pause this answer asks for.
             self._budget.observe(response.status_code, response.headers)
