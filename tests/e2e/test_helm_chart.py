@@ -708,6 +708,12 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("patch", "statefulsets.apps"),
         ("get", "pods"),
         ("list", "pods"),  # a Runner's pods by label: which replicas drain
+        # The resyncs' watch caches of the children (label-selected: glrt.dev/runner), never of Secrets.
+        ("watch", "pods"),
+        ("watch", "statefulsets.apps"),
+        ("watch", "serviceaccounts"),
+        ("watch", "poddisruptionbudgets.policy"),
+        ("watch", "rolebindings"),
         ("patch", "pods"),  # an annotation after a token rotation: the kubelet refreshes the Secret at once
         ("create", "events"),
         ("create", "rolebindings"),  # of the executor's ClusterRoles only (bind, below)
