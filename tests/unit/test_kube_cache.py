@@ -3,6 +3,7 @@ after its list, label selection, and how long a remembered Secret is trusted."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -76,12 +77,30 @@ def test_own_secrets_are_trusted_longer_than_others(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_statefulset_is_kept_as_what_the_operator_compares() -> None:
-    obj: Any = SimpleNamespace(
-        metadata=SimpleNamespace(
-            annotations={"glrt.dev/desired-hash": "x"}, owner_references=[SimpleNamespace(uid="u")]
-        ),
-        status=SimpleNamespace(ready_replicas=2),
-    )
+    obj = {
+        "metadata": {"annotations": {"glrt.dev/desired-hash": "x"}, "ownerReferences": [{"uid": "u"}]},
+        "status": {"readyReplicas": 2},
+    }
     child = kube_cache.child_of("StatefulSet")(obj)
     assert (dict(child.annotations), child.owners, child.ready_replicas) == ({"glrt.dev/desired-hash": "x"}, ("u",), 2)
     assert kube_cache.child_of("ServiceAccount")(obj).ready_replicas == 0
+    pod = kube_cache.pod_of({"metadata": {"name": "builds-0", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    assert (pod.name, pod.terminating, dict(pod.annotations)) == ("builds-0", True, {})
+
+
+def test_an_informer_lists_page_by_page_then_follows_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = [
+        {"metadata": {"continue": "next"}, "items": [{"metadata": {"namespace": "ci", "name": "a", "labels": {}}}]},
+        {"metadata": {"resourceVersion": "7"}, "items": [{"metadata": {"namespace": "ci", "name": "b"}}]},
+    ]
+    calls: list[dict[str, Any]] = []
+
+    def lister(*args: Any, **options: Any) -> Any:
+        calls.append(options)
+        return SimpleNamespace(data=json.dumps(pages[len(calls) - 1]).encode())
+
+    informer = Informer("Pod", lister, kube_cache.pod_of, "ci", 60)
+    assert informer._list() == "7"
+    assert calls[0]["label_selector"] == "glrt.dev/runner" and calls[1]["_continue"] == "next"
+    informer.synced.set()
+    assert [informer.get("ci", n)[1].name for n in ("a", "b")] == ["a", "b"]

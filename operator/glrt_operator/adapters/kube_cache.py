@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ LOG = logging.getLogger("glrt_operator.kube_cache")
 # Every child of a Runner carries it (`runners.builders.labels`): the watches select on its presence.
 SELECTOR = "glrt.dev/runner"
 Key = tuple[str, str]  # namespace, name
+LIST_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Informer:
         self,
         kind: str,
         lister: Callable[..., Any],
-        convert: Callable[[Any], Any],
+        convert: Callable[[Mapping[str, Any]], Any],
         namespace: str | None,
         server_timeout: int,
     ) -> None:
@@ -80,24 +82,42 @@ class Informer:
             ]
         return True, found
 
-    def _call(self, **options: Any) -> Any:
-        args = (self.namespace,) if self.namespace is not None else ()
-        return self._lister(*args, label_selector=SELECTOR, **options)
+    def _args(self) -> tuple[str, ...]:
+        return (self.namespace,) if self.namespace is not None else ()
 
-    def _entry(self, obj: Any) -> tuple[Key, Entry]:
-        meta = obj.metadata
-        return (str(meta.namespace), str(meta.name)), Entry(dict(meta.labels or {}), self._convert(obj))
+    def _entry(self, obj: Mapping[str, Any]) -> tuple[Key, Entry]:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        return key, Entry(dict(meta.get("labels") or {}), self._convert(obj))
+
+    def _list(self) -> str:
+        """Fill the cache, a page at a time, as plain JSON (no client models: a fleet's pods stay small); returns
+        the list's resourceVersion."""
+        items: dict[Key, Entry] = {}
+        token: str | None = None
+        while True:
+            options: dict[str, Any] = {"limit": LIST_PAGE}
+            if token:
+                options["_continue"] = token
+            response = self._lister(*self._args(), label_selector=SELECTOR, _preload_content=False, **options)
+            page = json.loads(response.data)
+            items.update(self._entry(o) for o in page.get("items") or ())
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                break
+        with self._lock:
+            self._items = items
+        return str(meta.get("resourceVersion") or "")
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                listed = self._call()
-                with self._lock:
-                    self._items = dict(self._entry(o) for o in listed.items or ())
+                version = self._list()
                 self.synced.set()
                 failures = 0
-                self._watch(str(listed.metadata.resource_version))
+                self._watch(version)
             except Exception as exc:  # re-list after any failure (a 410 Gone, a dropped connection, a 403)
                 self.synced.clear()
                 failures += 1
@@ -110,17 +130,18 @@ class Informer:
             stream = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
             for event in stream.stream(  # type: ignore[no-untyped-call]
                 self._lister,
-                *((self.namespace,) if self.namespace is not None else ()),
+                *self._args(),
                 label_selector=SELECTOR,
                 resource_version=version,
                 timeout_seconds=self._timeout,
                 allow_watch_bookmarks=True,
+                deserialize=False,  # plain JSON, converted at once to what the cache keeps
                 _request_timeout=self._timeout + 30,
             ):
-                obj, kind = event["object"], event["type"]
-                if kind == "ERROR":
-                    raise RuntimeError("watch error")
-                version = str(obj.metadata.resource_version)
+                obj, kind = event.get("object") or {}, event.get("type")
+                if kind == "ERROR":  # 410 Gone: the version is too old to resume from
+                    raise RuntimeError(f"watch error {obj.get('code')}")
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK":
                     continue
                 key, entry = self._entry(obj)
@@ -133,23 +154,25 @@ class Informer:
                     stream.stop()  # type: ignore[no-untyped-call]
 
 
-def _owners(obj: Any) -> tuple[str, ...]:
-    return tuple(ref.uid for ref in (obj.metadata.owner_references or []))
+def _owners(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or ())
 
 
-def child_of(kind: str) -> Callable[[Any], ChildObject]:
-    def convert(obj: Any) -> ChildObject:
-        status = getattr(obj, "status", None)
-        ready = int(getattr(status, "ready_replicas", 0) or 0) if kind == "StatefulSet" else 0
-        return ChildObject(annotations=dict(obj.metadata.annotations or {}), owners=_owners(obj), ready_replicas=ready)
+def child_of(kind: str) -> Callable[[Mapping[str, Any]], ChildObject]:
+    def convert(obj: Mapping[str, Any]) -> ChildObject:
+        meta = obj.get("metadata") or {}
+        ready = int((obj.get("status") or {}).get("readyReplicas") or 0) if kind == "StatefulSet" else 0
+        return ChildObject(annotations=dict(meta.get("annotations") or {}), owners=_owners(meta), ready_replicas=ready)
 
     return convert
 
 
-def pod_of(obj: Any) -> PodInfo:
-    meta = obj.metadata
+def pod_of(obj: Mapping[str, Any]) -> PodInfo:
+    meta = obj.get("metadata") or {}
     return PodInfo(
-        name=str(meta.name), terminating=meta.deletion_timestamp is not None, annotations=meta.annotations or {}
+        name=str(meta.get("name")),
+        terminating=meta.get("deletionTimestamp") is not None,
+        annotations=dict(meta.get("annotations") or {}),
     )
 
 
