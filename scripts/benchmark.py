@@ -56,6 +56,11 @@ def is_operator_call(call: Call) -> bool:
     return "/jobs/" not in call.path
 
 
+def is_read(call: Call) -> bool:
+    """GET, and GraphQL (the operator sends only queries: its batch reads of runners)."""
+    return call.method == "GET" or call.path.endswith("/api/graphql")
+
+
 def kind(call: Call) -> str:
     return f"{call.method} {re.sub(r'/[0-9]+', '/:id', call.path.split('/api/v4')[-1])}"
 
@@ -73,9 +78,9 @@ def max_per_minute(times: Iterable[datetime]) -> int:
 
 
 class RssSampler:
-    """Peak resident memory of a process, sampled every second."""
+    """Peak resident memory of a process, sampled every second (`pid` asked each time: the operator restarts)."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: Callable[[], int]):
         self.pid = pid
         self.peak_kib = 0
         self.last_kib = 0
@@ -85,9 +90,10 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                text = Path(f"/proc/{self.pid}/status").read_text()
+                text = Path(f"/proc/{self.pid()}/status").read_text()
             except OSError:
-                return
+                self._stop.wait(1.0)  # between a stop and the next start
+                continue
             match = re.search(r"VmRSS:\s+(\d+) kB", text)
             if match:
                 self.last_kib = int(match[1])
@@ -183,9 +189,81 @@ def operator_env(args: argparse.Namespace, resync: float) -> dict[str, str]:
         "GLRT_ERROR_BACKOFF": "5",
         "GLRT_ERROR_BACKOFF_MAX": "60",
         "MALLOC_ARENA_MAX": "2",  # as the operator image sets it (Dockerfile)
+        # The production defaults, not the short ones of the test harness (tests/harness/operator.py TEST_ENV).
+        "GLRT_BATCH_READ_TTL": "60",
+        "GLRT_WATCH_SERVER_TIMEOUT": "300",
     }
     env.update(item.split("=", 1) for item in args.env)
     return env
+
+
+READ_VERBS = ("GET", "LIST", "WATCH")
+# What the operator reads or writes (its RBAC, chart templates/_helpers.tpl); any other resource in the counts is the
+# controllers' (kube-controller-manager's informers re-watching, its leader Lease), the only other clients then.
+OPERATOR_RESOURCES = {
+    *(f"{kind}{sub}" for kind in ("runners", "deploytokens", "gitlabconnections") for sub in ("", "/status")),
+    "clustergitlabconnections",
+    "clustergitlabconnections/status",
+    "secrets",
+    "statefulsets",
+    "statefulsets/status",
+    "pods",
+    "events",
+    "serviceaccounts",
+    "poddisruptionbudgets",
+    "rolebindings",
+    "localsubjectaccessreviews",
+    "namespaces",
+}
+
+
+def apiserver_requests(api: client.ApiClient) -> Counter[tuple[str, str]]:
+    """Every request the kube-apiserver has served so far (`apiserver_request_total`), by verb and resource
+    (`resource/subresource`)."""
+    headers: dict[str, str] = {}
+    api.update_params_for_auth(headers, [], ["BearerToken"], "GET", "/metrics", None)
+    response = api.call_api("GET", api.configuration.host + "/metrics", header_params=headers)
+    response.read()
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in response.data.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        resource = labels.get("resource", "?") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        counts[(labels.get("verb", "?"), resource)] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def report_kube(label: str, diff: Counter[tuple[str, str]], seconds: float, count: int) -> None:
+    """The Kubernetes requests of a window on the resources the operator uses, per Runner per hour, reads and writes
+    apart, by verb and resource; the rest (the controllers') summed apart."""
+    ours = Counter({k: v for k, v in diff.items() if v > 0 and k[1] in OPERATOR_RESOURCES})
+    others = sum(v for k, v in diff.items() if v > 0 and k[1] not in OPERATOR_RESOURCES)
+    reads = sum(v for (verb, _), v in ours.items() if verb in READ_VERBS)
+    writes = sum(ours.values()) - reads
+    per_hour = 3600 / seconds / max(count, 1)
+    detail = ", ".join(f"{verb} {resource}: {n}" for (verb, resource), n in sorted(ours.items()))
+    print(
+        f"  Kubernetes requests {label} (apiserver_request_total over {seconds:.0f}s, the operator's resources): "
+        f"{reads} reads, {writes} writes; per Runner per hour {reads * per_hour:.3f} reads, "
+        f"{writes * per_hour:.3f} writes: {{{detail}}}; {others} on other resources (the controllers')",
+        flush=True,
+    )
+
+
+def split(calls: list[Call]) -> tuple[list[Call], list[Call]]:
+    reads = [c for c in calls if is_read(c)]
+    return reads, [c for c in calls if not is_read(c)]
+
+
+def wait_quiet(gitlab: FakeGitLab, quiet: float, most: float) -> None:
+    """Until the operator has sent GitLab nothing for `quiet` seconds (at most `most`)."""
+    deadline = time.monotonic() + most
+    seen, since = len(gitlab.calls), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(1.0)
+        if len(calls_since(gitlab, seen)):
+            seen, since = len(gitlab.calls), time.monotonic()
 
 
 def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, logs: Path) -> RssSampler:
@@ -203,7 +281,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         flush=True,
     )
     operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
-    with operator, RssSampler(operator.process.pid if operator.process else 0) as rss:
+    with operator, RssSampler(lambda: operator.process.pid if operator.process else 0) as rss:
         first = len(gitlab.calls)
         started, wall = time.monotonic(), time.time()
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
@@ -211,55 +289,85 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         fleet.wait_all_ready(count, timeout=args.timeout)
         to_ready = fleet.last_ready_transition() - wall  # not the polling time: the condition's own timestamp
         creating = calls_since(gitlab, first)
+        bound = count / args.budget * 60
         print(
-            f"  all {count} Ready after {to_ready:.1f}s (creates sent in {created:.1f}s); "
-            f"{len(creating) / count:.2f} GitLab calls per Runner: {dict(Counter(map(kind, creating)))}"
+            f"  all {count} Ready after {to_ready:.1f}s (creates sent in {created:.1f}s; the budget allows "
+            f"{bound:.0f}s, +10% = {bound * 1.1:.0f}s); {len(creating) / count:.2f} GitLab calls per Runner: "
+            f"{dict(Counter(map(kind, creating)))}"
         )
         print(f"  operator RSS after creation: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
         fleet.heartbeat()
-        time.sleep(resync)  # every Runner's timer is past its initial delay (one interval plus its phase)
+        # A Runner's first resync comes one interval plus its phase (< one interval) after it was seen, and finds
+        # its pods to annotate: at rest only once every first resync is done.
+        time.sleep(max(resync / 4, started + 2 * resync + 10 - time.monotonic()))
         first = len(gitlab.calls)
-        time.sleep(resync)  # one interval: every Runner resyncs once
+        kube_before, window = apiserver_requests(api), time.monotonic()
+        time.sleep(resync)  # one interval: every Runner resyncs once (unless the pacing stretches it)
+        kube_diff = apiserver_requests(api)
+        kube_diff.subtract(kube_before)
+        window = time.monotonic() - window
         steady = calls_since(gitlab, first)
-        reads = [c for c in steady if c.method == "GET"]
-        writes = [c for c in steady if c.method != "GET"]
-        resynced = len({c.runner_id or c.path for c in reads if re.search(r"/runners/\d+$", c.path)})
+        reads, writes = split(steady)
         per_hour = 3600 / resync / count
         print(
-            f"  steady state, one {resync:.0f}s interval: {len(reads)} reads, {len(writes)} writes, "
-            f"{resynced} Runners resynced: {dict(Counter(map(kind, steady)))}"
+            f"  at rest, one {resync:.0f}s interval: {len(reads)} GitLab reads, {len(writes)} writes: "
+            f"{dict(Counter(map(kind, steady)))}"
         )
-        done = max(resynced, 1)
         print(
-            f"  per Runner per resync: {len(reads) / done:.2f} reads, {len(writes) / done:.2f} writes; per Runner "
-            f"per hour: {len(reads) * per_hour:.1f} reads, {len(writes) * per_hour:.1f} writes"
+            f"  per Runner per resync: {len(reads) / count:.3f} reads, {len(writes) / count:.3f} writes; per Runner "
+            f"per hour: {len(reads) * per_hour:.2f} reads, {len(writes) * per_hour:.2f} writes"
         )
         per_minute = len(steady) / resync * 60
-        at_default = per_minute * resync / DEFAULT_RESYNC
-        print(f"  fleet: {per_minute:.0f} calls/min at this interval, {at_default:.0f} at {DEFAULT_RESYNC:.0f}s")
-        print(f"  operator RSS in steady state: {rss.last_kib / 1024:.0f} MiB", flush=True)
-
-        fleet.heartbeat()  # keep the managers' contact recent across the next phases
-        first = len(gitlab.calls)
-        started = time.monotonic()
-        fleet.parallel(lambda name: runners.patch_spec(name, description=f"edited {name}"))
-        fleet.wait_all_ready(count, timeout=args.timeout)
-        edited = calls_since(gitlab, first)
         print(
-            f"  spec edit of all: Ready after {time.monotonic() - started:.1f}s; "
-            f"{len(edited) / count:.2f} calls per Runner: {dict(Counter(map(kind, edited)))}"
+            f"  fleet at rest: {len(reads) / resync * 60:.0f} GitLab reads/min, {len(writes) / resync * 60:.0f} "
+            f"writes/min ({per_minute:.0f} calls/min, a tenth of the budget is {args.budget / 10:.0f})"
         )
+        report_kube("at rest", kube_diff, window, count)
+        print(f"  operator RSS at rest: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
-        first = len(gitlab.calls)
-        started = time.monotonic()
-        fleet.parallel(runners.delete)
-        wait_for(lambda: not fleet.listing(), timeout=args.timeout, interval=1.0, message="all Runners deleted")
-        deleting = calls_since(gitlab, first)
-        print(
-            f"  delete of all: gone after {time.monotonic() - started:.1f}s, {len(gitlab.runners)} left in GitLab; "
-            f"{dict(Counter(f'{kind(c)} {c.status}' for c in deleting))}"
-        )
+        if "restart" not in args.skip:
+            operator.stop()
+            first = len(gitlab.calls)
+            kube_before, window = apiserver_requests(api), time.monotonic()
+            started = time.monotonic()
+            operator.start()
+            wait_quiet(gitlab, quiet=20.0, most=resync)
+            kube_diff = apiserver_requests(api)
+            kube_diff.subtract(kube_before)
+            window = time.monotonic() - window
+            restarted = calls_since(gitlab, first)
+            r_reads, r_writes = split(restarted)
+            print(
+                f"  restart: {len(r_reads)} GitLab reads (one paced resync at rest: {len(reads)}), "
+                f"{len(r_writes)} writes, quiet after {time.monotonic() - started - 20:.0f}s: "
+                f"{dict(Counter(map(kind, restarted)))}"
+            )
+            report_kube("over the restart", kube_diff, window, count)
+            fleet.wait_all_ready(count, timeout=args.timeout)
+
+        if "edit" not in args.skip:
+            fleet.heartbeat()  # keep the managers' contact recent across the next phases
+            first = len(gitlab.calls)
+            started = time.monotonic()
+            fleet.parallel(lambda name: runners.patch_spec(name, description=f"edited {name}"))
+            fleet.wait_all_ready(count, timeout=args.timeout)
+            edited = calls_since(gitlab, first)
+            print(
+                f"  spec edit of all: Ready after {time.monotonic() - started:.1f}s (the budget allows {bound:.0f}s); "
+                f"{len(edited) / count:.2f} calls per Runner: {dict(Counter(map(kind, edited)))}"
+            )
+
+        if "delete" not in args.skip:
+            first = len(gitlab.calls)
+            started = time.monotonic()
+            fleet.parallel(runners.delete)
+            wait_for(lambda: not fleet.listing(), timeout=args.timeout, interval=1.0, message="all Runners deleted")
+            deleting = calls_since(gitlab, first)
+            print(
+                f"  delete of all: gone after {time.monotonic() - started:.1f}s, {len(gitlab.runners)} left in "
+                f"GitLab; {dict(Counter(f'{kind(c)} {c.status}' for c in deleting))}"
+            )
         print(f"  operator RSS peak: {rss.peak_kib / 1024:.0f} MiB", flush=True)
     gitlab.faults.clear()
     report_budget(gitlab, first_call, args.budget)
@@ -278,7 +386,7 @@ def slow_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, log
         flush=True,
     )
     operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
-    with operator, RssSampler(operator.process.pid if operator.process else 0) as rss:
+    with operator, RssSampler(lambda: operator.process.pid if operator.process else 0) as rss:
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
         created = time.monotonic()
         fleet.wait_all_ready(count, timeout=args.timeout)
@@ -315,6 +423,9 @@ def main() -> int:
     parser.add_argument("--slow-resync", type=float, default=20.0, help="resync interval of the slow run")
     parser.add_argument("--timeout", type=float, default=900.0, help="patience for each phase (s)")
     parser.add_argument("--env", action="append", default=[], help="extra operator setting, e.g. GLRT_WORKERS=32")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["restart", "edit", "delete"], help="a phase of the fleet run"
+    )
     parser.add_argument("--logs", default="", help="keep the operator logs in this directory")
     args = parser.parse_args()
     peaks: list[int] = []

@@ -108,6 +108,13 @@ class OperatorConfig:
     # The share of GLRT_GITLAB_REQUESTS_PER_MINUTE the periodic resyncs may take: beyond it the resync interval
     # stretches (`controller.pacing`).
     resync_budget_share: float = 0.1
+    # Resyncs read the operator's own children from watch caches (`adapters.kube_cache`: label-selected watches of
+    # StatefulSets, pods, ServiceAccounts, PodDisruptionBudgets, RoleBindings; never of Secrets) and Secrets from
+    # what was last read or written: the operator's own for `own_secret_recheck` seconds, any other (an access
+    # token, a CA) for `secret_read_ttl`. GLRT_WATCH_CACHES=false reads everything from the API server.
+    watch_caches: bool = True
+    own_secret_recheck: float = 21600.0
+    secret_read_ttl: float = 60.0
     # The namespace of ClusterGitLabConnections' token and CA Secrets (the chart's release namespace by default);
     # the operator reads and rotates them there only. Empty: ClusterGitLabConnections cannot be used.
     connection_namespace: str | None = None
@@ -133,6 +140,9 @@ class OperatorConfig:
             batch_reads=_flag(env, "BATCH_READS", cls.batch_reads),
             batch_read_ttl=_seconds(env, "BATCH_READ_TTL", cls.batch_read_ttl, 0.0),
             resync_budget_share=_share(env, "RESYNC_BUDGET_SHARE", cls.resync_budget_share),
+            watch_caches=_flag(env, "WATCH_CACHES", cls.watch_caches),
+            own_secret_recheck=_seconds(env, "OWN_SECRET_RECHECK", cls.own_secret_recheck, 0.0),
+            secret_read_ttl=_seconds(env, "SECRET_READ_TTL", cls.secret_read_ttl, 0.0),
             connection_namespace=env.get(PREFIX + "CONNECTION_NAMESPACE") or None,
             refuse_inline_connections=_flag(env, "REFUSE_INLINE_CONNECTIONS", cls.refuse_inline_connections),
         )

@@ -13,9 +13,11 @@ from kubernetes import client
 
 from glrt_operator.adapters.gitlab import GitLabPool
 from glrt_operator.adapters.kube import Kube
+from glrt_operator.core.ports import ChildObject
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.reconcile import open_context, reconcile
 from tests.e2e.conftest import Runners
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 LOG = logging.getLogger("tests.e2e.at_rest")
@@ -23,6 +25,11 @@ LOG = logging.getLogger("tests.e2e.at_rest")
 
 def applies(kube: client.ApiClient) -> dict[str, float]:
     """Server-side applies the apiserver has served so far, by resource."""
+    return requests(kube, "APPLY")
+
+
+def requests(kube: client.ApiClient, *verbs: str) -> dict[str, float]:
+    """Requests of these verbs the apiserver has served so far, by resource."""
     headers: dict[str, str] = {}
     kube.update_params_for_auth(headers, [], ["BearerToken"], "GET", "/metrics", None)
     response = kube.call_api("GET", kube.configuration.host + "/metrics", header_params=headers)
@@ -30,7 +37,8 @@ def applies(kube: client.ApiClient) -> dict[str, float]:
     text = response.data.decode()
     counts: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("apiserver_request_total{") and 'verb="APPLY"' in line:
+        verb = re.search(r'verb="([^"]*)"', line)
+        if line.startswith("apiserver_request_total{") and verb and verb[1] in verbs:
             resource = re.search(r'resource="([^"]*)"', line)
             key = resource[1] if resource else "?"
             counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
@@ -74,3 +82,55 @@ def test_a_reconcile_at_rest_applies_nothing(kube: client.ApiClient, runners: Ru
     assert {k: v for k, v in again.items() if k != "statefulsets"} == {
         k: v for k, v in created.items() if k != "statefulsets"
     }
+
+
+def test_a_resync_at_rest_reads_nothing_from_the_api_server(
+    kube: client.ApiClient, runners: Runners, pool: GitLabPool
+) -> None:
+    """A resync's view (`Kube.for_resync`) reads the children from the watch caches, the Secrets from what was last
+    read or written and the status from the (Kopf) body: no GET or LIST reaches the apiserver, and nothing is
+    written; a StatefulSet changed behind the operator's back is still seen (through its watch) and applied."""
+    body = runners.create(runners.manifest(replicas=1))
+    ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
+    adapter = Kube(kube)
+    adapter.start_caches([runners.namespace], server_timeout=60, own_secret_ttl=3600, secret_ttl=3600)
+    try:
+
+        def run(view: Kube) -> None:
+            ctx = open_context(view, pool, ref, body["spec"], lambda t, r, m: None, LOG)
+            reconcile(ctx)
+
+        run(adapter)  # an event: creates the children, reading the apiserver
+        assert adapter.wait_caches(30)
+        apps = client.AppsV1Api(kube)
+        wait_for(
+            lambda: (
+                adapter.for_resync(runners.get()).read_child("StatefulSet", runners.namespace, "builds") is not None
+            ),
+            timeout=10,
+            message="the StatefulSet in the watch cache",
+        )
+        live = runners.get()
+        before = requests(kube, "GET", "LIST", "APPLY", "PATCH", "CREATE", "UPDATE")
+        run(adapter.for_resync(live))
+        run(adapter.for_resync(live))
+        assert requests(kube, "GET", "LIST", "APPLY", "PATCH", "CREATE", "UPDATE") == before
+        sts = apps.read_namespaced_stateful_set("builds", runners.namespace)
+        annotations = dict(sts.metadata.annotations or {})
+        annotations["glrt.dev/desired-hash"] = "edited"
+        apps.patch_namespaced_stateful_set("builds", runners.namespace, {"metadata": {"annotations": annotations}})
+        wait_for(
+            lambda: (
+                (
+                    adapter.for_resync(live).read_child("StatefulSet", runners.namespace, "builds") or ChildObject()
+                ).annotations.get("glrt.dev/desired-hash")
+                == "edited"
+            ),
+            timeout=10,
+            message="the edit in the watch cache",
+        )
+        applied = applies(kube).get("statefulsets", 0)
+        run(adapter.for_resync(live))
+        assert applies(kube).get("statefulsets", 0) == applied + 1
+    finally:
+        adapter.stop_caches()

@@ -170,6 +170,12 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_GITLAB_CONCURRENCY": "8",
         "GLRT_WORKERS": "16",
         "GLRT_RESYNC_WORKERS": "4",
+        "GLRT_BATCH_READS": "true",
+        "GLRT_BATCH_READ_TTL": "60",
+        "GLRT_RESYNC_BUDGET_SHARE": "0.1",
+        "GLRT_WATCH_CACHES": "true",
+        "GLRT_OWN_SECRET_RECHECK": "21600",
+        "GLRT_SECRET_READ_TTL": "60",
         "GLRT_EXECUTOR_CLUSTER_ROLE": "glrt-glrt-operator-glrt-system-executor",
         "GLRT_PIN_POD_IDS": "true",
         "GLRT_CONNECTION_NAMESPACE": "glrt-system",
@@ -708,6 +714,12 @@ def test_service_account_has_only_what_the_operator_uses(control_plane: ControlP
         ("patch", "statefulsets.apps"),
         ("get", "pods"),
         ("list", "pods"),  # a Runner's pods by label: which replicas drain
+        # The resyncs' watch caches of the children (label-selected: glrt.dev/runner), never of Secrets.
+        ("watch", "pods"),
+        ("watch", "statefulsets.apps"),
+        ("watch", "serviceaccounts"),
+        ("watch", "poddisruptionbudgets.policy"),
+        ("watch", "rolebindings"),
         ("patch", "pods"),  # an annotation after a token rotation: the kubelet refreshes the Secret at once
         ("create", "events"),
         ("create", "rolebindings"),  # of the executor's ClusterRoles only (bind, below)

@@ -233,6 +233,9 @@ class InMemoryKube:
         self._check("read_status")
         return dict(self._status_of(kind))
 
+    def for_resync(self, body: Mapping[str, Any]) -> InMemoryKube:
+        return self  # one store: nothing to cache
+
     def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
         """A JSON merge patch: None removes the field."""
         self._write("patch_status")

@@ -8,7 +8,8 @@ from glrt_operator.adapters.kube import Kube
 
 from .conftest import InMemoryKube
 
-PRODUCTION_ONLY = {"api_served"}  # called once at startup by the handlers, not by a use case
+# Called at startup and cleanup by the handlers, not by a use case.
+PRODUCTION_ONLY = {"api_served", "start_caches", "wait_caches", "stop_caches"}
 
 
 def test_in_memory_kube_has_every_method_of_the_adapter_with_its_parameters() -> None:

@@ -22,6 +22,11 @@ def test_environment_overrides() -> None:
     assert (budget.gitlab_requests_per_minute, budget.gitlab_concurrency) == (1500, 4)
     workers = OperatorConfig.from_env({"GLRT_WORKERS": "32", "GLRT_RESYNC_WORKERS": "2"})
     assert (workers.workers, workers.resync_workers) == (32, 2)
+    caches = OperatorConfig.from_env(
+        {"GLRT_WATCH_CACHES": "false", "GLRT_OWN_SECRET_RECHECK": "600", "GLRT_SECRET_READ_TTL": "5"}
+    )
+    assert (caches.watch_caches, caches.own_secret_recheck, caches.secret_read_ttl) == (False, 600.0, 5.0)
+    assert OperatorConfig.from_env({}).watch_caches
 
 
 @pytest.mark.parametrize(
@@ -33,6 +38,8 @@ def test_environment_overrides() -> None:
         ({"GLRT_GITLAB_REQUESTS_PER_MINUTE": "0"}, "at least 1"),
         ({"GLRT_GITLAB_CONCURRENCY": "2.5"}, "whole number"),
         ({"GLRT_WORKERS": "many"}, "whole number"),
+        ({"GLRT_WATCH_CACHES": "maybe"}, "expected true or false"),
+        ({"GLRT_OWN_SECRET_RECHECK": "-1"}, "at least 0"),
     ],
 )
 def test_bad_settings_fail_fast(env: dict[str, str], message: str) -> None:

@@ -133,10 +133,12 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "delete"]
 # The runner manager StatefulSet is server-side applied (read first, before a Runner's runner is created, to
-# refuse a StatefulSet of the same name it does not own); its ready replica count is read from the status.
+# refuse a StatefulSet of the same name it does not own); its ready replica count is read from the status. Resyncs
+# read the children from watch caches: list and watch with the label selector glrt.dev/runner (pods,
+# StatefulSets, ServiceAccounts, PodDisruptionBudgets, RoleBindings; never Secrets).
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets/status"]
   verbs: ["get"]
@@ -145,7 +147,7 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 # rotation) it patches an annotation on each, so the kubelet refreshes the Secret volume at once.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Kopf posts core v1 Events (never events.k8s.io, never patches them).
 - apiGroups: [""]
   resources: ["events"]
@@ -156,13 +158,13 @@ operator as this ServiceAccount). Identical in both modes; only where they are b
 # Each is read first (get) and applied only when it differs from what the Runner wants.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]
   verbs: ["bind"]

@@ -6,7 +6,7 @@ is a no-op and repeated reconciles never fight over fields.
 
 from __future__ import annotations
 
-import base64
+import copy
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -19,6 +19,7 @@ from ..core.api import GROUP, VERSION, Kind
 from ..core.errors import ReconcileError, redact, register_classifier
 from ..core.ports import ChildObject, PodInfo, ResourceAccess, SecretObject
 from ..core.reasons import Reason
+from .kube_cache import CachedReads, secret_object, selector_labels
 
 FIELD_MANAGER = "glrt-operator"
 _APPLY = "application/apply-patch+yaml"
@@ -89,10 +90,15 @@ def classify_kube_error(exc: BaseException) -> ReconcileError | None:
     return None
 
 
-class Kube:
-    """The Kubernetes API as the use cases need it (`core.ports.KubePort`)."""
+class Kube(CachedReads):
+    """The Kubernetes API as the use cases need it (`core.ports.KubePort`).
+
+    With `start_caches`, `for_resync` gives a view for resyncs that reads the children from watch caches, Secrets
+    from what was last read or written, and the resynced object's status from Kopf's live body (`adapters.
+    kube_cache`); the view every event handler gets always reads the API server."""
 
     def __init__(self, api: kubernetes.client.ApiClient):
+        super().__init__(api)
         self._discovery = kubernetes.client.ApisApi(api)
         self._core = kubernetes.client.CoreV1Api(api)
         self._apps = kubernetes.client.AppsV1Api(api)
@@ -111,18 +117,15 @@ class Kube:
 
     def read_secret(self, namespace: str, name: str) -> SecretObject | None:
         """The Secret with its data decoded, or None when it does not exist."""
+        if self._cached and self._memory is not None:
+            fresh, known = self._memory.recall(namespace, name)
+            if fresh:
+                return known
         secret = _unless_missing(self._core.read_namespaced_secret, name, namespace)
-        if secret is None:
-            return None
-        meta = secret.metadata
-        return SecretObject(
-            name=name,
-            annotations=dict((meta and meta.annotations) or {}),
-            data={k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()},
-            owners=tuple(_owner_uids(meta)),
-            type=secret.type,
-            resource_version=str((meta and meta.resource_version) or ""),
-        )
+        found = None if secret is None else secret_object(secret, name)
+        if self._memory is not None:
+            self._memory.remember(namespace, name, found)
+        return found
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
         """Server-side apply; returns the Secret's resourceVersion (unchanged when the apply changed nothing)."""
@@ -135,6 +138,8 @@ class Kube:
             force=True,
             _content_type=_APPLY,
         )
+        if self._memory is not None:
+            self._memory.remember(meta["namespace"], meta["name"], secret_object(applied, meta["name"]))
         return str(applied.metadata.resource_version) if applied.metadata else ""
 
     def delete_secret(self, namespace: str, name: str) -> bool:
@@ -172,6 +177,9 @@ class Kube:
     def read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None:
         """A StatefulSet (read through its status subresource, which returns the whole object: its metadata and its
         ready replicas in one GET), ServiceAccount or PodDisruptionBudget; None when it does not exist."""
+        known, cached = self._cached_child(kind, namespace, name)
+        if known:
+            return cast(ChildObject | None, cached)
         read: Callable[[str, str], Any] = {
             "StatefulSet": self._apps.read_namespaced_stateful_set_status,
             "ServiceAccount": self._core.read_namespaced_service_account,
@@ -191,17 +199,31 @@ class Kube:
 
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         """The owner uids of the StatefulSet, or None when it does not exist."""
+        known, cached = self._cached_child("StatefulSet", namespace, name)
+        if known:
+            return None if cached is None else list(cached.owners)
         sts = _unless_missing(self._apps.read_namespaced_stateful_set, name, namespace)
         return None if sts is None else _owner_uids(sts.metadata)
 
     def ready_replicas(self, namespace: str, name: str) -> int:
+        known, cached = self._cached_child("StatefulSet", namespace, name)
+        if known:
+            return 0 if cached is None else int(cached.ready_replicas)
         sts = _unless_missing(self._apps.read_namespaced_stateful_set_status, name, namespace)
         return int((sts and sts.status and sts.status.ready_replicas) or 0)
 
     def pod_exists(self, namespace: str, name: str) -> bool:
+        known, cached = self._cached_child("Pod", namespace, name)
+        if known:
+            return cached is not None
         return _unless_missing(self._core.read_namespaced_pod, name, namespace) is not None
 
     def list_pods(self, namespace: str, label_selector: str) -> list[PodInfo]:
+        informer, labels = self._informer("Pod", namespace), selector_labels(label_selector)
+        if informer is not None and labels is not None:
+            known, pods = informer.select(namespace, labels)
+            if known:
+                return cast(list[PodInfo], pods)
         pods = self._core.list_namespaced_pod(namespace, label_selector=label_selector).items
         return [
             PodInfo(
@@ -332,7 +354,13 @@ class Kube:
 
     def read_status(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         """The object's status as stored now: handlers act on this, never on the snapshot of the event that woke
-        them (another handler of the same object may have written since). `namespace` None: cluster-scoped."""
+        them (another handler of the same object may have written since). `namespace` None: cluster-scoped.
+        A resync's view answers for its own object from Kopf's live body: the watch keeps it current, and every
+        write of this process goes through Kopf or this adapter under the object's lock."""
+        meta = (self._body or {}).get("metadata") or {}
+        mine = (self._body or {}).get("kind") == kind.kind and meta.get("name") == name
+        if self._cached and mine and meta.get("namespace") == namespace:
+            return copy.deepcopy(dict((self._body or {}).get("status") or {}))
         if namespace is None:
             body = self._custom.get_cluster_custom_object_status(GROUP, VERSION, kind.plural, name)
         else:

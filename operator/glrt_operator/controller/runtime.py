@@ -94,7 +94,8 @@ class Call:
     @property
     def kube(self) -> KubePort:
         kube: KubePort = self.memo["kube"]
-        return kube
+        # A resync reads from the adapter's watch caches; an event (a create, an edit, a deletion) never does.
+        return kube.for_resync(self.body) if self.resync else kube
 
     @property
     def gitlab(self) -> GitLabConnector:

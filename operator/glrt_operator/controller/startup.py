@@ -19,6 +19,7 @@ from ..core.namespaces import EVERY_NAMESPACE
 from .runtime import CONFIG
 
 LOG = logging.getLogger("glrt_operator.startup")
+CACHE_SYNC_SECONDS = 30.0
 
 
 @kopf.on.startup()
@@ -32,6 +33,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         raise kopf.PermanentError(f"{API_VERSION} is not served: install the CRDs (kubectl apply -f crds/)")
     if memo.get("scope", EVERY_NAMESPACE) == EVERY_NAMESPACE:
         migrate_stored_objects(api)
+    if CONFIG.watch_caches:
+        scope = memo.get("scope", EVERY_NAMESPACE)
+        kube.start_caches(
+            scope.watched,
+            server_timeout=int(CONFIG.watch_server_timeout),
+            own_secret_ttl=CONFIG.own_secret_recheck,
+            secret_ttl=CONFIG.secret_read_ttl,
+        )
+        # Resumes at start are resyncs: let them find the caches filled (they read the API server until then).
+        if not kube.wait_caches(CACHE_SYNC_SECONDS):
+            LOG.warning(
+                "watch caches not filled after %.0f s: resyncs read the API server until then", CACHE_SYNC_SECONDS
+            )
     memo["kube"] = kube
     memo["gitlab"] = GitLabPool(per_minute=CONFIG.gitlab_requests_per_minute, max_in_flight=CONFIG.gitlab_concurrency)
     memo["resync_pool"] = ThreadPoolExecutor(CONFIG.resync_workers, thread_name_prefix="resync")
@@ -89,4 +103,5 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
 @kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
     memo["resync_pool"].shutdown(wait=False, cancel_futures=True)
+    memo["kube"].stop_caches()
     memo["gitlab"].close()
