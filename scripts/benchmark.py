@@ -191,6 +191,7 @@ def operator_env(args: argparse.Namespace, resync: float) -> dict[str, str]:
         "MALLOC_ARENA_MAX": "2",  # as the operator image sets it (Dockerfile)
         # The production defaults, not the short ones of the test harness (tests/harness/operator.py TEST_ENV).
         "GLRT_BATCH_READ_TTL": "60",
+        "GLRT_WATCH_CACHES": "true",
         "GLRT_WATCH_SERVER_TIMEOUT": "300",
     }
     env.update(item.split("=", 1) for item in args.env)

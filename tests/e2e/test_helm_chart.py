@@ -173,7 +173,7 @@ def test_default_render_is_one_restricted_operator(helm_home: dict[str, str]) ->
         "GLRT_BATCH_READS": "true",
         "GLRT_BATCH_READ_TTL": "60",
         "GLRT_RESYNC_BUDGET_SHARE": "0.1",
-        "GLRT_WATCH_CACHES": "true",
+        "GLRT_WATCH_CACHES": "false",
         "GLRT_OWN_SECRET_RECHECK": "21600",
         "GLRT_SECRET_READ_TTL": "60",
         "GLRT_EXECUTOR_CLUSTER_ROLE": "glrt-glrt-operator-glrt-system-executor",

@@ -136,8 +136,9 @@ def operator_pods_ready(apps: client.AppsV1Api, namespace: str, image: str, repl
 
 
 def hand_written_executor_rbac(kube: client.ApiClient, runner_ns: str, jobs_ns: str) -> str:
-    """A ServiceAccount for the manager pods and, in the job namespace, the smallest Role that runs a job with the
-    kubernetes executor (pods create/get/delete/list/watch, pods/attach and pods/exec create); its name."""
+    """A ServiceAccount for the manager pods and, in the job namespace, a Role with what gitlab-runner's kubernetes
+    executor documents for these settings (docs/operations/jobs.md; the operator checks a user's own account against
+    it: the smallest set that runs a job, pods and pods/attach|exec create only, is ExecutorForbidden); its name."""
     account = "builds-executor"
     client.CoreV1Api(kube).create_namespaced_service_account(
         runner_ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account))
@@ -145,7 +146,13 @@ def hand_written_executor_rbac(kube: client.ApiClient, runner_ns: str, jobs_ns: 
     rbac = client.RbacAuthorizationV1Api(kube)
     rules = [
         client.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["create", "get", "delete", "list", "watch"]),
-        client.V1PolicyRule(api_groups=[""], resources=["pods/attach", "pods/exec"], verbs=["create"]),
+        client.V1PolicyRule(
+            api_groups=[""], resources=["pods/attach", "pods/exec"], verbs=["create", "delete", "get", "patch"]
+        ),
+        client.V1PolicyRule(api_groups=[""], resources=["secrets"], verbs=["create", "delete", "get", "update"]),
+        client.V1PolicyRule(api_groups=[""], resources=["events"], verbs=["list"]),
+        client.V1PolicyRule(api_groups=[""], resources=["serviceaccounts"], verbs=["get"]),
+        client.V1PolicyRule(api_groups=[""], resources=["services"], verbs=["create", "get"]),
     ]
     rbac.create_namespaced_role(jobs_ns, client.V1Role(metadata=client.V1ObjectMeta(name=account), rules=rules))
     rbac.create_namespaced_role_binding(

@@ -26,7 +26,7 @@ def test_environment_overrides() -> None:
         {"GLRT_WATCH_CACHES": "false", "GLRT_OWN_SECRET_RECHECK": "600", "GLRT_SECRET_READ_TTL": "5"}
     )
     assert (caches.watch_caches, caches.own_secret_recheck, caches.secret_read_ttl) == (False, 600.0, 5.0)
-    assert OperatorConfig.from_env({}).watch_caches
+    assert not OperatorConfig.from_env({}).watch_caches  # opt-in (settings.py says why)
 
 
 @pytest.mark.parametrize(
