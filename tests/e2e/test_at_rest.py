@@ -131,6 +131,14 @@ def test_a_resync_at_rest_reads_nothing_from_the_api_server(
             timeout=10,
             message="the StatefulSet in the watch cache",
         )
+        # The StatefulSet controller creates the pod after the first reconcile: the first resync that sees it tells
+        # it the config Secret's version (one pod annotation, a change). At rest begins after that.
+        wait_for(
+            lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
+            timeout=10,
+            message="the manager pod in the watch cache",
+        )
+        run(adapter.for_resync(runners.get()))
         live = runners.get()
         before = len(sent.sent)
         run(adapter.for_resync(live))
