@@ -442,11 +442,11 @@ class KilledRotation:
         self.operator.args = ["run", "--verbose", f"--namespace={ops}"]
         self.created = False
 
-    def create(self) -> None:
+    def create(self, labels: dict[str, str] | None = None) -> None:
         """Start the operator and create the connection: it rotates the token at once."""
         self.operator.start()
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection"}
-        body |= {"metadata": {"name": self.connection}, "spec": self.spec}
+        body |= {"metadata": {"name": self.connection, "labels": labels or {}}, "spec": self.spec}
         self.custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", body)
         self.created = True
 
@@ -547,33 +547,133 @@ def test_sigkill_before_gitlab_commits_the_rotation(
         assert token not in rig.operator.output()
 
 
+HOLD_FENCE = "e2e.glrt.dev/hold-fence"
+
+
+@contextlib.contextmanager
+def fence_held(
+    control_plane: ControlPlane, custom: client.CustomObjectsApi, secret_ref: dict[str, str]
+) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy refusing, on a ClusterGitLabConnection labelled HOLD_FENCE, any status update that
+    removes the rotation fence: the operator's clearing of the fence after its Secret write fails, so a kill at the
+    Secret write lands with the fence set, every time (nothing in the operator knows). In force when this yields."""
+    suffix = secrets.token_hex(3)
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": f"e2e-hold-fence-{suffix}"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": ["clustergitlabconnections/status"],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "labelled",
+                    "expression": f"has(object.metadata.labels) && '{HOLD_FENCE}' in object.metadata.labels",
+                }
+            ],
+            "validations": [
+                {
+                    "expression": "!has(oldObject.status) || !has(oldObject.status.rotationStartedAt) || "
+                    "(has(object.status) && has(object.status.rotationStartedAt))",
+                    "message": "e2e: the rotation fence is held",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": f"e2e-hold-fence-{suffix}"},
+        "spec": {"policyName": f"e2e-hold-fence-{suffix}", "validationActions": ["Deny"]},
+    }
+    manifests = yaml.safe_dump_all([policy, binding])
+    control_plane.kubectl("apply", "-f", "-", input=manifests)
+    probe = f"probe-{suffix}"
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection"}
+    body |= {"metadata": {"name": probe, "labels": {HOLD_FENCE: "true"}}}
+    body |= {
+        "spec": {
+            "url": "https://gitlab.example.com",
+            "credentialsSecretRef": secret_ref,
+            "allowedNamespaces": {"names": []},
+        }
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", body)
+    try:
+        fence = {"rotationStartedAt": "2026-01-01T00:00:00Z", "rotationFromTokenId": 1}
+
+        def refused() -> bool:
+            custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, "clustergitlabconnections", probe, {"status": fence}
+            )
+            try:
+                custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, "clustergitlabconnections", probe, {"status": dict.fromkeys(fence)}
+                )
+            except client.ApiException as exc:
+                if "the rotation fence is held" in str(exc.body):
+                    return True
+                raise
+            return False
+
+        wait_for(refused, timeout=30, message="the fence-holding admission policy in force")
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", probe)
+        yield
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", probe)
+        control_plane.kubectl("delete", "-f", "-", input=manifests)
+
+
+@pytest.mark.parametrize("window", ["fence_set", "race"])
 def test_sigkill_right_after_the_secret_write(
-    killed_rotation: Callable[..., KilledRotation], gitlab: FakeGitLab
+    killed_rotation: Callable[..., KilledRotation], gitlab: FakeGitLab, control_plane: ControlPlane, window: str
 ) -> None:
     """GitLab answered the rotation and the operator wrote the successor into the Secret; it is killed the moment
-    the Secret changes (a watch on it), before or after it cleared the fence. The restarted operator keeps the
-    Secret's token (GitLab accepts it), clears a fence left behind without rotating, and is Ready; the chain is
-    never revoked."""
-    rig = killed_rotation(old="glpat-e2e-KilledAfterWrite0001")
+    the Secret changes (a watch on it). `fence_set`: an admission policy keeps the operator from clearing the fence,
+    so the kill always lands with the fence set; `race`: nothing held, the kill lands where it lands (printed). The
+    restarted operator keeps the Secret's token (GitLab accepts it), clears a fence left behind without rotating,
+    and is Ready; the chain is never revoked."""
+    rig = killed_rotation(
+        old={"fence_set": "glpat-e2e-KilledAfterWrite0001", "race": "glpat-e2e-KilledAfterWrite0002"}[window]
+    )
     secret = rig.core.read_namespaced_secret("gitlab-admin", rig.ops)
     started = time.monotonic()
-    rig.create()
-    stream = watch.Watch()
-    for event in stream.stream(
-        rig.core.list_namespaced_secret,
-        rig.ops,
-        field_selector="metadata.name=gitlab-admin",
-        resource_version=secret.metadata.resource_version,
-        timeout_seconds=60,
-    ):
-        data = event["object"].data or {}
-        if event["type"] == "MODIFIED" and base64.b64decode(data.get("token", "")).decode() != rig.old:
-            rig.operator.kill()
-            stream.stop()
-            break
-    assert not rig.operator.alive(), "the Secret never received the new token"
-    fence_at_kill = bool(rig.status().get("rotationStartedAt"))  # the operator is dead: this is what it left
-    print("killed after the Secret write; the fence was", "still set" if fence_at_kill else "already cleared")
+    with contextlib.ExitStack() as stack:
+        if window == "fence_set":
+            stack.enter_context(fence_held(control_plane, rig.custom, {"name": "gitlab-admin"}))
+        rig.create(labels={HOLD_FENCE: "true"} if window == "fence_set" else None)
+        stream = watch.Watch()
+        for event in stream.stream(
+            rig.core.list_namespaced_secret,
+            rig.ops,
+            field_selector="metadata.name=gitlab-admin",
+            resource_version=secret.metadata.resource_version,
+            timeout_seconds=60,
+        ):
+            data = event["object"].data or {}
+            if event["type"] == "MODIFIED" and base64.b64decode(data.get("token", "")).decode() != rig.old:
+                rig.operator.kill()
+                stream.stop()
+                break
+        assert not rig.operator.alive(), "the Secret never received the new token"
+        fence_at_kill = bool(rig.status().get("rotationStartedAt"))  # the operator is dead: this is what it left
+        print(f"[{window}] killed after the Secret write; the fence was", "still set" if fence_at_kill else "cleared")
+        if window == "fence_set":
+            assert fence_at_kill
+            labels = {HOLD_FENCE: None}
+            rig.custom.patch_cluster_custom_object(
+                GROUP, VERSION, "clustergitlabconnections", rig.connection, {"metadata": {"labels": labels}}
+            )
     written = rig.secret_token()
     assert written != rig.old and written == gitlab.newest_in_family(rig.old).token and rig.rotations() == 1
     rig.operator.start()
@@ -581,7 +681,7 @@ def test_sigkill_right_after_the_secret_write(
     assert stored == written and rig.rotations() == 1  # kept, never rotated again
     assert rig.status().get("lastRotationTime")
     rig.assert_chain_intact()
-    print(f"Ready again after {time.monotonic() - started:.1f} s")
+    print(f"[{window}] Ready again after {time.monotonic() - started:.1f} s")
     rig.close()
     for token in (rig.old, stored):
         assert token not in rig.operator.output()
