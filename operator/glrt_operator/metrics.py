@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Literal
@@ -113,11 +113,11 @@ for _source in ("gitlab", "budget"):
     RATE_LIMIT_WAIT_SECONDS.labels(_source)
 RESYNC_EFFECTIVE_INTERVAL = Gauge(
     "glrt_resync_effective_interval_seconds",
-    "The interval at which each Runner is resynced now: GLRT_RESYNC_INTERVAL, stretched when the fleet's resyncs "
-    "would take more than GLRT_RESYNC_BUDGET_SHARE of the GitLab request budget.",
+    "The longest interval at which objects are resynced now: GLRT_RESYNC_INTERVAL, stretched when the resyncs on "
+    "one connection would take more than GLRT_RESYNC_BUDGET_SHARE of its GitLab request budget.",
     registry=REGISTRY,
 )
-# GitLab calls made by the current thread (a resync runs on one thread of the resync pool).
+# GitLab calls made by the current thread, by request budget (a resync runs on one thread of the resync pool).
 _CALLS = threading.local()
 BATCH_READS = Counter(
     "glrt_gitlab_batch_reads_total",
@@ -309,12 +309,15 @@ def observe_gitlab_call(
     started: float,
     user_auth: bool,
     retry_after: float | None = None,
+    budget: Hashable = None,
 ) -> None:
     """The adapter's hook, once per HTTP call: `response` is None when no answer came (network error);
     `started` is the `time.monotonic()` before the call; `user_auth`: made with the access token; `retry_after`:
-    the answer's Retry-After in seconds, as the adapter parsed it."""
+    the answer's Retry-After in seconds, as the adapter parsed it; `budget`: the request budget the call went
+    through (an opaque key, never a label: the resync pacing counts each connection's calls)."""
     endpoint, method = endpoint_template(path), method.upper()
-    _CALLS.count = getattr(_CALLS, "count", 0) + 1
+    calls = _thread_calls()
+    calls[budget] = calls.get(budget, 0) + 1
     GITLAB_DURATION.labels(endpoint, method).observe(time.monotonic() - started)
     if response is None:
         GITLAB_REQUESTS.labels(endpoint, method, "network").inc()
@@ -350,7 +353,19 @@ def observe_batch_read(runners: int) -> None:
     BATCH_RUNNERS.inc(runners)
 
 
-def gitlab_calls_in_thread() -> int:
-    """How many GitLab calls this thread has made so far (diff two readings to count a piece of work)."""
-    count: int = getattr(_CALLS, "count", 0)
-    return count
+def _thread_calls() -> dict[Hashable, int]:
+    calls: dict[Hashable, int] | None = getattr(_CALLS, "by_budget", None)
+    if calls is None:
+        calls = _CALLS.by_budget = {}
+    return calls
+
+
+def gitlab_calls_in_thread() -> dict[Hashable, int]:
+    """How many GitLab calls this thread has made so far, by request budget (a copy: diff two readings with
+    `calls_since` to count a piece of work)."""
+    return dict(_thread_calls())
+
+
+def calls_since(before: dict[Hashable, int]) -> dict[Hashable, int]:
+    """The calls this thread made, by request budget, since `before` (a `gitlab_calls_in_thread()`)."""
+    return {key: count - before.get(key, 0) for key, count in _thread_calls().items() if count > before.get(key, 0)}

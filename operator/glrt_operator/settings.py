@@ -85,10 +85,11 @@ class OperatorConfig:
     # Annotate manager pods after a config Secret change (a token rotation) so the kubelet refreshes their Secret
     # volume at once; needs `patch` on pods. GLRT_REFRESH_PODS=false leaves it to the kubelet's periodic sync.
     refresh_pods: bool = True
-    # Requests per minute to one GitLab host, all Runners together: GitLab.com allows 2,000 per user and minute
+    # Requests per minute on one GitLab connection (token family), all its Runners, DeployTokens and the connection
+    # together: GitLab.com allows 2,000 per user and minute
     # (https://docs.gitlab.com/user/gitlab_com/#rate-limits-on-gitlabcom); the rest is left to the user's other tools.
     gitlab_requests_per_minute: int = 600
-    # Requests in flight at once to one GitLab host; a quarter of them (at least one) is kept for event handlers.
+    # Requests in flight at once on one GitLab connection; a quarter of them (at least one) is kept for event handlers.
     gitlab_concurrency: int = 8
     # Kopf's worker threads for create/update/delete handlers; periodic resyncs run on their own, smaller pool so
     # that a slow GitLab never queues a new or deleted Runner behind hundreds of resyncs.

@@ -9,14 +9,14 @@ import contextlib
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 
 from glrt_operator.core.api import GROUP, VERSION
 from tests.fake_gitlab import FakeGitLab, Fault
@@ -393,143 +393,372 @@ def test_connection_token_rotated_five_times_while_its_users_reconcile(
         assert token not in operator.output()
 
 
-def test_sigkill_while_gitlab_answers_the_rotation(
+class KilledRotation:
+    """One ClusterGitLabConnection whose token (expiring in 3 days: rotated at once) is rotated under an operator
+    process the test kills: its token Secret in the connection namespace, the operator, and what the tests read."""
+
+    def __init__(
+        self,
+        kube: client.ApiClient,
+        control_plane: ControlPlane,
+        gitlab: FakeGitLab,
+        ops: str,
+        tmp_path: Path,
+        *,
+        old: str,
+        token_rotation: dict[str, Any] | None,
+        recovery: str | None = None,
+    ):
+        self.core, self.custom, self.gitlab, self.ops, self.old = (
+            client.CoreV1Api(kube),
+            client.CustomObjectsApi(kube),
+            gitlab,
+            ops,
+            old,
+        )
+        self.owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
+        gitlab.add_access_token(
+            old, self.owner, scopes=["api"], expires_at=date.today() + timedelta(days=3), name="ops"
+        )
+        tokens = {"gitlab-admin": old}
+        if recovery is not None:
+            gitlab.add_access_token(
+                recovery, self.owner, scopes=["api"], expires_at=date.today() + timedelta(days=300), name="ops"
+            )
+            tokens["gitlab-recovery"] = recovery
+        for name, token in tokens.items():
+            self.core.create_namespaced_secret(
+                ops, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"token": token})
+            )
+        self.connection = f"kill-{secrets.token_hex(3)}"
+        self.spec: dict[str, Any] = {
+            "url": gitlab.url,
+            "credentialsSecretRef": {"name": "gitlab-admin"},
+            "allowedNamespaces": {"names": []},
+        }
+        if token_rotation is not None:
+            self.spec["tokenRotation"] = token_rotation
+        self.operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
+        self.operator.args = ["run", "--verbose", f"--namespace={ops}"]
+        self.created = False
+
+    def create(self, labels: dict[str, str] | None = None) -> None:
+        """Start the operator and create the connection: it rotates the token at once."""
+        self.operator.start()
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection"}
+        body |= {"metadata": {"name": self.connection, "labels": labels or {}}, "spec": self.spec}
+        self.custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", body)
+        self.created = True
+
+    def status(self) -> dict[str, Any]:
+        found = self.custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", self.connection)
+        return dict(found.get("status") or {})
+
+    def secret_token(self) -> str:
+        return base64.b64decode(self.core.read_namespaced_secret("gitlab-admin", self.ops).data["token"]).decode()
+
+    def rotations(self) -> int:  # the fake records a call once answered: a held answer is counted by its successor
+        return len(self.gitlab.token_family(self.old)) - 1
+
+    def assert_chain_intact(self) -> None:
+        """Reuse detection never fired and no rotate endpoint ever saw a revoked token (the fake counts both)."""
+        counters = self.gitlab.token_counters
+        assert counters.reuse_detections == []
+        assert not [path for path in counters.revoked_calls if "rotate" in path]
+        newest = self.gitlab.newest_in_family(self.old)
+        assert newest.active(self.gitlab.clock.now())  # the chain was not revoked
+
+    def assert_ready_with_a_token_gitlab_accepts(self) -> str:
+        """After the restart: Ready, the fence gone, the Secret's token GitLab's newest of the family and active."""
+        wait_for(lambda: reason_of(self.status()) == "Reconciled", timeout=60, message="Ready after the restart")
+        stored = self.secret_token()
+        found = self.gitlab.access_token(stored)
+        assert found is not None and found.active(self.gitlab.clock.now())  # a token GitLab accepts
+        assert found.token == self.gitlab.newest_in_family(self.old).token
+        status = self.status()
+        assert status.get("rotationStartedAt") is None and status["token"]["id"] == found.id
+        return stored
+
+    def close(self) -> None:
+        self.operator.stop()
+        if self.created:
+            with contextlib.suppress(client.ApiException):
+                self.custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", self.connection)
+            self.created = False
+
+
+@pytest.fixture
+def killed_rotation(
     control_plane: ControlPlane,
     kube: client.ApiClient,
     crd_installed: list[str],
     gitlab: FakeGitLab,
     namespaces: dict[str, str],
     tmp_path: Path,
+) -> Iterator[Callable[..., KilledRotation]]:
+    """`killed_rotation(old=..., token_rotation=..., recovery=...)`: the setup of every SIGKILL-mid-rotation test."""
+    made: list[KilledRotation] = []
+
+    def make(*, old: str, token_rotation: dict[str, Any] | None = None, recovery: str | None = None) -> KilledRotation:
+        rig = KilledRotation(
+            kube,
+            control_plane,
+            gitlab,
+            namespaces["ops"],
+            tmp_path,
+            old=old,
+            token_rotation=token_rotation,
+            recovery=recovery,
+        )
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        rig.close()
+
+
+def test_sigkill_before_gitlab_commits_the_rotation(
+    killed_rotation: Callable[..., KilledRotation], gitlab: FakeGitLab
+) -> None:
+    """The operator recorded the fence and sent the rotate call, and is killed before GitLab acted on it (GitLab
+    holds the request, and never processes it for a client that is gone): the restarted operator finds the old
+    token still accepted, drops the fence, rotates again, and stores the successor; the chain is never revoked."""
+    rig = killed_rotation(old="glpat-e2e-KilledBeforeRotate01")
+    held = gitlab.faults.add(
+        Fault(method="POST", path=r"/self/rotate$", kind="hold_before_commit", seconds=30, count=1)
+    )
+    started = time.monotonic()
+    rig.create()
+    wait_for(lambda: held.hits == 1, timeout=60, message="the rotate call held at GitLab")
+    assert rig.status().get("rotationStartedAt")  # the fence, written before the call
+    rig.operator.kill()
+    time.sleep(0.5)  # the fake sees the connection closed within 20 ms, and gives up the request
+    assert rig.rotations() == 0 and gitlab.access_token(rig.old).active(gitlab.clock.now())  # type: ignore[union-attr]
+    assert rig.secret_token() == rig.old
+    rig.operator.start()
+    stored = rig.assert_ready_with_a_token_gitlab_accepts()
+    assert stored != rig.old and rig.rotations() == 1  # rotated once, by the restarted operator
+    assert gitlab.access_token(rig.old).revoked  # type: ignore[union-attr]
+    rig.assert_chain_intact()
+    print(f"killed before GitLab committed; Ready again after {time.monotonic() - started:.1f} s")
+    rig.close()
+    for token in (rig.old, stored):
+        assert token not in rig.operator.output()
+
+
+HOLD_FENCE = "e2e.glrt.dev/hold-fence"
+
+
+@contextlib.contextmanager
+def fence_held(
+    control_plane: ControlPlane, custom: client.CustomObjectsApi, secret_ref: dict[str, str]
+) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy refusing, on a ClusterGitLabConnection labelled HOLD_FENCE, any status update that
+    removes the rotation fence: the operator's clearing of the fence after its Secret write fails, so a kill at the
+    Secret write lands with the fence set, every time (nothing in the operator knows). In force when this yields."""
+    suffix = secrets.token_hex(3)
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": f"e2e-hold-fence-{suffix}"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": ["clustergitlabconnections/status"],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "labelled",
+                    "expression": f"has(object.metadata.labels) && '{HOLD_FENCE}' in object.metadata.labels",
+                }
+            ],
+            "validations": [
+                {
+                    "expression": "!has(oldObject.status) || !has(oldObject.status.rotationStartedAt) || "
+                    "(has(object.status) && has(object.status.rotationStartedAt))",
+                    "message": "e2e: the rotation fence is held",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": f"e2e-hold-fence-{suffix}"},
+        "spec": {"policyName": f"e2e-hold-fence-{suffix}", "validationActions": ["Deny"]},
+    }
+    manifests = yaml.safe_dump_all([policy, binding])
+    control_plane.kubectl("apply", "-f", "-", input=manifests)
+    probe = f"probe-{suffix}"
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection"}
+    body |= {"metadata": {"name": probe, "labels": {HOLD_FENCE: "true"}}}
+    body |= {
+        "spec": {
+            "url": "https://gitlab.example.com",
+            "credentialsSecretRef": secret_ref,
+            "allowedNamespaces": {"names": []},
+        }
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", body)
+    try:
+        fence = {"rotationStartedAt": "2026-01-01T00:00:00Z", "rotationFromTokenId": 1}
+
+        def refused() -> bool:
+            custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, "clustergitlabconnections", probe, {"status": fence}
+            )
+            try:
+                custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, "clustergitlabconnections", probe, {"status": dict.fromkeys(fence)}
+                )
+            except client.ApiException as exc:
+                if "the rotation fence is held" in str(exc.body):
+                    return True
+                raise
+            return False
+
+        wait_for(refused, timeout=30, message="the fence-holding admission policy in force")
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", probe)
+        yield
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", probe)
+        control_plane.kubectl("delete", "-f", "-", input=manifests)
+
+
+@pytest.mark.parametrize("window", ["fence_set", "race"])
+def test_sigkill_right_after_the_secret_write(
+    killed_rotation: Callable[..., KilledRotation], gitlab: FakeGitLab, control_plane: ControlPlane, window: str
+) -> None:
+    """GitLab answered the rotation and the operator wrote the successor into the Secret; it is killed the moment
+    the Secret changes (a watch on it). `fence_set`: an admission policy keeps the operator from clearing the fence,
+    so the kill always lands with the fence set; `race`: nothing held, the kill lands where it lands (printed). The
+    restarted operator keeps the Secret's token (GitLab accepts it), clears a fence left behind without rotating,
+    and is Ready; the chain is never revoked."""
+    rig = killed_rotation(
+        old={"fence_set": "glpat-e2e-KilledAfterWrite0001", "race": "glpat-e2e-KilledAfterWrite0002"}[window]
+    )
+    secret = rig.core.read_namespaced_secret("gitlab-admin", rig.ops)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if window == "fence_set":
+            stack.enter_context(fence_held(control_plane, rig.custom, {"name": "gitlab-admin"}))
+        rig.create(labels={HOLD_FENCE: "true"} if window == "fence_set" else None)
+        stream = watch.Watch()
+        for event in stream.stream(
+            rig.core.list_namespaced_secret,
+            rig.ops,
+            field_selector="metadata.name=gitlab-admin",
+            resource_version=secret.metadata.resource_version,
+            timeout_seconds=60,
+        ):
+            data = event["object"].data or {}
+            if event["type"] == "MODIFIED" and base64.b64decode(data.get("token", "")).decode() != rig.old:
+                rig.operator.kill()
+                stream.stop()
+                break
+        assert not rig.operator.alive(), "the Secret never received the new token"
+        fence_at_kill = bool(rig.status().get("rotationStartedAt"))  # the operator is dead: this is what it left
+        print(f"[{window}] killed after the Secret write; the fence was", "still set" if fence_at_kill else "cleared")
+        if window == "fence_set":
+            assert fence_at_kill
+            labels = {HOLD_FENCE: None}
+            rig.custom.patch_cluster_custom_object(
+                GROUP, VERSION, "clustergitlabconnections", rig.connection, {"metadata": {"labels": labels}}
+            )
+    written = rig.secret_token()
+    assert written != rig.old and written == gitlab.newest_in_family(rig.old).token and rig.rotations() == 1
+    rig.operator.start()
+    stored = rig.assert_ready_with_a_token_gitlab_accepts()
+    assert stored == written and rig.rotations() == 1  # kept, never rotated again
+    assert rig.status().get("lastRotationTime")
+    rig.assert_chain_intact()
+    print(f"[{window}] Ready again after {time.monotonic() - started:.1f} s")
+    rig.close()
+    for token in (rig.old, stored):
+        assert token not in rig.operator.output()
+
+
+def test_sigkill_while_gitlab_answers_the_rotation(
+    killed_rotation: Callable[..., KilledRotation], gitlab: FakeGitLab
 ) -> None:
     """GitLab rotated the token and the operator is killed before the answer arrives: the restarted operator never
     rotates again with the old token (the chain stays whole, reuse detection never fires); it reports
     TokenRotationLost, and the documented repair (a new token in the Secret, the fence cleared) makes it Ready."""
-    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
-    ops = namespaces["ops"]
-    owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
-    old = "glpat-e2e-KilledMidRotation001"
-    gitlab.add_access_token(old, owner, scopes=["api"], expires_at=date.today() + timedelta(days=3), name="ops")
-    core.create_namespaced_secret(
-        ops, client.V1Secret(metadata=client.V1ObjectMeta(name="gitlab-admin"), string_data={"token": old})
-    )
-    connection = f"kill-{secrets.token_hex(3)}"
-    spec = {"url": gitlab.url, "credentialsSecretRef": {"name": "gitlab-admin"}, "allowedNamespaces": {"names": []}}
+    rig = killed_rotation(old="glpat-e2e-KilledMidRotation001")
     gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="hold_after_commit", seconds=30, count=1))
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection", "metadata": {"name": connection}}
-    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
-    operator.args = ["run", "--verbose", f"--namespace={ops}"]
-    operator.start()
-
-    def status() -> dict[str, Any]:
-        found = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
-        return dict(found.get("status") or {})
-
-    def rotations() -> int:  # the fake records a call once answered: a held answer is counted by its successor
-        return len(gitlab.token_family(old)) - 1
-
-    try:
-        custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", {**body, "spec": spec})
-        wait_for(lambda: gitlab.access_token(old).revoked, timeout=60, message="GitLab rotated")  # type: ignore[union-attr]
-        assert status().get("rotationStartedAt")  # the fence, written before the call
-        operator.kill()
-        operator.start()
-        lost = wait_for(
-            lambda: (s := status()) and reason_of(s) == "TokenRotationLost" and s, timeout=60, message="reported"
-        )
-        time.sleep(3)  # a resync or two: still no second rotation
-        assert rotations() == 1
-        successor = gitlab.newest_in_family(old)
-        assert successor.token != old and successor.active(gitlab.clock.now())  # the chain was not revoked
-        assert gitlab.token_counters.reuse_detections == []
-        message = next(c["message"] for c in lost["conditions"] if c["type"] == "Ready")
-        assert "Put a new token in Secret 'gitlab-admin' key 'token'" in message
-        assert "spec.tokenRotation.recoverySecretRef" in message
-        # The repair the message names.
-        fresh = "glpat-e2e-ReplacedByTheAdmin01"
-        gitlab.add_access_token(fresh, owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
-        core.patch_namespaced_secret("gitlab-admin", ops, {"stringData": {"token": fresh}})
-        custom.patch_cluster_custom_object_status(
-            GROUP,
-            VERSION,
-            "clustergitlabconnections",
-            connection,
-            {"status": {"rotationStartedAt": None, "rotationFromTokenId": None}},
-        )
-        custom.patch_cluster_custom_object(  # an edit, so that the operator looks again at once
-            GROUP, VERSION, "clustergitlabconnections", connection, {"spec": {"allowedNamespaces": {"names": [ops]}}}
-        )
-        wait_for(lambda: reason_of(status()) == "Reconciled", timeout=60, message="Ready after the repair")
-        assert rotations() == 1 and gitlab.token_counters.reuse_detections == []
-    finally:
-        operator.stop()
-        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
+    rig.create()
+    wait_for(lambda: gitlab.access_token(rig.old).revoked, timeout=60, message="GitLab rotated")  # type: ignore[union-attr]
+    assert rig.status().get("rotationStartedAt")  # the fence, written before the call
+    rig.operator.kill()
+    rig.operator.start()
+    lost = wait_for(
+        lambda: (s := rig.status()) and reason_of(s) == "TokenRotationLost" and s, timeout=60, message="reported"
+    )
+    time.sleep(3)  # a resync or two: still no second rotation
+    assert rig.rotations() == 1
+    successor = gitlab.newest_in_family(rig.old)
+    assert successor.token != rig.old
+    rig.assert_chain_intact()
+    message = next(c["message"] for c in lost["conditions"] if c["type"] == "Ready")
+    assert "Put a new token in Secret 'gitlab-admin' key 'token'" in message
+    assert "spec.tokenRotation.recoverySecretRef" in message
+    # The repair the message names.
+    fresh = "glpat-e2e-ReplacedByTheAdmin01"
+    gitlab.add_access_token(fresh, rig.owner, scopes=["api"], expires_at=date.today() + timedelta(days=200), name="ops")
+    rig.core.patch_namespaced_secret("gitlab-admin", rig.ops, {"stringData": {"token": fresh}})
+    rig.custom.patch_cluster_custom_object_status(
+        GROUP,
+        VERSION,
+        "clustergitlabconnections",
+        rig.connection,
+        {"status": {"rotationStartedAt": None, "rotationFromTokenId": None}},
+    )
+    rig.custom.patch_cluster_custom_object(  # an edit, so that the operator looks again at once
+        GROUP,
+        VERSION,
+        "clustergitlabconnections",
+        rig.connection,
+        {"spec": {"allowedNamespaces": {"names": [rig.ops]}}},
+    )
+    wait_for(lambda: reason_of(rig.status()) == "Reconciled", timeout=60, message="Ready after the repair")
+    assert rig.rotations() == 1 and gitlab.token_counters.reuse_detections == []
 
 
 def test_sigkill_while_gitlab_answers_the_rotation_with_a_recovery_token(
-    control_plane: ControlPlane,
-    kube: client.ApiClient,
-    crd_installed: list[str],
-    gitlab: FakeGitLab,
-    namespaces: dict[str, str],
-    tmp_path: Path,
+    killed_rotation: Callable[..., KilledRotation], gitlab: FakeGitLab
 ) -> None:
     """As above, with spec.tokenRotation.recoverySecretRef (another api token of the same user): the restarted
     operator finds the lost successor and rotates it by id with the recovery token, so the Secret ends with a token
     GitLab accepts, with no person involved; the chain is never revoked and reuse detection never fires."""
-    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
-    ops = namespaces["ops"]
-    owner = next(u for u in gitlab._state.users.values() if u.username == "platform")
-    old = "glpat-e2e-KilledMidRotation002"
-    gitlab.add_access_token(old, owner, scopes=["api"], expires_at=date.today() + timedelta(days=3), name="ops")
     recovery = "glpat-e2e-RecoveryToken000001"
-    gitlab.add_access_token(recovery, owner, scopes=["api"], expires_at=date.today() + timedelta(days=300), name="ops")
-    for name, token in (("gitlab-admin", old), ("gitlab-recovery", recovery)):
-        core.create_namespaced_secret(
-            ops, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"token": token})
-        )
-    connection = f"kill-{secrets.token_hex(3)}"
-    spec = {
-        "url": gitlab.url,
-        "credentialsSecretRef": {"name": "gitlab-admin"},
-        "allowedNamespaces": {"names": []},
-        "tokenRotation": {"recoverySecretRef": {"name": "gitlab-recovery"}},
-    }
+    rig = killed_rotation(
+        old="glpat-e2e-KilledMidRotation002",
+        token_rotation={"recoverySecretRef": {"name": "gitlab-recovery"}},
+        recovery=recovery,
+    )
     gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="hold_after_commit", seconds=30, count=1))
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterGitLabConnection", "metadata": {"name": connection}}
-    operator = OperatorProcess(control_plane.kubeconfig, ops, tmp_path, env={"GLRT_CONNECTION_NAMESPACE": ops})
-    operator.args = ["run", "--verbose", f"--namespace={ops}"]
-    operator.start()
-
-    def status() -> dict[str, Any]:
-        found = custom.get_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
-        return dict(found.get("status") or {})
-
-    def secret_token() -> str:
-        return base64.b64decode(core.read_namespaced_secret("gitlab-admin", ops).data["token"]).decode()
-
-    try:
-        custom.create_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", {**body, "spec": spec})
-        wait_for(lambda: gitlab.access_token(old).revoked, timeout=60, message="GitLab rotated")  # type: ignore[union-attr]
-        assert status().get("rotationStartedAt")
-        lost = gitlab.newest_in_family(old)
-        operator.kill()
-        operator.start()
-        wait_for(lambda: reason_of(status()) == "Reconciled", timeout=60, message="Ready after the recovery")
-        stored = secret_token()
-        assert stored not in (old, lost.token, recovery)
-        found = gitlab.access_token(stored)
-        assert found is not None and found.active(gitlab.clock.now())  # a token GitLab accepts
-        family = gitlab.token_family(old)
-        assert [t.token for t in family] == [old, lost.token, stored]
-        assert status().get("rotationStartedAt") is None and status()["token"]["id"] == found.id
-        time.sleep(3)  # a resync or two: nothing more happens
-        assert secret_token() == stored and len(gitlab.token_family(old)) == 3
-        counters = gitlab.token_counters
-        assert counters.reuse_detections == []
-        assert not [path for path in counters.revoked_calls if "rotate" in path]
-        assert gitlab.access_token(recovery).active(gitlab.clock.now())  # type: ignore[union-attr]
-    finally:
-        operator.stop()
-        custom.delete_cluster_custom_object(GROUP, VERSION, "clustergitlabconnections", connection)
-    for token in (old, lost.token, stored, recovery):
-        assert token not in operator.output()
+    rig.create()
+    wait_for(lambda: gitlab.access_token(rig.old).revoked, timeout=60, message="GitLab rotated")  # type: ignore[union-attr]
+    assert rig.status().get("rotationStartedAt")
+    lost = gitlab.newest_in_family(rig.old)
+    rig.operator.kill()
+    rig.operator.start()
+    stored = rig.assert_ready_with_a_token_gitlab_accepts()
+    assert stored not in (rig.old, lost.token, recovery)
+    assert [t.token for t in gitlab.token_family(rig.old)] == [rig.old, lost.token, stored]
+    time.sleep(3)  # a resync or two: nothing more happens
+    assert rig.secret_token() == stored and len(gitlab.token_family(rig.old)) == 3
+    rig.assert_chain_intact()
+    assert gitlab.access_token(recovery).active(gitlab.clock.now())  # type: ignore[union-attr]
+    rig.close()
+    for token in (rig.old, lost.token, stored, recovery):
+        assert token not in rig.operator.output()

@@ -22,6 +22,7 @@ FAULT_KINDS = (
     "rate_limit_app",  # application 429: JSON message and Retry-After (rate limits)
     "drop",  # read the request, close the connection without a response; request not processed
     "drop_after_commit",  # process the request fully, then close without sending the response
+    "hold_before_commit",  # wait up to `seconds` before processing; a client gone meanwhile: never processed
     "hold_after_commit",  # process the request fully, then wait `seconds` before sending the response
     "garble_after_commit",  # process the request fully; a 2xx answer is then replaced as `garble` says
 )

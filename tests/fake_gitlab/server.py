@@ -13,6 +13,7 @@ import copy
 import http
 import json
 import re
+import select
 import socket
 import sys
 import threading
@@ -256,6 +257,23 @@ class _Handler(BaseHTTPRequestHandler):
         with suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    def _client_gone(self) -> bool:
+        """The client closed its end (a killed process): the socket reads as end of file."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _hold_while_connected(self, seconds: float) -> bool:
+        """Wait `seconds` (or until the fake stops); False as soon as the client is gone."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.server.fake._stopping.is_set():
+            if self._client_gone():
+                return False
+            time.sleep(0.02)
+        return not self._client_gone()
+
     # -------------------------------------------------------------------- one request
     def _serve(self) -> None:
         fake = self.server.fake
@@ -296,6 +314,10 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
         if fault is not None and kind == "latency":
             fake._wait(fault.seconds)
+        if fault is not None and kind == "hold_before_commit" and not self._hold_while_connected(fault.seconds):
+            fake._record(req, path, 0, api.CallInfo(), kind, fake_time, started)  # GitLab did nothing
+            self._drop()
+            return
         if fault is not None and kind in ("status", "rate_limit_rack", "rate_limit_app", "drop"):
             if kind == "drop":
                 fake._record(req, path, 0, api.CallInfo(), kind, fake_time, started)

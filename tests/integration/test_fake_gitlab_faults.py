@@ -182,6 +182,19 @@ def test_hold_after_commit_fault(world: World) -> None:
     assert len(world.gl.runners) == 2
 
 
+def test_hold_before_commit_fault_never_commits_for_a_client_that_left(world: World) -> None:
+    held = world.gl.faults.add(Fault(method="POST", path=CREATE_PATH, kind="hold_before_commit", seconds=1.0, count=1))
+    with pytest.raises(httpx.ReadTimeout):
+        world.client("glpat-admin", timeout=0.2).post("/user/runners", json=CREATE)
+    assert held.hits == 1
+    time.sleep(1.2)  # past the hold: had it been processed, the runner would exist by now
+    assert len(world.gl.runners) == 0
+    world.gl.faults.add(Fault(method="POST", path=CREATE_PATH, kind="hold_before_commit", seconds=0.3, count=1))
+    started = time.monotonic()
+    assert create(world).status_code == 201  # a client that waits is answered after the hold
+    assert time.monotonic() - started >= 0.3 and len(world.gl.runners) == 1
+
+
 def test_faults_never_touch_the_control_api(world: World) -> None:
     world.gl.faults.add(Fault(kind="drop"))
     assert world.client(None).get(world.gl.url + "/-/fake/state").status_code == 200

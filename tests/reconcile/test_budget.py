@@ -1,5 +1,6 @@
-"""The GitLab request budget across Runners, through the handlers: GitLab's Retry-After on one Runner's call holds
-back every other Runner's calls to that host, deletions included; a resync held back is skipped quietly."""
+"""The GitLab request budgets across Runners, through the handlers: GitLab's Retry-After on one Runner's call holds
+back every other Runner's calls to that host, on any connection, deletions included; a resync held back is skipped
+quietly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import kopf
 import pytest
 
+from glrt_operator.adapters.gitlab.budget import ConnectionBudget
 from glrt_operator.runners import handlers
 from glrt_operator.runners.context import RunnerRef
 from tests.fake_gitlab.faults import Fault
@@ -26,8 +28,9 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return events
 
 
-def other_runner(env: Env) -> Env:
-    """A second Runner in another namespace's worth of objects, on the same GitLab and the same pool."""
+def other_runner(env: Env, token: str = "glpat-api") -> Env:
+    """A second Runner in another namespace's worth of objects, on the same GitLab and the same pool (another
+    connection with another `token`)."""
     other = Env(
         gitlab=env.gitlab,
         kube=InMemoryKube(),
@@ -35,13 +38,18 @@ def other_runner(env: Env) -> Env:
         spec=dict(env.spec, description="web"),
         ref=RunnerRef(NAMESPACE, "web", "5d1c6c8e-0000-4000-8000-0000000000ff"),
     )
-    other.use_token("glpat-api")
+    other.use_token(token)
     return other
+
+
+def budget_of(env: Env, token: str = "glpat-api") -> ConnectionBudget:
+    """The budget of the Runner's connection (its URL and access token)."""
+    return env.pool.budget(env.gitlab.api_url, token)
 
 
 def test_a_429_on_one_runner_delays_another_runners_deletion(env: Env, posted: list[tuple[str, str]]) -> None:
     builds = env
-    web = other_runner(env)
+    web = other_runner(env, "glpat-admin")  # another connection (another user's token) to the same host
     builds_id = call(handlers.on_runner_created_or_changed, builds)["status"]["runnerId"]
     web_id = call(handlers.on_runner_created_or_changed, web)["status"]["runnerId"]
     env.gitlab.faults.add(
@@ -74,13 +82,13 @@ def test_a_429_on_one_runner_delays_another_runners_deletion(env: Env, posted: l
     assert len(env.gitlab.calls) == calls and len(posted) == events and web.kube.status["conditions"] == conditions
 
     # Once the pause is over (here: the budget forgets it), the deletion goes through.
-    env.pool.budget(env.gitlab.url)._paused_until = 0.0
+    env.pool.pause(env.gitlab.url).clear()
     call(handlers.on_runner_deleted, web)
     assert env.gitlab.runner(web_id) is None and posted[-1] == ("Normal", "RunnerDeleted")
 
 
 def test_a_spent_budget_holds_back_creation_with_the_budgets_delay(env: Env, posted: list[tuple[str, str]]) -> None:
-    budget = env.pool.budget(env.gitlab.url)
+    budget = budget_of(env)
     budget.max_wait = 0.0
     budget._answered.extend([budget._clock()] * budget.per_minute)  # as if 600 calls had just been made
     with pytest.raises(kopf.TemporaryError) as held:
@@ -122,7 +130,7 @@ def test_a_resume_is_a_resync_held_back_quietly_while_a_creation_is_not(
     patch = call(handlers.on_runner_resumed, env)
     assert patch["status"]["observedGeneration"] == 1  # reconciled, on the resync pool
 
-    budget = env.pool.budget(env.gitlab.url)
+    budget = budget_of(env)
     budget._events_waiting += 1  # an event is waiting for this host: resyncs (and resumes) yield to it
     calls, events = len(env.gitlab.calls), len(posted)
     assert call(handlers.on_runner_resumed, env) == {}

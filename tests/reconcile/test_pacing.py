@@ -27,18 +27,23 @@ def test_a_fleet_over_its_share_is_resynced_less_often_and_an_annotation_still_r
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = Clock()
-    pacing = Pacing(300, 0.1, 600, clock=clock)  # 60 calls a minute for resyncs
+    pacing = Pacing(300, 0.1, 600, clock=clock)  # 60 calls a minute for resyncs, per connection
+    connection = env.pool.budget(env.gitlab.api_url, "glpat-api")  # the Runner's connection (URL, token family)
+    other = env.pool.budget(env.gitlab.api_url, "glpat-admin")  # another connection to the same GitLab
     for n in range(1000):
-        pacing.record(f"other-{n}", 2)  # 2,000 calls a cycle: 2,000 s
+        pacing.record(f"other-{n}", {connection: 2})  # 2,000 calls a cycle on its connection: 2,000 s
+        pacing.record(f"elsewhere-{n}", {other: 1})  # 1,000 calls a cycle on the other one: 1,000 s
     monkeypatch.setattr(runtime, "PACING", pacing)
     call(handlers.on_runner_created_or_changed, env)
 
     calls = len(env.gitlab.calls)
     call(handlers.resync_runner, env)  # its first resync: due
     assert len(env.gitlab.calls) > calls
-    # The metric as the resync saw it (before its own cost was added): 2,000 calls at 60 a minute.
+    # The metric as the resync saw it (before its own cost was added): the longest, 2,000 calls at 60 a minute.
     assert metrics.RESYNC_EFFECTIVE_INTERVAL._value.get() == pytest.approx(2000)
-    assert pacing.effective_interval() > 2000
+    # Its resync was counted against its own connection's budget, not the other one's.
+    assert pacing.effective_interval(env.ref.uid) > 2000
+    assert pacing.effective_interval("elsewhere-0") == pytest.approx(1000)
 
     for _ in range(5):  # the timer's next ticks, one base interval apart: skipped, no request
         clock.now += 300

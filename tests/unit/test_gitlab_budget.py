@@ -1,4 +1,5 @@
-"""The per-host request budget: sliding window, pauses from GitLab's headers, priorities, bounded concurrency."""
+"""The per-connection request budget: sliding window, pauses from GitLab's headers (shared by the host),
+priorities, bounded concurrency."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from glrt_operator.adapters.gitlab.budget import WINDOW, BudgetExhausted, HostBudget, Priority
+from glrt_operator.adapters.gitlab.budget import WINDOW, BudgetExhausted, ConnectionBudget, HostPause, Priority
 
 
 class FakeClock:
@@ -20,14 +21,14 @@ class FakeClock:
         return self.now
 
 
-def budget(clock: FakeClock, **kwargs: object) -> HostBudget:
+def budget(clock: FakeClock, **kwargs: object) -> ConnectionBudget:
     settings: dict[str, object] = {"per_minute": 3, "max_in_flight": 4, "max_wait": 0.0, "wall_clock": clock}
     settings.update(kwargs)
-    return HostBudget("gitlab.example.com", clock=clock, **settings)  # type: ignore[arg-type]
+    return ConnectionBudget("gitlab.example.com", clock=clock, **settings)  # type: ignore[arg-type]
 
 
 @contextmanager
-def slot(b: HostBudget, priority: Priority = Priority.EVENT) -> Iterator[None]:
+def slot(b: ConnectionBudget, priority: Priority = Priority.EVENT) -> Iterator[None]:
     """One request as the GitLab session makes it: admitted, sent, released once answered."""
     b.admit(priority)
     try:
@@ -36,7 +37,7 @@ def slot(b: HostBudget, priority: Priority = Priority.EVENT) -> Iterator[None]:
         b.release()
 
 
-def send(b: HostBudget, priority: Priority = Priority.EVENT) -> None:
+def send(b: ConnectionBudget, priority: Priority = Priority.EVENT) -> None:
     with slot(b, priority):
         pass
 
@@ -110,7 +111,7 @@ def test_remaining_zero_pauses_until_reset_without_a_429() -> None:
 
 
 def test_a_short_wait_is_waited_out_not_refused() -> None:
-    b = HostBudget("h", per_minute=100, max_in_flight=2, max_wait=5.0)
+    b = ConnectionBudget("h", per_minute=100, max_in_flight=2, max_wait=5.0)
     b.observe(429, {"Retry-After": "1"})
     started = time.monotonic()
     send(b)
@@ -119,7 +120,7 @@ def test_a_short_wait_is_waited_out_not_refused() -> None:
 
 
 def test_resyncs_leave_slots_for_events_and_yield_to_them() -> None:
-    b = HostBudget("h", per_minute=1000, max_in_flight=4, max_wait=2.0)
+    b = ConnectionBudget("h", per_minute=1000, max_in_flight=4, max_wait=2.0)
     assert b.resync_in_flight == 3
     release = threading.Event()
     holding = threading.Barrier(5)  # three resyncs, one event, this test
@@ -147,4 +148,24 @@ def test_resyncs_leave_slots_for_events_and_yield_to_them() -> None:
 
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        HostBudget("h", per_minute=0, max_in_flight=1)
+        ConnectionBudget("h", per_minute=0, max_in_flight=1)
+
+
+def test_two_connections_to_one_host_each_get_their_full_budget_and_share_its_pause() -> None:
+    clock = FakeClock()
+    host = HostPause("gitlab.example.com", clock)
+    alice, bob = budget(clock, pause=host), budget(clock, pause=host)
+    for _ in range(3):
+        send(alice)
+    with pytest.raises(BudgetExhausted, match="3 requests per minute"):
+        send(alice)
+    for _ in range(3):
+        send(bob)  # alice's spent budget is not bob's
+    bob.observe(429, {"Retry-After": "20"})
+    fresh = budget(clock, pause=host)  # a third connection, nothing sent yet
+    for b in (alice, fresh):
+        with pytest.raises(BudgetExhausted, match="429") as paused:
+            send(b)
+        assert paused.value.retry_after == pytest.approx(20.0)
+    clock.now += 20.0
+    send(fresh)

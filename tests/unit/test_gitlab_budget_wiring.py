@@ -1,10 +1,12 @@
-"""The request budget inside the GitLab adapter: one budget per host shared by every client of the pool, every
-request (deletions included) counted, GitLab's pauses honoured across clients, resyncs behind events."""
+"""The request budgets inside the GitLab adapter: one budget per connection (URL and token family) shared by every
+client of it, every request (deletions included) counted, GitLab's pauses honoured by every connection to the host,
+resyncs behind events."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import date
 
 import httpx
 import pytest
@@ -32,33 +34,50 @@ def pool(recorder: Recorder, **settings: int | float) -> GitLabPool:
     return GitLabPool(transport=httpx.MockTransport(recorder), **settings)  # type: ignore[arg-type]
 
 
-def test_one_budget_per_host_shared_by_every_token_and_ca() -> None:
+def test_one_budget_per_connection_and_one_pause_per_host() -> None:
     p = pool(Recorder())
-    assert p.budget(URL) is p.budget("https://GITLAB.test/other/api/v4")
-    assert p.budget(URL) is not p.budget("https://gitlab.test:8443/api/v4")
-    assert p.budget(URL) is p.for_resyncs().budget(URL)  # the resync view shares the same budgets
-    assert p.budget(URL).per_minute == 600 and p.budget(URL).max_in_flight == 8  # the defaults
+    assert p.budget(URL, "glpat-alice") is p.budget(URL, "glpat-alice")
+    assert p.budget(URL, "glpat-alice") is not p.budget(URL, "glpat-bob")  # another token family
+    assert p.budget(URL, "glpat-alice") is not p.budget("https://other.test/api/v4", "glpat-alice")
+    assert p.budget(URL, "glpat-alice") is p.for_resyncs().budget(URL, "glpat-alice")  # the resync view shares them
+    assert p.budget(URL) is p.budget("https://GITLAB.test/other/api/v4")  # calls without a token: one per host
+    assert p.budget(URL, "glpat-alice").pause is p.budget(URL, "glpat-bob").pause is p.pause("https://GITLAB.test")
+    assert p.budget(URL).pause is not p.budget("https://gitlab.test:8443/api/v4").pause
+    assert p.budget(URL, "a").per_minute == 600 and p.budget(URL, "a").max_in_flight == 8  # the defaults
 
 
-def test_every_call_counts_against_the_host_budget_and_the_spent_budget_sends_nothing() -> None:
+def test_every_call_counts_against_its_connections_budget_and_the_spent_budget_sends_nothing() -> None:
     recorder = Recorder()
     p = pool(recorder, per_minute=3, event_max_wait=0.0)
-    alice, bob = p.client(URL, "glpat-alice"), p.client(URL, "glpat-bob")
+    alice, alice_again = p.client(URL, "glpat-alice"), p.client(URL, "glpat-alice")
     alice.get_runner(5)
-    bob.delete_runner(5)
+    alice_again.delete_runner(5)
     alice.delete_manager("glrt-token", "s_000000000000")
     with pytest.raises(GitLabThrottled) as refused:
-        bob.delete_runner_by_token("glrt-token")
+        alice_again.get_runner(5)
     assert len(recorder.seen) == 3  # the fourth call never left the operator
     assert refused.value.reason == Reason.GITLAB_THROTTLED and refused.value.retryable
     assert 55.0 < (refused.value.retry_after or 0) <= 60.0  # the first call leaves the window after 60 s
     assert "3 requests per minute" in str(refused.value) and "glrt-token" not in str(refused.value)
-    # Another host has its own budget.
+    # Another connection to the same host gets its full budget; so does the same token on another host.
+    bob = p.client(URL, "glpat-bob")
+    for _ in range(3):
+        bob.get_runner(5)
     p.client("https://other.test/api/v4", "glpat-alice").get_runner(5)
-    assert len(recorder.seen) == 4
+    assert len(recorder.seen) == 7
 
 
-def test_a_429_on_one_client_pauses_every_client_of_that_host() -> None:
+def test_a_rotated_token_keeps_its_familys_budget() -> None:
+    rotated = {"id": 9, "name": "ops", "scopes": ["api"], "active": True, "revoked": False, "token": "glpat-next"}
+    rotated |= {"expires_at": "2027-01-01", "created_at": "2026-01-01T00:00:00Z", "user_id": 1}
+    recorder = Recorder(httpx.Response(200, json=rotated))
+    p = pool(recorder)
+    old = p.budget(URL, "glpat-alice")
+    p.client(URL, "glpat-alice").rotate_access_token_self(date(2027, 1, 1))
+    assert p.budget(URL, "glpat-next") is old
+
+
+def test_a_429_on_one_connection_pauses_every_connection_to_that_host() -> None:
     recorder = Recorder(httpx.Response(429, text="Retry later\n", headers={"Retry-After": "30"}))
     p = pool(recorder, event_max_wait=0.0)
     with pytest.raises(GitLabError) as rate_limited:
@@ -101,13 +120,13 @@ def test_an_event_takes_the_reserved_slot_while_resyncs_fill_theirs() -> None:
     entered = threading.Semaphore(0)
 
     def slow(request: httpx.Request) -> httpx.Response:
-        if request.headers["PRIVATE-TOKEN"] == "glpat-resync":
+        if request.url.path.endswith("/runners/5"):  # the resyncs' reads; the event reads runner 6
             entered.release()
             gate.wait(5)
         return httpx.Response(200, json=RUNNER_JSON)
 
     p = GitLabPool(transport=httpx.MockTransport(slow), max_in_flight=4, resync_max_wait=0.0)
-    assert p.budget(URL).resync_in_flight == 3
+    assert p.budget(URL, "glpat-resync").resync_in_flight == 3
     resyncs = [
         threading.Thread(target=p.for_resyncs().client(URL, "glpat-resync").get_runner, args=(5,)) for _ in range(3)
     ]
@@ -118,7 +137,7 @@ def test_an_event_takes_the_reserved_slot_while_resyncs_fill_theirs() -> None:
     with pytest.raises(GitLabThrottled, match="slots are in use"):
         p.for_resyncs().client(URL, "glpat-resync").get_runner(5)  # no fourth resync
     started = time.monotonic()
-    assert p.client(URL, "glpat-event").get_runner(5).id == 5  # the event does not wait for them
+    assert p.client(URL, "glpat-resync").get_runner(6).id == 5  # the event, same connection, does not wait for them
     assert time.monotonic() - started < 1.0
     gate.set()
     for t in resyncs:

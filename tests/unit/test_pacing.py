@@ -61,3 +61,17 @@ def test_the_share_setting() -> None:
     for bad in ("0", "1.5", "a tenth"):
         with pytest.raises(ConfigError, match="GLRT_RESYNC_BUDGET_SHARE"):
             OperatorConfig.from_env({"GLRT_RESYNC_BUDGET_SHARE": bad})
+
+
+def test_each_connection_is_paced_from_its_own_budget() -> None:
+    pacing = Pacing(300, 0.1, 2000)
+    busy, quiet = object(), object()  # two connections' budgets
+    for n in range(5000):
+        pacing.record(f"busy-{n}", {busy: 2})  # 10,000 calls a cycle on one connection: 50 minutes
+    for n in range(10):
+        pacing.record(f"quiet-{n}", {quiet: 2})
+    assert pacing.effective_interval("busy-0") == pytest.approx(3000)
+    assert pacing.effective_interval("quiet-0") == 300  # not stretched by another connection's fleet
+    assert pacing.effective_interval() == pytest.approx(3000)  # the metric: the longest
+    pacing.record("quiet-0", {})  # served from caches: stays on its connection
+    assert pacing.effective_interval("quiet-0") == 300

@@ -1,13 +1,14 @@
-"""Resync pacing from the GitLab budget: when the fleet's resyncs would take more than a share of the requests per
-minute the operator may send (GLRT_RESYNC_BUDGET_SHARE, a tenth by default), each object's resync interval
-stretches until they fit. Pure bookkeeping, fed with what each resync cost: batch reads make a resync cheap, and
-the interval stretches only as far as the real cost asks."""
+"""Resync pacing from the GitLab budgets: when the resyncs on one connection would take more than a share of the
+requests per minute its budget allows (GLRT_RESYNC_BUDGET_SHARE, a tenth by default), the resync interval of each
+object on that connection stretches until they fit; objects on other connections keep theirs. Pure bookkeeping,
+fed with what each resync cost and on which budget: batch reads make a resync cheap, and the interval stretches
+only as far as the real cost asks."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 
 # Weight of the newest cost in an object's running average (a batch read is paid by whichever Runner asks first).
 _SMOOTHING = 0.3
@@ -15,16 +16,26 @@ _SMOOTHING = 0.3
 
 class Pacing:
     def __init__(self, base: float, share: float, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """`per_minute`: the budget of each connection (GLRT_GITLAB_REQUESTS_PER_MINUTE)."""
         self.base, self.share, self.per_minute = base, share, per_minute
         self._clock = clock
         self._lock = threading.Lock()
         self._cost: dict[str, float] = {}  # uid -> GitLab calls per resync (running average)
+        self._budget: dict[str, Hashable] = {}  # uid -> the budget (connection) its resyncs are paid from
         self._last: dict[str, float] = {}  # uid -> when its last resync ran
 
-    def effective_interval(self) -> float:
-        """The base interval, or longer: the fleet's calls per cycle at `share` of the budget per minute."""
+    def effective_interval(self, uid: str | None = None) -> float:
+        """The base interval, or longer: the calls per cycle of the objects on `uid`'s connection at `share` of its
+        budget per minute. Without `uid` (the metric): the longest of any connection."""
         with self._lock:
-            calls = sum(self._cost.values())
+            totals: dict[Hashable, float] = {}
+            for other, cost in self._cost.items():
+                key = self._budget.get(other)
+                totals[key] = totals.get(key, 0.0) + cost
+            if uid is None:
+                calls = max(totals.values(), default=0.0)
+            else:
+                calls = totals.get(self._budget.get(uid), 0.0) if uid in self._cost else 0.0
         return max(self.base, 60.0 * calls / (self.share * self.per_minute))
 
     def due(self, uid: str) -> bool:
@@ -32,16 +43,22 @@ class Pacing:
         with self._lock:
             last = self._last.get(uid)
         # Half a base interval of slack: a timer tick that comes a little early still counts.
-        return last is None or self._clock() - last >= self.effective_interval() - self.base / 2
+        return last is None or self._clock() - last >= self.effective_interval(uid) - self.base / 2
 
-    def record(self, uid: str, calls: int) -> None:
-        """A resync of `uid` ran now and made `calls` GitLab calls."""
+    def record(self, uid: str, calls: int | Mapping[Hashable, int]) -> None:
+        """A resync of `uid` ran now and made `calls` GitLab calls: a number, or a count per budget (the object's
+        connection is the budget most of them went through; a resync served from caches keeps the one it had)."""
+        by_budget: Mapping[Hashable, int] = {None: calls} if isinstance(calls, int) else calls
+        total = sum(by_budget.values())
         with self._lock:
+            if total:
+                self._budget[uid] = max(by_budget, key=lambda key: by_budget[key])
             previous = self._cost.get(uid)
-            self._cost[uid] = calls if previous is None else previous + _SMOOTHING * (calls - previous)
+            self._cost[uid] = total if previous is None else previous + _SMOOTHING * (total - previous)
             self._last[uid] = self._clock()
 
     def forget(self, uid: str) -> None:
         with self._lock:
             self._cost.pop(uid, None)
+            self._budget.pop(uid, None)
             self._last.pop(uid, None)

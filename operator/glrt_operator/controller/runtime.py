@@ -315,7 +315,8 @@ async def on_timer(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any
     call = Call.of(kwargs)
     if not call.reconciled:
         return
-    # Paced from the budget (`controller.pacing`, one for every timer); a transient failure's retry is not.
+    # Paced from its connection's budget (`controller.pacing`, one for every timer); a transient failure's retry is
+    # not.
     if not kwargs.get("retry") and not PACING.due(call.body["metadata"]["uid"]):
         return
     metrics.RESYNC_EFFECTIVE_INTERVAL.set(PACING.effective_interval())
@@ -348,7 +349,7 @@ async def _resync(
         try:
             return _resync_once(res, work, call, _patch_sink(own), tolerate=tolerate)
         finally:
-            PACING.record(uid, metrics.gitlab_calls_in_thread() - before)
+            PACING.record(uid, metrics.calls_since(before))
 
     await _on_resync_pool(call, counted, stopped)
     kwargs["patch"].update(own)

@@ -284,7 +284,7 @@ class GitLabError(Exception):
 
 
 class GitLabThrottled(GitLabError):
-    """Not sent: the operator's request budget for this GitLab host, or a pause GitLab asked for (429,
+    """Not sent: the operator's request budget for this connection, or a pause GitLab asked its host for (429,
     `RateLimit-Remaining: 0`), holds every call back for `retry_after` seconds."""
 
     def __init__(self, message: str, retry_after: float):

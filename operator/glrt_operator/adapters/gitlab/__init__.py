@@ -2,7 +2,7 @@
 
 `session` (transport, budget, answer checks), one module of calls per GitLab API (`runners`, `deploy_tokens`),
 `client` (all of them on one object), `pool` (clients and budgets shared by the operator), `budget` (the request
-budget per host), `errors`.
+budget per connection, the pause per host), `errors`.
 """
 
 from ...core.gitlab import GitLabError, GitLabThrottled

@@ -1,9 +1,13 @@
-"""A request budget per GitLab host, shared by every call the operator makes to that host.
+"""A request budget per GitLab connection, and a pause per GitLab host shared by every connection to it.
 
 GitLab rate-limits per user (GitLab.com: 2,000 authenticated requests per minute) and answers 429 with
-`Retry-After` and `RateLimit-*` headers (https://docs.gitlab.com/security/rate_limits/). One budget per host keeps
-the operator under a limit the user sets, pauses every caller when GitLab says so, bounds how many calls are in
-flight at once, and serves event-driven work (create, update, delete) before periodic resyncs.
+`Retry-After` and `RateLimit-*` headers (https://docs.gitlab.com/security/rate_limits/). A connection is one token
+family on one GitLab (a GitLabConnection, a ClusterGitLabConnection, or an inline URL and access token: whatever
+identifies the GitLab user being counted), so each gets its own budget: it keeps the operator under a limit the
+user sets, bounds how many calls are in flight at once, and serves event-driven work (create, update, delete) before
+periodic resyncs. A 429 or `RateLimit-Remaining: 0` pauses every connection to that host (`HostPause`): GitLab's
+other limits (per IP, per endpoint, a database migration's back-off) are not per user, and the operator cannot tell
+which one answered.
 
 Admission is a sliding window over the last 60 s: a request may start when fewer than `per_minute` requests are in
 flight or were answered in the last 60 s. Counting answers rather than starts keeps the promise where GitLab counts,
@@ -32,7 +36,8 @@ class Priority(Enum):
 
 
 class BudgetExhausted(Exception):
-    """No request may be sent to this host for `retry_after` seconds (budget spent, or GitLab asked to pause)."""
+    """No request may be sent on this connection for `retry_after` seconds (its budget spent, or GitLab asked its
+    host to pause)."""
 
     def __init__(self, host: str, retry_after: float, why: str):
         # No number of seconds in the message: it goes into a condition, and one problem is one message.
@@ -42,9 +47,33 @@ class BudgetExhausted(Exception):
         self.why = why
 
 
-class HostBudget:
-    """Thread-safe admission control for one GitLab host: `admit` before a request, `release` once its answer is in,
-    and report every answer through `observe`."""
+class HostPause:
+    """The pause GitLab asked one host for: shared by every connection's budget to that host. Thread-safe."""
+
+    def __init__(self, host: str, clock: Callable[[], float] = time.monotonic):
+        self.host = host
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, self._clock() + seconds)
+
+    def until(self) -> float:
+        """The clock time the pause ends (in the past: no pause)."""
+        with self._lock:
+            return self._until
+
+    def clear(self) -> None:
+        with self._lock:
+            self._until = 0.0
+
+
+class ConnectionBudget:
+    """Thread-safe admission control for one connection to a GitLab host: `admit` before a request, `release` once
+    its answer is in, and report every answer through `observe`. `pause` is the host's, shared with the other
+    connections to it (a budget of its own when not given)."""
 
     def __init__(
         self,
@@ -55,10 +84,12 @@ class HostBudget:
         max_wait: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        pause: HostPause | None = None,
     ):
         if per_minute < 1 or max_in_flight < 1:
             raise ValueError("per_minute and max_in_flight must be at least 1")
         self.host = host
+        self.pause = pause if pause is not None else HostPause(host, clock)
         self.per_minute = per_minute
         self.max_in_flight = max_in_flight
         # Resyncs never take the last slots: an event always finds one free within one request's time.
@@ -70,7 +101,6 @@ class HostBudget:
         self._answered: deque[float] = deque()  # when the requests of the last 60 s were answered
         self._in_flight = 0
         self._events_waiting = 0
-        self._paused_until = 0.0
         self.waits = 0  # callers that had to wait (budget, pause or concurrency), for metrics
         self.waited_seconds = 0.0
 
@@ -86,20 +116,19 @@ class HostBudget:
             self._cond.notify_all()
 
     def observe(self, status: int, headers: Mapping[str, str]) -> float | None:
-        """Learn from an answer: a 429, or `RateLimit-Remaining: 0`, pauses every caller. Returns the pause."""
+        """Learn from an answer: a 429, or `RateLimit-Remaining: 0`, pauses every caller of every connection to the
+        host. Returns the pause."""
         pause = None
         if status == 429:
             pause = self._header_pause(headers) or DEFAULT_PAUSE
         elif headers.get("RateLimit-Remaining", "").strip() == "0":
             pause = self._header_pause(headers)
         if pause:
-            with self._cond:
-                self._paused_until = max(self._paused_until, self._clock() + pause)
+            self.pause.extend(pause)
         return pause
 
     def paused_for(self) -> float:
-        with self._cond:
-            return max(0.0, self._paused_until - self._clock())
+        return max(0.0, self.pause.until() - self._clock())
 
     # --- internals ------------------------------------------------------------------------------------------
 
@@ -131,13 +160,15 @@ class HostBudget:
 
     def _blocked_until(self, now: float, priority: Priority) -> tuple[float | None, str]:
         """When this caller could next go (None: now), and why not yet. Caller holds the lock."""
-        if self._paused_until > now:
-            return self._paused_until, "GitLab asked the operator to slow down (429 or RateLimit-Remaining: 0)"
+        paused_until = self.pause.until()
+        if paused_until > now:
+            # Possibly seen on another connection to the host: a waiter rechecks at each wake-up (bounded waits).
+            return paused_until, "GitLab asked the operator to slow down (429 or RateLimit-Remaining: 0)"
         while self._answered and self._answered[0] <= now - WINDOW:
             self._answered.popleft()
         if len(self._answered) + self._in_flight >= self.per_minute:
             frees = self._answered[0] + WINDOW if self._answered else now + WINDOW
-            return frees, f"the budget of {self.per_minute} requests per minute is spent"
+            return frees, f"this connection's budget of {self.per_minute} requests per minute is spent"
         limit = self.max_in_flight if priority is Priority.EVENT else self.resync_in_flight
         if self._in_flight >= limit or (priority is Priority.RESYNC and self._events_waiting):
             # Frees when a request finishes; bounded by the HTTP timeout, so wait at most the deadline.

@@ -1,5 +1,6 @@
-"""The GitLab connections of the whole operator: one pooled httpx.Client per CA bundle and one request budget per
-GitLab host, shared by every resource; created at startup, closed at cleanup."""
+"""The GitLab connections of the whole operator: one pooled httpx.Client per CA bundle, one request budget per
+connection (token family) and one pause per GitLab host, shared by every resource; created at startup, closed at
+cleanup."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import httpx
 
 from ...core.gitlab import GitLabError
 from ...core.reasons import Reason
-from .budget import HostBudget, Priority
+from .budget import ConnectionBudget, HostPause, Priority
 from .client import GitLabClient
-from .credentials import CredentialRegistry
+from .credentials import Credential, CredentialRegistry
 from .session import DEFAULT_TIMEOUT
 
 
@@ -38,7 +39,10 @@ class GitLabPool:
         self._timeout = timeout
         self._transport = transport
         self._clients: dict[str, httpx.Client] = {}
-        self._budgets: dict[str, HostBudget] = {}
+        # One budget per token family (its Credential: a rotated token keeps its family's budget); calls without an
+        # access token (a runner token in the body) share one per host, as GitLab counts them per IP.
+        self._budgets: dict[Credential | str, ConnectionBudget] = {}
+        self._pauses: dict[str, HostPause] = {}
         self._credentials = CredentialRegistry()  # one holder per token family: see credentials.py
         self._lock = threading.Lock()
         self._per_minute = per_minute
@@ -48,32 +52,53 @@ class GitLabPool:
         self.priority = Priority.EVENT
 
     def for_resyncs(self) -> GitLabPool:
-        view = copy.copy(self)  # shares the clients, budgets and lock
+        view = copy.copy(self)  # shares the clients, budgets, pauses and lock
         view.priority = Priority.RESYNC
         return view
 
-    def budget(self, api_url: str) -> HostBudget:
-        """The one budget of this URL's host (host and port), created on first use."""
+    def pause(self, api_url: str) -> HostPause:
+        """The pause GitLab asked this URL's host (host and port) for, shared by every connection to it."""
         host = urlsplit(api_url).netloc.lower()
         with self._lock:
-            budget = self._budgets.get(host)
+            return self._pause(host)
+
+    def budget(self, api_url: str, access_token: str = "") -> ConnectionBudget:
+        """The budget of this connection (the token family of `access_token` on `api_url`; without a token, the
+        host's calls without one), created on first use."""
+        return self._budget(api_url, self._credentials.get(api_url, access_token) if access_token else None)
+
+    def _pause(self, host: str) -> HostPause:  # under the lock
+        pause = self._pauses.get(host)
+        if pause is None:
+            pause = self._pauses[host] = HostPause(host)
+        return pause
+
+    def _budget(self, api_url: str, credential: Credential | None) -> ConnectionBudget:
+        host = urlsplit(api_url).netloc.lower()
+        key: Credential | str = credential if credential is not None else host
+        with self._lock:
+            budget = self._budgets.get(key)
             if budget is None:
-                budget = HostBudget(
-                    host, per_minute=self._per_minute, max_in_flight=self._max_in_flight, max_wait=self._event_max_wait
+                budget = self._budgets[key] = ConnectionBudget(
+                    host,
+                    per_minute=self._per_minute,
+                    max_in_flight=self._max_in_flight,
+                    max_wait=self._event_max_wait,
+                    pause=self._pause(host),
                 )
-                self._budgets[host] = budget
             return budget
 
     def client(self, api_url: str, access_token: str, ca_pem: str | None = None) -> GitLabClient:
         resync = self.priority is Priority.RESYNC
+        credential = self._credentials.get(api_url, access_token) if access_token else None
         return GitLabClient(
             self._http(ca_pem),
             api_url,
             access_token,
-            budget=self.budget(api_url),
+            budget=self._budget(api_url, credential),
             priority=self.priority,
             max_wait=self._resync_max_wait if resync else self._event_max_wait,
-            credential=self._credentials.get(api_url, access_token) if access_token else None,
+            credential=credential,
         )
 
     def _http(self, ca_pem: str | None) -> httpx.Client:

@@ -1,4 +1,4 @@
-"""One GitLab instance, one access token: every HTTP call passes the host's request budget and every answer is
+"""One GitLab instance, one access token: every HTTP call passes the connection's request budget and every answer is
 checked for GitLab's status and shape in one place. Tokens travel in headers or bodies only; no exception, log line
 or repr made here ever contains one."""
 
@@ -14,7 +14,7 @@ import httpx
 from ... import metrics
 from ...core.gitlab import GitLabError, GitLabThrottled, UnusableAnswer
 from ...core.reasons import Reason
-from .budget import BudgetExhausted, HostBudget, Priority
+from .budget import BudgetExhausted, ConnectionBudget, Priority
 from .credentials import Credential
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
@@ -111,7 +111,7 @@ def answer(response: httpx.Response, action: str, build: Callable[[Any], T]) -> 
 
 class Session:
     """Calls to one GitLab instance with one access token. Cheap to create: it borrows a pooled httpx.Client and
-    the host's shared budget (see GitLabPool). The token is the credential's at the time of each call (see
+    its connection's budget (see GitLabPool). The token is the credential's at the time of each call (see
     credentials.py): a client made before a rotation of its token sends with the successor after it."""
 
     def __init__(
@@ -119,7 +119,7 @@ class Session:
         http: httpx.Client,
         api_url: str,
         access_token: str,
-        budget: HostBudget,
+        budget: ConnectionBudget,
         priority: Priority = Priority.EVENT,
         max_wait: float | None = None,
         credential: Credential | None = None,
@@ -178,8 +178,9 @@ class Session:
         params: Any = None,
         url: str | None = None,
     ) -> httpx.Response:
-        """One HTTP call: admitted by the host's budget (which learns from every answer: 429, RateLimit-*), timed and
-        counted for the metrics; transport failures as GitLabErrors. `token` None: no PRIVATE-TOKEN header."""
+        """One HTTP call: admitted by the connection's budget (which learns from every answer: 429, RateLimit-*, and
+        pauses the whole host), timed and counted for the metrics and for the resync pacing of this budget;
+        transport failures as GitLabErrors. `token` None: no PRIVATE-TOKEN header."""
         user_auth = token is not None
         queued = time.monotonic()
         try:
@@ -208,7 +209,7 @@ class Session:
                 kind=Reason.ACCESS_TOKEN_MALFORMED,
             ) from None
         except httpx.TransportError as exc:
-            metrics.observe_gitlab_call(method, path, None, started, user_auth)
+            metrics.observe_gitlab_call(method, path, None, started, user_auth, budget=self._budget)
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise GitLabError(
                     f"{action}: the TLS certificate of {self._api} is not trusted",
@@ -221,7 +222,7 @@ class Session:
             ) from None
         finally:
             self._budget.release()
-        metrics.observe_gitlab_call(method, path, response, started, user_auth, retry_after(response))
+        metrics.observe_gitlab_call(method, path, response, started, user_auth, retry_after(response), self._budget)
         return response
 
     def _call(self, method: str, path: str, action: str, build: Callable[[Any], T], **options: Any) -> T:
