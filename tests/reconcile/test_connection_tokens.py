@@ -25,6 +25,7 @@ from glrt_operator.core.errors import ReconcileError
 from glrt_operator.core.gitlab import GitLabError
 from glrt_operator.core.reasons import Reason
 from tests.fake_gitlab import FakeGitLab, Fault
+from tests.fake_gitlab.faults import GARBLES
 
 from .conftest import NAMESPACE, Env, InMemoryKube, RecordingPool
 from .test_connections import POLICY, cluster_connection, refer
@@ -231,6 +232,25 @@ def test_lost_answer_is_never_retried_with_the_old_token(conn: Conn) -> None:
     conn.reconcile()
     assert [t.token for t in conn.gitlab.token_family(old)] == [old, successor.token, conn.token]
     assert conn.gitlab.access_token(conn.token).active(conn.gitlab.clock.now())  # type: ignore[union-attr]
+    conn.assert_chain_safe()
+
+
+@pytest.mark.parametrize("how", GARBLES)
+def test_a_garbled_rotation_answer_is_a_lost_answer(conn: Conn, how: str) -> None:
+    """GitLab rotated, then a proxy's page, an empty body or a token that is not one came back (issue #27): the
+    outcome is unknown, exactly like a lost answer. Nothing that is not a token is stored, the fence stays, and the
+    old token is never presented on a rotate path again."""
+    old = conn.token
+    conn.gitlab.faults.add(Fault(method="POST", path=r"/self/rotate$", kind="garble_after_commit", garble=how, count=1))
+    with pytest.raises(ReconcileError) as first:
+        conn.reconcile()
+    assert first.value.reason in ("NotGitLab", "GitLabAnswerInvalid"), first.value.reason
+    assert conn.status["rotationStartedAt"] and conn.token == old
+    with pytest.raises(ReconcileError) as second:
+        conn.reconcile()
+    assert second.value.reason == Reason.TOKEN_ROTATION_LOST
+    assert conn.rotations() == 1 and conn.token == old
+    assert conn.gitlab.newest_in_family(old).active(conn.gitlab.clock.now())  # the successor GitLab made lives
     conn.assert_chain_safe()
 
 
