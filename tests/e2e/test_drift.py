@@ -96,21 +96,34 @@ def timed(condition: Any, message: str) -> float:
     return elapsed
 
 
-def ready(runners: Runners, path: str) -> dict[str, Any]:
+def effective_interval(operator: OperatorProcess) -> float:
+    """`glrt_resync_effective_interval_seconds`, the interval the operator resyncs at (pacing may stretch it)."""
+    for line in operator.scrape().splitlines():
+        if line.startswith("glrt_resync_effective_interval_seconds "):
+            return float(line.split()[1])
+    raise AssertionError("no glrt_resync_effective_interval_seconds in the metrics")
+
+
+def ready(runners: Runners, path: str, operator: OperatorProcess) -> dict[str, Any]:
     """Ready, and read at least once over the path under test."""
     runners.create(runners.manifest(replicas=1))
     runners.wait_ready()
-    return wait_for(
+    status = wait_for(
         lambda: (s := runners.get()["status"]).get("gitlabReads") == path and s,
         timeout=WITHIN,
         message=f"status.gitlabReads {path}",
     )
+    # WITHIN is one effective interval (plus the batch's age and slack) only while pacing leaves it unstretched;
+    # the gauge is set by the pacing once a resync has run (0 before).
+    interval = wait_for(lambda: effective_interval(operator), timeout=WITHIN, message="the effective interval")
+    assert interval == RESYNC
+    return status
 
 
 def test_a_runner_edited_in_gitlab_is_corrected(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, path: str
 ) -> None:
-    runner_id = ready(runners, path)["runnerId"]
+    runner_id = ready(runners, path, operator)["runnerId"]
     since = len(gitlab.calls)
     gitlab.update_runner(runner_id, description="changed in the UI", locked=False, tag_list=["windows"])
 
@@ -128,7 +141,7 @@ def test_a_runner_edited_in_gitlab_is_corrected(
 def test_a_runner_deleted_in_gitlab_is_recreated(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, path: str
 ) -> None:
-    old_id = ready(runners, path)["runnerId"]
+    old_id = ready(runners, path, operator)["runnerId"]
     since = len(gitlab.calls)
     gitlab.delete_runner(old_id)
 
@@ -156,7 +169,7 @@ def test_a_runner_deleted_in_gitlab_is_recreated(
 def test_a_manager_going_offline_shows_in_the_status(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, path: str, kube: client.ApiClient
 ) -> None:
-    runner_id = ready(runners, path)["runnerId"]
+    runner_id = ready(runners, path, operator)["runnerId"]
     pod = EmulatedRunnerPod(kube, runners.namespace, "builds-runner-config", 0).start()
     try:
         wait_for(lambda: gitlab.runners[runner_id].managers, timeout=10, message="the manager registered")
