@@ -11,6 +11,11 @@ GitLab (in this process, so its own call log is read):
    `--slow-latency` (2 s); after one resync interval every one of them has a resync queued or running, and one
    new Runner is timed to Ready.
 
+Kubernetes requests are counted twice per window (creation, at rest, restart, edit): from kube-apiserver's own
+`apiserver_request_total`, on the resources the operator uses, which the StatefulSet controller's pod creates and
+status updates move too; and from the apiserver's audit log, in which only the operator's identity is logged (it runs
+as its own user, `glrt-operator`, the controllers as `admin`): its own requests by verb and resource.
+
 Throughout: the operator's peak RSS (from /proc), and the most requests the fake GitLab saw in any 60 s, against
 the budget the operator was given (`--budget`). Scale is configurable: `make bench BENCH_ARGS="--runners 200
 --slow-runners 100"`. Each run is CPU heavy (control plane, operator and fake GitLab share the machine)."""
@@ -252,6 +257,21 @@ def report_kube(label: str, diff: Counter[tuple[str, str]], seconds: float, coun
     )
 
 
+def report_audit(label: str, cp: ControlPlane, start: int, seconds: float, count: int) -> None:
+    """The operator's own requests of a window (the audit log, its identity only), reads and writes apart."""
+    ours = cp.audit_requests(start, cp.audit_offset())
+    reads = sum(n for (verb, _), n in ours.items() if verb in ("get", "list", "watch"))
+    writes = sum(ours.values()) - reads
+    per_hour = 3600 / seconds / max(count, 1)
+    detail = ", ".join(f"{verb} {resource}: {n}" for (verb, resource), n in sorted(ours.items()))
+    print(
+        f"  the operator's own Kubernetes requests {label} (audit log, user glrt-operator, {seconds:.0f}s): "
+        f"{reads} reads, {writes} writes; per Runner per hour {reads * per_hour:.3f} reads, "
+        f"{writes * per_hour:.3f} writes: {{{detail}}}",
+        flush=True,
+    )
+
+
 def split(calls: list[Call]) -> tuple[list[Call], list[Call]]:
     reads = [c for c in calls if is_read(c)]
     return reads, [c for c in calls if not is_read(c)]
@@ -281,21 +301,27 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         f"resync every {resync:.0f}s",
         flush=True,
     )
-    operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
+    # As its own user: the audit log attributes its requests (the controllers run as the admin).
+    operator = OperatorProcess(cp.operator_kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
     with operator, RssSampler(lambda: operator.process.pid if operator.process else 0) as rss:
         first = len(gitlab.calls)
+        kube_before, audit = apiserver_requests(api), cp.audit_offset()
         started, wall = time.monotonic(), time.time()
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
         created = time.monotonic() - started
         fleet.wait_all_ready(count, timeout=args.timeout)
         to_ready = fleet.last_ready_transition() - wall  # not the polling time: the condition's own timestamp
         creating = calls_since(gitlab, first)
+        kube_diff = apiserver_requests(api)
+        kube_diff.subtract(kube_before)
         bound = count / args.budget * 60
         print(
             f"  all {count} Ready after {to_ready:.1f}s (creates sent in {created:.1f}s; the budget allows "
             f"{bound:.0f}s, +10% = {bound * 1.1:.0f}s); {len(creating) / count:.2f} GitLab calls per Runner: "
             f"{dict(Counter(map(kind, creating)))}"
         )
+        report_kube("creating", kube_diff, time.monotonic() - started, count)
+        report_audit("creating", cp, audit, time.monotonic() - started, count)
         print(f"  operator RSS after creation: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
         fleet.heartbeat()
@@ -303,7 +329,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         # its pods to annotate: at rest only once every first resync is done.
         time.sleep(max(resync / 4, started + 2 * resync + 10 - time.monotonic()))
         first = len(gitlab.calls)
-        kube_before, window = apiserver_requests(api), time.monotonic()
+        kube_before, window, audit = apiserver_requests(api), time.monotonic(), cp.audit_offset()
         time.sleep(resync)  # one interval: every Runner resyncs once (unless the pacing stretches it)
         kube_diff = apiserver_requests(api)
         kube_diff.subtract(kube_before)
@@ -325,12 +351,13 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
             f"writes/min ({per_minute:.0f} calls/min, a tenth of the budget is {args.budget / 10:.0f})"
         )
         report_kube("at rest", kube_diff, window, count)
+        report_audit("at rest", cp, audit, window, count)
         print(f"  operator RSS at rest: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
         if "restart" not in args.skip:
             operator.stop()
             first = len(gitlab.calls)
-            kube_before, window = apiserver_requests(api), time.monotonic()
+            kube_before, window, audit = apiserver_requests(api), time.monotonic(), cp.audit_offset()
             started = time.monotonic()
             operator.start()
             wait_quiet(gitlab, quiet=20.0, most=resync)
@@ -345,19 +372,25 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
                 f"{dict(Counter(map(kind, restarted)))}"
             )
             report_kube("over the restart", kube_diff, window, count)
+            report_audit("over the restart", cp, audit, window, count)
             fleet.wait_all_ready(count, timeout=args.timeout)
 
         if "edit" not in args.skip:
             fleet.heartbeat()  # keep the managers' contact recent across the next phases
             first = len(gitlab.calls)
+            kube_before, audit = apiserver_requests(api), cp.audit_offset()
             started = time.monotonic()
             fleet.parallel(lambda name: runners.patch_spec(name, description=f"edited {name}"))
             fleet.wait_all_ready(count, timeout=args.timeout)
             edited = calls_since(gitlab, first)
+            kube_diff = apiserver_requests(api)
+            kube_diff.subtract(kube_before)
             print(
                 f"  spec edit of all: Ready after {time.monotonic() - started:.1f}s (the budget allows {bound:.0f}s); "
                 f"{len(edited) / count:.2f} calls per Runner: {dict(Counter(map(kind, edited)))}"
             )
+            report_kube("editing", kube_diff, time.monotonic() - started, count)
+            report_audit("editing", cp, audit, time.monotonic() - started, count)
 
         if "delete" not in args.skip:
             first = len(gitlab.calls)
@@ -386,7 +419,7 @@ def slow_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, log
         f"\n== slow GitLab: {count} Runners resyncing every {resync:.0f}s, then GitLab at {args.slow_latency:.1f}s",
         flush=True,
     )
-    operator = OperatorProcess(cp.kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
+    operator = OperatorProcess(cp.operator_kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
     with operator, RssSampler(lambda: operator.process.pid if operator.process else 0) as rss:
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
         created = time.monotonic()
@@ -431,7 +464,7 @@ def main() -> int:
     args = parser.parse_args()
     peaks: list[int] = []
     with (
-        ControlPlane() as cp,
+        ControlPlane(audit_log=True) as cp,
         FakeGitLab().running() as gitlab,
         tempfile.TemporaryDirectory() as scratch,
     ):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
 from glrt_operator.core.api import CLUSTER_GITLAB_CONNECTION
 from tests.harness.binaries import versions
@@ -183,6 +183,38 @@ def test_lifecycle_start_stop_leaves_nothing_behind(tmp_path: Path, kubernetes_v
         assert cp.logs(component), f"{component} log lost after stop()"
     assert not data_dir.exists()
     cp.stop()  # idempotent
+
+
+def test_the_audit_log_attributes_the_operators_requests(
+    tmp_path: Path, kubernetes_version: str, control_plane: ControlPlane
+) -> None:
+    """The operator's own identity, and (when asked for) an audit log of its requests alone: the controllers run as
+    the admin, so their writes (here the StatefulSet controller's pod create) stay out of it."""
+    assert not control_plane.audit_log_path.exists()  # off by default: no cost to the other tests
+    with ControlPlane(workdir=tmp_path, kubernetes_version=kubernetes_version, audit_log=True) as cp:
+        who = cp.kubectl(
+            "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", kubeconfig=cp.operator_kubeconfig
+        )
+        assert who.stdout == "glrt-operator"
+        start = cp.audit_offset()
+        ops = client.AppsV1Api(config.new_client_from_config(config_file=str(cp.operator_kubeconfig)))
+        body = client.V1StatefulSet(
+            metadata=client.V1ObjectMeta(name="audited"),
+            spec=client.V1StatefulSetSpec(
+                replicas=1,
+                selector=client.V1LabelSelector(match_labels={"app": "audited"}),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels={"app": "audited"}),
+                    spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
+                ),
+            ),
+        )
+        ops.create_namespaced_stateful_set("default", body)
+        ops.read_namespaced_stateful_set("audited", "default")
+        core = client.CoreV1Api(cp.api_client())
+        wait_for(lambda: core.list_namespaced_pod("default").items, 30, 0.5, message="the controller's pod")
+        counts = cp.audit_requests(start, cp.audit_offset())
+        assert counts == {("create", "statefulsets"): 1, ("get", "statefulsets"): 1}
 
 
 def test_crds_are_installed_and_served(control_plane: ControlPlane, crd_installed: list[str], namespace: str) -> None:

@@ -69,6 +69,18 @@ def feature_gates_flag(kubernetes_version: str) -> list[str]:
     return [f"--feature-gates={','.join(gates)}"] if gates else []
 
 
+# The operator's own identity (static token, system:masters like the admin): the controllers run as "admin", so
+# the audit log can tell the operator's requests from theirs (the fleet bench attributes writes with it).
+OPERATOR_USER = "glrt-operator"
+# Metadata (who, verb, resource; no bodies, so no secrets) of the operator's requests only, one event per request:
+# RequestReceived omitted, a watch logged when its response starts and again when it ends.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}],
+}
+
 START_DEADLINES = {"etcd": 30.0, "apiserver": 120.0, "controller-manager": 60.0}
 STOP_DEADLINE = 10.0
 LOG_TAIL_LINES = 50
@@ -151,8 +163,11 @@ class ControlPlane:
         extra_ips: Sequence[str] = (),
         advertise_address: str | None = None,
         kubernetes_version: str | None = None,
+        audit_log: bool = False,
     ) -> None:
         self._workdir = workdir
+        # An audit log of the operator's requests (AUDIT_POLICY): off by default, it costs a write per request.
+        self.audit_log = audit_log
         # v1.35.4 etc.; the kubelet and scheduler of a node for this control plane are of the same version.
         self.kubernetes_version = binaries.kubernetes_version(kubernetes_version)
         # More addresses the serving certificate is valid for (a node's pods reach the apiserver through one).
@@ -171,6 +186,7 @@ class ControlPlane:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._final_logs: dict[str, str] = {}
         self._admin_token = secrets.token_urlsafe(32)
+        self._operator_token = secrets.token_urlsafe(32)
         self._bin: dict[str, Path] = {}
         self.server = ""
         self.etcd_url = ""
@@ -187,6 +203,15 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.dir / "admin.kubeconfig"
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        """A kubeconfig as OPERATOR_USER (system:masters): the operator's requests apart from the controllers'."""
+        return self.dir / "kubeconfigs" / "operator.kubeconfig"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self._log_path("audit")
 
     @property
     def ca_file(self) -> Path:
@@ -320,8 +345,13 @@ class ControlPlane:
         # Signs ServiceAccount tokens (TokenRequest API, legacy token Secrets).
         self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key")
         self._openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
-        # Static token for the admin; system:masters bypasses RBAC.
-        self._pki("tokens.csv").write_text(f'{self._admin_token},admin,admin,"system:masters"\n')
+        # Static tokens for the admin and the operator; system:masters bypasses RBAC.
+        self._pki("tokens.csv").write_text(
+            f'{self._admin_token},admin,admin,"system:masters"\n'
+            f'{self._operator_token},{OPERATOR_USER},{OPERATOR_USER},"system:masters"\n'
+        )
+        if self.audit_log:
+            self._pki("audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
 
     def _write_kubeconfig(self, path: Path, user: str, token: str, namespace: str = "default") -> Path:
         kubeconfig = {
@@ -352,6 +382,7 @@ class ControlPlane:
         etcd_client, etcd_peer, api_port, kcm_port = _free_ports(4)
         self.server = f"https://127.0.0.1:{api_port}"
         self._write_kubeconfig(self.kubeconfig, "admin", self._admin_token)
+        self._write_kubeconfig(self.operator_kubeconfig, OPERATOR_USER, self._operator_token)
         self.etcd_url = etcd_url = f"http://127.0.0.1:{etcd_client}"
         peer_url = f"http://127.0.0.1:{etcd_peer}"
 
@@ -373,6 +404,15 @@ class ControlPlane:
         self._wait_ready("etcd", etcd_url, ("/readyz", "/livez"))
 
         pki = self.dir / "pki"
+        audit = []
+        if self.audit_log:
+            audit = [
+                f"--audit-policy-file={pki / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log_path}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",  # written before the response: a window's log is complete at its end
+                "--audit-log-maxsize=0",  # no rotation: offsets into the file delimit windows
+            ]
         if self.advertise_address is None:
             # Loopback addresses are invalid in Endpoints; with no pods running nothing needs them.
             addresses = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
@@ -403,6 +443,7 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                *audit,
                 *feature_gates_flag(self.kubernetes_version),
             ],
         )
@@ -493,6 +534,29 @@ class ControlPlane:
             ssl_ca_cert=str(self.ca_file),
         )
         return client.ApiClient(configuration)
+
+    def audit_offset(self) -> int:
+        """Where the audit log ends now: the start (or end) of a window for audit_requests()."""
+        return self.audit_log_path.stat().st_size if self.audit_log_path.exists() else 0
+
+    def audit_requests(self, start: int, end: int | None = None) -> collections.Counter[tuple[str, str]]:
+        """The operator's requests logged between two audit_offset()s, by verb and `resource/subresource`; a watch
+        counted once, when its response started."""
+        if not self.audit_log:
+            raise ControlPlaneError("the audit log is off: ControlPlane(audit_log=True)")
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        with self.audit_log_path.open("rb") as log:
+            log.seek(start)
+            data = log.read() if end is None else log.read(end - start)
+        for line in data.splitlines():
+            event = json.loads(line)
+            if event.get("stage") == "ResponseComplete" and event.get("verb") == "watch":
+                continue
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", event.get("requestURI", "?").split("?")[0])
+            resource += f"/{ref['subresource']}" if ref.get("subresource") else ""
+            counts[(event.get("verb", "?"), resource)] += 1
+        return counts
 
     def kubectl(
         self,
