@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "glrt_operator"
-RESOURCES = ("runners", "deploytokens")
+RESOURCES = ("runners", "deploytokens", "connections")
 
 
 def imports_of(module: Path) -> set[str]:
@@ -36,7 +36,7 @@ def test_a_resource_imports_no_other_resource(resource: str) -> None:
 
 
 def test_core_imports_no_resource_adapter_or_controller() -> None:
-    banned = tuple(f"glrt_operator.{p}" for p in ("runners", "deploytokens", "adapters", "controller"))
+    banned = tuple(f"glrt_operator.{p}" for p in (*RESOURCES, "adapters", "controller"))
     for module in (PACKAGE / "core").rglob("*.py"):
         bad = {i for i in imports_of(module) if i.startswith(banned)}
         assert not bad, f"{module.relative_to(PACKAGE)} imports {sorted(bad)}"
