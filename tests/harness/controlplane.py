@@ -536,8 +536,15 @@ class ControlPlane:
         return client.ApiClient(configuration)
 
     def audit_offset(self) -> int:
-        """Where the audit log ends now: the start (or end) of a window for audit_requests()."""
-        return self.audit_log_path.stat().st_size if self.audit_log_path.exists() else 0
+        """Where the audit log's last complete line ends now: the start (or end) of a window for audit_requests().
+        The apiserver may be half-way through writing a line; that line belongs to the next window."""
+        if not self.audit_log_path.exists():
+            return 0
+        with self.audit_log_path.open("rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            tail = max(0, size - (1 << 20))
+            log.seek(tail)
+            return tail + log.read().rfind(b"\n") + 1
 
     def audit_requests(self, start: int, end: int | None = None) -> collections.Counter[tuple[str, str]]:
         """The operator's requests logged between two audit_offset()s, by verb and `resource/subresource`; a watch
