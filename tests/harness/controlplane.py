@@ -411,7 +411,8 @@ class ControlPlane:
                 f"--audit-log-path={self.audit_log_path}",
                 "--audit-log-format=json",
                 "--audit-log-mode=blocking",  # written before the response: a window's log is complete at its end
-                "--audit-log-maxsize=0",  # no rotation: offsets into the file delimit windows
+                # Offsets into the one file delimit windows: no rotation (0 would mean lumberjack's default, 100 MB).
+                "--audit-log-maxsize=1000000",
             ]
         if self.advertise_address is None:
             # Loopback addresses are invalid in Endpoints; with no pods running nothing needs them.
