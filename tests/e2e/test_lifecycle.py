@@ -423,6 +423,31 @@ def test_a_users_service_account_of_the_runners_name_is_refused_and_survives_the
         time.sleep(0.5)
 
 
+def test_a_users_role_binding_of_the_executors_name_is_refused_and_kept(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    """A RoleBinding where jobs run (here the Runner's own namespace) with the name the operator would give the
+    executor's: not taken over (its roleRef and subjects are someone else's), not deleted with the Runner."""
+    name = f"glrt.{runners.namespace}.builds"
+    rbac = client.RbacAuthorizationV1Api(runners.core.api_client)
+    rbac.create_namespaced_role_binding(
+        runners.namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=name),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"),
+            subjects=[client.RbacV1Subject(kind="User", name="alice", api_group="rbac.authorization.k8s.io")],
+        ),
+    )
+    runners.create(runners.manifest())
+    condition = runners.wait_reason("NameConflict")
+    assert f"RoleBinding {name!r} already exists" in condition["message"]
+    assert not calls(gitlab, "POST", "/user/runners")
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+    kept = rbac.read_namespaced_role_binding(name, runners.namespace)
+    assert kept.role_ref.name == "view" and not kept.metadata.labels
+
+
 def test_steady_state_makes_no_gitlab_writes(
     runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess, kube: client.ApiClient
 ) -> None:
