@@ -22,6 +22,7 @@ CORPUS_PROJECT_NO_MEMBER = 901  # a project the corpus' tokens' owner is not a m
 CORPUS_UNKNOWN_ID = 987654
 # Access tokens the corpus refers to by name; `seed` creates them in the fake GitLab.
 READ_ONLY_TOKEN = "glpat-corpus-read-only-0001"
+CLOSED_NAMESPACE = "corpus-closed"  # a namespace without glrt.dev/accept-from
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class BadInput:
     access_token: str | None = None  # the credentials Secret's value; None: the valid token
     ca: str | None = None  # the CA Secret's value (spec.gitlab.caSecretRef set to it); None: no CA
     url: str | None = None
-    setup: str | None = None  # foreign-statefulset | foreign-token-secret
+    # foreign-statefulset | foreign-token-secret | closed-namespace (CLOSED_NAMESPACE exists, accepting nobody)
+    setup: str | None = None
     # condition: the reasons any of which is right; apply: what the operator says when it meets the input anyway
     # (an object stored before the schema had the rule), "accepted" when it normalises it, or "schema-only" when
     # the operator does not check it again (it fails later, classified, if it ever gets through).
@@ -193,6 +195,26 @@ CORPUS: tuple[BadInput, ...] = (
     # --- the names the Runner's objects need are taken ----------------------------------------------------------
     _cond("foreign-statefulset", "conflict", ("NameConflict",), setup="foreign-statefulset"),
     _cond("foreign-token-secret", "conflict", ("NameConflict",), setup="foreign-token-secret"),
+    # --- where the kubernetes executor's job pods would run, and as whom -----------------------------------------
+    # An operator serving only the Runner's namespace (the e2e tier, `make chaos`) says NamespaceNotWatched about
+    # any other first; one serving every namespace (the reconcile tier) says the first reason.
+    _cond(
+        "executor-ns-missing",
+        "executor",
+        ("NamespaceMissing", "NamespaceNotWatched"),
+        {"config": {"kubernetes": {"namespace": "nope-ns"}}},
+    ),
+    _cond(
+        "executor-ns-not-accepting",
+        "executor",
+        ("NamespaceNotAccepting", "NamespaceNotWatched"),
+        {"config": {"kubernetes": {"namespace": CLOSED_NAMESPACE}}},
+        setup="closed-namespace",
+    ),
+    _cond("manager-sa-missing", "executor", ("ServiceAccountMissing",), {"manager": {"serviceAccountName": "nope"}}),
+    _cond(
+        "namespace-per-job", "executor", ("ExecutorUnsupported",), {"config": {"kubernetes": {"namespacePerJob": True}}}
+    ),
 )
 
 # The lean slice the e2e tier runs (one or two of each class; `make chaos` runs them all).
@@ -209,6 +231,8 @@ E2E = (
     "url-json-object",
     "url-json-token-null",
     "project-unknown",
+    "manager-sa-missing",
+    "namespace-per-job",
 )
 
 

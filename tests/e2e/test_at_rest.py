@@ -164,3 +164,23 @@ def test_a_resync_at_rest_reads_nothing_from_the_api_server(
     finally:
         adapter.stop_caches()
         own_api.close()
+
+
+def test_a_resync_view_sees_someone_elses_object_of_a_childs_name(
+    control_plane: ControlPlane, kube: client.ApiClient, runners: Runners
+) -> None:
+    """The watches select on the operator's label, so a user's ServiceAccount named like the Runner's is not in
+    them; a resync must still see it (applying over it would adopt it): a cache miss is read from the apiserver."""
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_service_account(runners.namespace, {"metadata": {"name": "builds-runner"}})
+    body = runners.create(runners.manifest(replicas=1))
+    adapter = Kube(control_plane.api_client())
+    adapter.start_caches([runners.namespace], server_timeout=60, own_secret_ttl=3600, secret_ttl=3600)
+    try:
+        assert adapter.wait_caches(30)
+        view = adapter.for_resync(body)
+        found = view.read_child("ServiceAccount", runners.namespace, "builds-runner")
+        assert found is not None and found.owners == ()
+        assert view.read_child("ServiceAccount", runners.namespace, "nobody-runner") is None
+    finally:
+        adapter.stop_caches()

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from glrt_operator.runners.builders import CONTAINER_NAME, LABEL_RUNNER
 from glrt_operator.runners.model import DEFAULT_RUNNER_IMAGE
 from tests.e2e.conftest import PAT, Runners
 from tests.e2e.test_helm_chart import CHART, TEST_SETTINGS
@@ -152,12 +153,24 @@ def test_jobs_run_out_of_the_box_and_deleting_a_runner_removes_its_binding(
         status = runners.wait_ready(EXAMPLE["metadata"]["name"], timeout=180)["status"]
         runner_id = int(status["runnerId"])
         assert status["executor"]["namespace"] == jobs_ns
+        # The manager reaches the apiserver as in a real cluster: nothing in the StatefulSet says where.
+        name = EXAMPLE["metadata"]["name"]
+        template = client.AppsV1Api(kube).read_namespaced_stateful_set(name, runner_ns).spec.template.spec
+        (manager,) = [c for c in template.containers if c.name == CONTAINER_NAME]
+        assert not [e.name for e in manager.env or [] if e.name.startswith("KUBERNETES_")]
         wait_on(node, [runner_ns], lambda: len(polling_managers(gitlab, runner_id)) == 2, "both managers poll")
 
         job = run_a_job(gitlab, node, core, runner_id, [runner_ns, jobs_ns])
         spec = job["pod"].spec
         assert spec.containers[0].image == EXAMPLE["spec"]["config"]["kubernetes"]["image"]  # the example's job image
         assert {c.name for c in spec.containers} == {"build", "helper"}
+        # One of the two manager pods made the job pod, through the in-cluster API.
+        created = f"Created job pod {jobs_ns}/{job['pod'].metadata.name}"
+        logs = [core.read_namespaced_pod_log(f"{name}-{i}", runner_ns, container=CONTAINER_NAME) for i in (0, 1)]
+        assert [created in log for log in logs].count(True) == 1, logs
+        # Every RoleBinding where jobs run is the operator's, for this Runner: nothing here was bound by hand.
+        bound = rbac.list_namespaced_role_binding(jobs_ns).items
+        assert bound and all((b.metadata.labels or {}).get(LABEL_RUNNER) == name for b in bound), bound
 
         # Least privilege, asked of the API server: the executor's account may run jobs where they run, no more.
         account = f"system:serviceaccount:{runner_ns}:{EXAMPLE['metadata']['name']}-runner"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
 from typing import Any
 
@@ -399,6 +400,52 @@ def test_an_object_in_the_way_is_reported_before_anything_is_created(
     runner_id = runners.wait_ready(timeout=60)["status"]["runnerId"]
     assert runner_id != foreign.id and set(gitlab.runner_ids()) == {foreign.id, runner_id}
     assert_same_token(runners.secret_data("builds-runner-token")["token"], gitlab.runners[runner_id].token, "stored")
+
+
+def test_a_users_service_account_of_the_runners_name_is_refused_and_survives_the_runner(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    """The manager pods' ServiceAccount `<runner>-runner` made by someone else is not adopted (it would get the
+    Runner's ownerReference and be garbage-collected with it): NameConflict, nothing in GitLab."""
+    account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="builds-runner", labels={"team": "mine"}))
+    runners.core.create_namespaced_service_account(runners.namespace, account)
+    runners.create(runners.manifest())
+    condition = runners.wait_reason("NameConflict")
+    assert "ServiceAccount 'builds-runner' already exists" in condition["message"]
+    assert not calls(gitlab, "POST", "/user/runners") and not gitlab.runners
+
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+    # The garbage collector acts within seconds of the owner's deletion (sa_adopt showed ~1 s): give it 5.
+    for _ in range(10):
+        kept = runners.core.read_namespaced_service_account("builds-runner", runners.namespace)
+        assert not kept.metadata.owner_references and kept.metadata.labels == {"team": "mine"}
+        time.sleep(0.5)
+
+
+def test_a_users_role_binding_of_the_executors_name_is_refused_and_kept(
+    runners: Runners, gitlab: FakeGitLab, operator: OperatorProcess
+) -> None:
+    """A RoleBinding where jobs run (here the Runner's own namespace) with the name the operator would give the
+    executor's: not taken over (its roleRef and subjects are someone else's), not deleted with the Runner."""
+    name = f"glrt.{runners.namespace}.builds"
+    rbac = client.RbacAuthorizationV1Api(runners.core.api_client)
+    rbac.create_namespaced_role_binding(
+        runners.namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=name),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"),
+            subjects=[client.RbacV1Subject(kind="User", name="alice", api_group="rbac.authorization.k8s.io")],
+        ),
+    )
+    runners.create(runners.manifest())
+    condition = runners.wait_reason("NameConflict")
+    assert f"RoleBinding {name!r} already exists" in condition["message"]
+    assert not calls(gitlab, "POST", "/user/runners")
+    runners.delete()
+    wait_for(lambda: not runners.exists(), timeout=30, message="Runner gone")
+    kept = rbac.read_namespaced_role_binding(name, runners.namespace)
+    assert kept.role_ref.name == "view" and not kept.metadata.labels
 
 
 def test_steady_state_makes_no_gitlab_writes(

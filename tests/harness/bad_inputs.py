@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.data.bad_inputs import BadInput, seed
+from tests.data.bad_inputs import CLOSED_NAMESPACE, BadInput, seed
 from tests.fake_gitlab import FakeGitLab
 from tests.harness.impostor import Impostor
 
@@ -76,7 +76,18 @@ def prepare(bad: BadInput, runners: Any, gitlab: FakeGitLab, impostor: Impostor)
         _foreign_statefulset(runners, name)
     elif bad.setup == "foreign-token-secret":
         runners.put_secret(f"{name}-runner-token", {"token": "someone else's"})
+    elif bad.setup == "closed-namespace":
+        _closed_namespace(runners)
     return body, user_name
+
+
+def _closed_namespace(runners: Any) -> None:
+    """A namespace that accepts no other namespace's resources (no glrt.dev/accept-from); shared by every run."""
+    try:
+        runners.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=CLOSED_NAMESPACE)))
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
 
 
 def _token_for(bad: BadInput) -> str:

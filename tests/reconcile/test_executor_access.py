@@ -191,3 +191,76 @@ def test_another_executor_needs_nothing_in_the_cluster(env: Env) -> None:
     # The manager pods still run as the Runner's own ServiceAccount (the StatefulSet names it), bound to nothing
     assert set(env.kube.service_accounts) == {(NAMESPACE, "builds-runner")}
     assert env.kube.statefulsets["builds"]["spec"]["template"]["spec"]["serviceAccountName"] == "builds-runner"
+
+
+def users_object(name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """An object someone else made: no ownerReference, none of the operator's labels or annotations."""
+    return {"metadata": {"name": name, "namespace": namespace, "labels": {"team": "mine"}}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "place"),
+    [("ServiceAccount 'builds-runner'", "service_accounts"), ("PodDisruptionBudget 'builds'", "disruption_budgets")],
+)
+def test_a_users_account_or_budget_of_the_childs_name_is_refused_not_adopted(env: Env, kind: str, place: str) -> None:
+    key: Any = (NAMESPACE, "builds-runner") if place == "service_accounts" else "builds"
+    getattr(env.kube, place)[key] = users_object("builds-runner" if place == "service_accounts" else "builds")
+    exc = refused(env)
+    assert exc.reason == "NameConflict" and kind in exc.message and "delete or rename it" in exc.message
+    assert getattr(env.kube, place)[key] == users_object(key[1] if isinstance(key, tuple) else key)  # untouched
+    assert env.posts() == 0 and not env.kube.role_bindings and "builds" not in env.kube.statefulsets
+    assert not {"apply_service_account", "apply_disruption_budget"} & set(env.kube.writes)
+
+
+def test_a_runner_made_before_the_check_still_does_not_adopt_a_users_account(env: Env) -> None:
+    run(env)
+    env.kube.service_accounts[(NAMESPACE, "builds-runner")] = users_object("builds-runner")  # replaced by a user's
+    applies = env.kube.writes.count("apply_service_account")
+    exc = refused(env)
+    assert exc.reason == "NameConflict" and "ServiceAccount 'builds-runner'" in exc.message
+    assert env.kube.writes.count("apply_service_account") == applies
+    assert env.kube.service_accounts[(NAMESPACE, "builds-runner")] == users_object("builds-runner")
+
+
+def test_a_users_own_account_of_that_name_is_not_a_conflict(env: Env) -> None:
+    env.spec["manager"] = {"serviceAccountName": "builds-runner"}
+    env.kube.service_accounts[(NAMESPACE, "builds-runner")] = users_object("builds-runner")
+    env.kube.granted[(NAMESPACE, "builds-runner")] = {(NAMESPACE, p) for p in permissions([BASE])}
+    run(env)
+    assert env.kube.service_accounts[(NAMESPACE, "builds-runner")] == users_object("builds-runner")
+
+
+def test_a_users_role_binding_of_the_bindings_name_in_the_executor_namespace_is_refused(env: Env) -> None:
+    env.kube.namespaces["ci-jobs"] = {"glrt.dev/accept-from": "ci"}
+    jobs_in(env, "ci-jobs")
+    env.kube.role_bindings[("ci-jobs", BINDING)] = users_object(BINDING, "ci-jobs")
+    exc = refused(env)
+    assert exc.reason == "NameConflict"
+    assert f"RoleBinding '{BINDING}'" in exc.message and "'ci-jobs'" in exc.message
+    assert "delete or rename it" in exc.message
+    assert env.posts() == 0 and "apply_role_binding" not in env.kube.writes
+    assert env.kube.role_bindings == {("ci-jobs", BINDING): users_object(BINDING, "ci-jobs")}
+    assert not env.kube.service_accounts and "builds" not in env.kube.statefulsets
+
+
+def test_a_binding_named_in_the_status_that_is_not_the_runners_is_left_and_reported(env: Env) -> None:
+    run(env)
+    env.kube.role_bindings[("kube-system", "admins")] = users_object("admins", "kube-system")
+    env.kube.status["executor"]["roleBindings"].append("kube-system/admins")  # whoever may patch runners/status
+    env.delete()
+    assert env.kube.role_bindings == {("kube-system", "admins"): users_object("admins", "kube-system")}
+    warnings = [m for t, r, m in env.events if t == "Warning" and r == "ExecutorAccessLeft"]
+    assert warnings == [
+        "RoleBinding admins in namespace kube-system is named in status.executor but is not this Runner's: "
+        "left in place"
+    ]
+
+
+def test_a_foreign_binding_the_status_names_is_not_revoked_by_a_reconcile_either(env: Env) -> None:
+    run(env)
+    env.kube.role_bindings[("ci", "glrt.ci.builds.pod-logs")] = users_object("glrt.ci.builds.pod-logs")
+    env.kube.status["executor"]["roleBindings"].append("ci/glrt.ci.builds.pod-logs")
+    run(env)
+    assert ("ci", "glrt.ci.builds.pod-logs") in env.kube.role_bindings and ("ci", BINDING) in env.kube.role_bindings
+    assert "ExecutorAccessLeft" in env.reasons()
+    assert env.kube.status["executor"]["roleBindings"] == [f"{NAMESPACE}/{BINDING}"]

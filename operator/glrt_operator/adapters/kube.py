@@ -178,8 +178,10 @@ class Kube(CachedReads):
         """A StatefulSet (read through its status subresource, which returns the whole object: its metadata and its
         ready replicas in one GET), ServiceAccount or PodDisruptionBudget; None when it does not exist."""
         known, cached = self._cached_child(kind, namespace, name)
-        if known:
-            return cast(ChildObject | None, cached)
+        if known and cached is not None:
+            return cast(ChildObject, cached)
+        # A cache miss is read: the watches see only objects with the operator's label, and one of that name someone
+        # else made must be seen (applying over it would adopt it). At rest every child exists: no read.
         read: Callable[[str, str], Any] = {
             "StatefulSet": self._apps.read_namespaced_stateful_set_status,
             "ServiceAccount": self._core.read_namespaced_service_account,

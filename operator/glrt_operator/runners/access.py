@@ -20,12 +20,13 @@ from ..core.applied import child_current, stamped
 from ..core.errors import ReconcileError
 from ..core.events import EventSink
 from ..core.namespaces import check_target_namespace
-from ..core.ports import KubePort, ResourceAccess
+from ..core.ports import ChildObject, KubePort, ResourceAccess
 from ..core.reasons import EventReason, Reason
 from ..core.refs import Logger
 from . import builders
 from .context import RunnerContext, RunnerRef
 from .executor import RULES, ExecutorAccess, cluster_role_name, executor_access
+from .registration import check_owned
 from .status import ExecutorStatus, RunnerStatus
 
 EXECUTOR_NAMESPACE_FIELD = "The executor namespace (spec.config.kubernetes.namespace)"
@@ -47,6 +48,35 @@ def check(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
     if access.unsupported:
         raise ReconcileError(Reason.EXECUTOR_UNSUPPORTED, access.unsupported, permanent=True)
     check_target_namespace(ctx.kube, ctx.settings.scope, access.namespace, ctx.ref.namespace, EXECUTOR_NAMESPACE_FIELD)
+    for key in _bindings(ctx, access):
+        _check_binding_ours(ctx, key)
+
+
+def _bindings(ctx: RunnerContext, access: ExecutorAccess) -> dict[str, str]:
+    """The RoleBindings this Runner's executor needs: "namespace/name" -> permission group."""
+    return {
+        f"{access.namespace}/{builders.role_binding_name(ctx.ref.namespace, ctx.ref.name, g)}": g
+        for g in access.role_groups
+    }
+
+
+def _ours(binding: ChildObject, uid: str) -> bool:
+    """A RoleBinding the operator made for the Runner of this uid (in another namespace no ownerReference can
+    say so: the annotation does)."""
+    return binding.annotations.get(builders.ANNOTATION_RUNNER_UID) == uid
+
+
+def _check_binding_ours(ctx: RunnerContext, key: str) -> None:
+    """Applying ours over a RoleBinding someone else made would take it over (and the deletion would remove it)."""
+    where, name = key.split("/", 1)
+    found = ctx.kube.read_child("RoleBinding", where, name)
+    if found is not None and not _ours(found, ctx.ref.uid):
+        raise ReconcileError(
+            Reason.NAME_CONFLICT,
+            f"RoleBinding {name!r} already exists in the executor namespace {where!r} and is not managed by this "
+            f"Runner: delete or rename it (the operator names the executor's RoleBindings glrt.<namespace>.<runner>"
+            "[.<group>]).",
+        )
 
 
 def _check_own_account(ctx: RunnerContext, account: str, access: ExecutorAccess) -> None:
@@ -99,7 +129,10 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
             name=names.disruption_budget, namespace=namespace, owner=owner, runner_name=ctx.ref.name
         )
     )
-    if not child_current(budget, ctx.kube.read_child("PodDisruptionBudget", namespace, names.disruption_budget)):
+    found = ctx.kube.read_child("PodDisruptionBudget", namespace, names.disruption_budget)
+    # Checked before the runner was created too; again here for a Runner that existed before it was.
+    check_owned(f"PodDisruptionBudget {names.disruption_budget!r}", None if found is None else found.owners, ctx.ref)
+    if not child_current(budget, found):
         ctx.kube.apply_disruption_budget(budget)
     own = ctx.spec.manager.service_account_name
     wanted: dict[str, str] = {}  # "namespace/name" -> permission group
@@ -109,13 +142,12 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
                 name=names.service_account, namespace=namespace, owner=owner, runner_name=ctx.ref.name
             )
         )
-        if not child_current(account, ctx.kube.read_child("ServiceAccount", namespace, names.service_account)):
+        found = ctx.kube.read_child("ServiceAccount", namespace, names.service_account)
+        check_owned(f"ServiceAccount {names.service_account!r}", None if found is None else found.owners, ctx.ref)
+        if not child_current(account, found):
             ctx.kube.apply_service_account(account)
     if access is not None and not own:
-        wanted = {
-            f"{access.namespace}/{builders.role_binding_name(namespace, ctx.ref.name, g)}": g
-            for g in access.role_groups
-        }
+        wanted = _bindings(ctx, access)
     recorded = set((ctx.status.executor or {}).get("roleBindings", ()))
     entry: ExecutorStatus = {"serviceAccount": own or names.service_account}
     if access is not None:
@@ -137,9 +169,12 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
                 runner_uid=ctx.ref.uid,
             )
         )
-        if not child_current(binding, ctx.kube.read_child("RoleBinding", where, name)):
+        found = ctx.kube.read_child("RoleBinding", where, name)
+        if found is not None and not _ours(found, ctx.ref.uid):
+            _check_binding_ours(ctx, key)  # raises: someone else's binding of that name
+        if not child_current(binding, found):
             ctx.kube.apply_role_binding(binding)
-    revoke(ctx.kube, recorded - set(wanted), ctx.log)
+    revoke(ctx.kube, recorded - set(wanted), ctx.ref.uid, ctx.emit, ctx.log)
     _record(ctx, entry, set(wanted))
     if access is not None and wanted and not recorded >= set(wanted):
         roles = ", ".join(cluster_role_name(ctx.settings.executor_role, g) for g in access.role_groups)
@@ -154,10 +189,23 @@ def _record(ctx: RunnerContext, entry: ExecutorStatus, bindings: set[str]) -> No
         ctx.record(executor=wanted)
 
 
-def revoke(kube: KubePort, bindings: Iterable[str], log: Logger) -> None:
-    """Delete these RoleBindings (`namespace/name`); one already gone counts as done."""
+def revoke(kube: KubePort, bindings: Iterable[str], uid: str, emit: EventSink, log: Logger) -> None:
+    """Delete these RoleBindings (`namespace/name`) of the Runner of this uid; one already gone counts as done. A
+    binding of that name that is not this Runner's (status.executor may be edited by whoever can patch the status)
+    is left, with a Warning."""
     for key in sorted(bindings):
         where, name = key.split("/", 1)
+        found = kube.read_child("RoleBinding", where, name)
+        if found is None:
+            continue
+        if not _ours(found, uid):
+            message = (
+                f"RoleBinding {name} in namespace {where} is named in status.executor but is not this Runner's: "
+                "left in place"
+            )
+            emit("Warning", EventReason.EXECUTOR_ACCESS_LEFT, message)
+            log.warning("%s", message)
+            continue
         if kube.delete_role_binding(where, name):
             log.info("removed RoleBinding %s in namespace %s", name, where)
 
@@ -181,7 +229,7 @@ def release_on_delete(kube: KubePort, ref: RunnerRef, status: RunnerStatus, emit
         )
     for key in bindings:
         try:
-            revoke(kube, [key], log)
+            revoke(kube, [key], ref.uid, emit, log)
         except ApiException as exc:
             if exc.status != 403:
                 raise

@@ -79,7 +79,7 @@ def _exists_in_step(ctx: RunnerContext, runner_id: int) -> bool:
 
 
 def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
-    check_names_free(ctx.kube, ctx.ref)
+    check_names_free(ctx.kube, ctx.ref, own_account=not ctx.spec.manager.service_account_name)
     children.check_children(ctx)
     started = parse_time(ctx.status.creation_started_at)
     if started is not None:
@@ -141,30 +141,44 @@ def record_runner(ctx: RunnerContext, runner_id: int | None) -> None:
     ctx.record(runner_id=runner_id, creation_started_at=None, rotation_started_at=None)
 
 
-def check_names_free(kube: KubePort, ref: RunnerRef) -> None:
-    """Before anything is created in GitLab: the objects this Runner will own must not exist, or be ours.
-    One still owned by an earlier Runner of the same name is about to be garbage-collected: wait for it."""
+def check_names_free(kube: KubePort, ref: RunnerRef, *, own_account: bool = True) -> None:
+    """Before anything is created in GitLab: the objects this Runner will own must not exist, or be ours (applying
+    ours over a user's object would adopt it, and garbage-collect it with the Runner). One still owned by an
+    earlier Runner of the same name is about to be garbage-collected: wait for it. `own_account`: the operator
+    makes the manager pods' ServiceAccount (no spec.manager.serviceAccountName)."""
     names = ref.children
     secret_owners: dict[str, Sequence[str] | None] = {
         f"Secret {name!r}": (secret.owners if (secret := kube.read_secret(ref.namespace, name)) else None)
         for name in (names.token_secret, names.config_secret)
     }
+    children: list[tuple[str, str]] = [("PodDisruptionBudget", names.disruption_budget)]
+    if own_account:
+        children.append(("ServiceAccount", names.service_account))
     existing = {
         **secret_owners,
         f"StatefulSet {names.statefulset!r}": kube.statefulset_owners(ref.namespace, names.statefulset),
+        **{
+            f"{kind} {name!r}": (child.owners if (child := kube.read_child(kind, ref.namespace, name)) else None)
+            for kind, name in children
+        },
     }
     for what, owners in existing.items():
-        if owners is None or ref.uid in owners:
-            continue
-        if owners:
-            raise ReconcileError(
-                Reason.WAITING_FOR_CLEANUP, f"{what} still belongs to an earlier object; waiting for its removal"
-            )
+        check_owned(what, owners, ref)
+
+
+def check_owned(what: str, owners: Sequence[str] | None, ref: RunnerRef) -> None:
+    """`what` (with these owner uids, None when it does not exist) may be made or applied by this Runner."""
+    if owners is None or ref.uid in owners:
+        return
+    if owners:
         raise ReconcileError(
-            Reason.NAME_CONFLICT,
-            f"{what} already exists in namespace {ref.namespace!r} and is not managed by this Runner: "
-            "delete or rename it (the operator names its objects after the Runner).",
+            Reason.WAITING_FOR_CLEANUP, f"{what} still belongs to an earlier object; waiting for its removal"
         )
+    raise ReconcileError(
+        Reason.NAME_CONFLICT,
+        f"{what} already exists in namespace {ref.namespace!r} and is not managed by this Runner: "
+        "delete or rename it (the operator names its objects after the Runner).",
+    )
 
 
 def find_orphan_or_warn(ctx: RunnerContext, since: datetime, then: str) -> int | None:
