@@ -245,29 +245,37 @@ def report_kube(label: str, diff: Counter[tuple[str, str]], seconds: float, coun
     apart, by verb and resource; the rest (the controllers') summed apart."""
     ours = Counter({k: v for k, v in diff.items() if v > 0 and k[1] in OPERATOR_RESOURCES})
     others = sum(v for k, v in diff.items() if v > 0 and k[1] not in OPERATOR_RESOURCES)
-    reads = sum(v for (verb, _), v in ours.items() if verb in READ_VERBS)
-    writes = sum(ours.values()) - reads
-    per_hour = 3600 / seconds / max(count, 1)
-    detail = ", ".join(f"{verb} {resource}: {n}" for (verb, resource), n in sorted(ours.items()))
-    print(
-        f"  Kubernetes requests {label} (apiserver_request_total over {seconds:.0f}s, the operator's resources): "
-        f"{reads} reads, {writes} writes; per Runner per hour {reads * per_hour:.3f} reads, "
-        f"{writes * per_hour:.3f} writes: {{{detail}}}; {others} on other resources (the controllers')",
-        flush=True,
+    source = f"apiserver_request_total over {seconds:.0f}s, the operator's resources"
+    print_requests(
+        f"Kubernetes requests {label} ({source})",
+        ours,
+        READ_VERBS,
+        seconds,
+        count,
+        f"; {others} on other resources (the controllers')",
     )
 
 
 def report_audit(label: str, cp: ControlPlane, start: int, seconds: float, count: int) -> None:
     """The operator's own requests of a window (the audit log, its identity only), reads and writes apart."""
     ours = cp.audit_requests(start, cp.audit_offset())
-    reads = sum(n for (verb, _), n in ours.items() if verb in ("get", "list", "watch"))
-    writes = sum(ours.values()) - reads
+    source = f"audit log, user glrt-operator, {seconds:.0f}s"
+    print_requests(
+        f"the operator's own Kubernetes requests {label} ({source})", ours, ("get", "list", "watch"), seconds, count
+    )
+
+
+def print_requests(
+    what: str, counts: Counter[tuple[str, str]], read_verbs: tuple[str, ...], seconds: float, count: int, tail: str = ""
+) -> None:
+    """One window's requests: reads and writes, per Runner per hour, and each (verb, resource)."""
+    reads = sum(n for (verb, _), n in counts.items() if verb in read_verbs)
+    writes = sum(counts.values()) - reads
     per_hour = 3600 / seconds / max(count, 1)
-    detail = ", ".join(f"{verb} {resource}: {n}" for (verb, resource), n in sorted(ours.items()))
+    detail = ", ".join(f"{verb} {resource}: {n}" for (verb, resource), n in sorted(counts.items()))
     print(
-        f"  the operator's own Kubernetes requests {label} (audit log, user glrt-operator, {seconds:.0f}s): "
-        f"{reads} reads, {writes} writes; per Runner per hour {reads * per_hour:.3f} reads, "
-        f"{writes * per_hour:.3f} writes: {{{detail}}}",
+        f"  {what}: {reads} reads, {writes} writes; per Runner per hour {reads * per_hour:.3f} reads, "
+        f"{writes * per_hour:.3f} writes: {{{detail}}}{tail}",
         flush=True,
     )
 
