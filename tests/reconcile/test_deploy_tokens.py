@@ -695,3 +695,35 @@ def test_an_operator_restart_with_200_deploy_tokens_writes_nothing_and_reads_one
     assert all(m.kube.status_writes == m.kube.status_writes[:3] for m in fleet)  # only the creation's fence writes
     assert all(ready_of(m)["status"] == "True" for m in fleet)
     assert {reason for _, reason in posted} == {"TokenCreated"}
+
+
+# --- renewal time and its fallback, as the status shows them ----------------------------------------------------
+
+
+def _ready_message(outcome: DeployTokenOutcome) -> str:
+    status = outcome.ready_status([], 1)
+    return next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
+
+
+def test_a_lifetime_shorter_than_renew_before_falls_back_and_says_so(dt: DT) -> None:
+    short_lived(dt, lifetime=6)  # renewBefore 1h > the 6 s GitLab gave
+    outcome = dt.reconcile()
+    assert outcome.renewal_fallback is True
+    assert outcome.ready_status([], 1)["renewalFallback"] is True
+    assert "renews at two thirds of its life" in _ready_message(outcome)
+    issued, renewal = parse_time(dt.status["issuedAt"]), outcome.renewal_time
+    assert issued is not None and renewal is not None
+    assert 3.0 <= (renewal - issued).total_seconds() <= 5.0  # two thirds of 6 s, jitter at most 10% of 2 s
+
+
+def test_validfor_48h_renew_before_47h59m_renews_in_the_first_minutes(dt: DT) -> None:
+    dt.gitlab.settings.deploy_token_lifetime_seconds = 48 * 3600
+    dt.spec.update(validFor="48h", renewBefore="47h59m")
+    outcome = dt.reconcile()
+    assert outcome.renewal_fallback is False
+    ready = outcome.ready_status([], 1)  # the status patch the handler writes
+    assert ready["renewalFallback"] is False
+    assert "two thirds" not in _ready_message(outcome)
+    issued, renewal = parse_time(dt.status["issuedAt"]), parse_time(ready["renewalTime"])
+    assert issued is not None and renewal is not None
+    assert 60 <= (renewal - issued).total_seconds() <= 120
