@@ -67,10 +67,13 @@ def _ours(binding: ChildObject, uid: str) -> bool:
 
 
 def _check_binding_ours(ctx: RunnerContext, key: str) -> None:
-    """Applying ours over a RoleBinding someone else made would take it over (and the deletion would remove it)."""
     where, name = key.split("/", 1)
-    found = ctx.kube.read_child("RoleBinding", where, name)
-    if found is not None and not _ours(found, ctx.ref.uid):
+    _refuse_foreign_binding(ctx.kube.read_child("RoleBinding", where, name), where, name, ctx.ref.uid)
+
+
+def _refuse_foreign_binding(found: ChildObject | None, where: str, name: str, uid: str) -> None:
+    """Applying ours over a RoleBinding someone else made would take it over (and the deletion would remove it)."""
+    if found is not None and not _ours(found, uid):
         raise ReconcileError(
             Reason.NAME_CONFLICT,
             f"RoleBinding {name!r} already exists in the executor namespace {where!r} and is not managed by this "
@@ -170,8 +173,7 @@ def grant(ctx: RunnerContext, access: ExecutorAccess | None) -> None:
             )
         )
         found = ctx.kube.read_child("RoleBinding", where, name)
-        if found is not None and not _ours(found, ctx.ref.uid):
-            _check_binding_ours(ctx, key)  # raises: someone else's binding of that name
+        _refuse_foreign_binding(found, where, name, ctx.ref.uid)
         if not child_current(binding, found):
             ctx.kube.apply_role_binding(binding)
     revoke(ctx.kube, recorded - set(wanted), ctx.ref.uid, ctx.emit, ctx.log)
