@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from glrt_operator.runners.batch import GRAPHQL, REST
-from tests.e2e.conftest import Runners, assert_no_secrets, assert_same_token
+from tests.e2e.conftest import PAT, PROJECT_ID, Runners, assert_no_secrets, assert_same_token
 from tests.fake_gitlab import FakeGitLab, graphql_api
 from tests.fake_gitlab.state import ONLINE_CONTACT_TIMEOUT
 from tests.harness.controlplane import ControlPlane
@@ -34,14 +34,22 @@ WITHIN = RESYNC + BATCH_TTL + 4.0
 
 
 # How the operator comes to read over a path: GraphQL served (batch reads); GraphQL answered 404, as by a GitLab
-# without it (the fallback); batch reads turned off (GLRT_BATCH_READS=false).
-MODES = {"graphql": (GRAPHQL, "true"), "fallback": (REST, "true"), "batch-reads-off": (REST, "false")}
+# without it (the fallback); a token without `read_api`, which GraphQL answers 401 while REST still serves its
+# `manage_runner` reads (the fallback); batch reads turned off (GLRT_BATCH_READS=false).
+MODES = {
+    "graphql": (GRAPHQL, "true"),
+    "fallback": (REST, "true"),
+    "no-read_api": (REST, "true"),
+    "batch-reads-off": (REST, "false"),
+}
 
 
 @pytest.fixture(params=list(MODES))
 def mode(request: pytest.FixtureRequest, gitlab: FakeGitLab) -> str:
     if request.param == "fallback":
         graphql_api.configure(gitlab, enabled=False)
+    if request.param == "no-read_api":
+        gitlab.set_access_token_scopes(PAT, ["create_runner", "manage_runner"])
     return str(request.param)
 
 
@@ -66,6 +74,11 @@ def operator(
     finally:
         process.stop()
         assert_no_secrets(process.output(), runners, gitlab)
+    if mode == "no-read_api":  # the fallback came from GitLab refusing the token's reads, not from GraphQL missing
+        # GraphQL names the project by its path; reading that path (GET /projects/:id) already needs read_api.
+        refused = {(c.path, c.status) for c in gitlab.calls if c.path.endswith(f"/projects/{PROJECT_ID}")}
+        assert refused and {status for _, status in refused} == {403}, refused
+        assert graphql_answers(gitlab, 0) == 0
 
 
 def rest_reads(gitlab: FakeGitLab, since: int, runner_id: int, suffix: str = "") -> int:

@@ -453,6 +453,11 @@ class AccessTokensFacade:
         """The last token rotated from this one (itself if never rotated)."""
         return self.token_family(token)[-1]
 
+    def set_access_token_scopes(self, token: str | int, scopes: list[str]) -> None:
+        """Change a token's scopes in place, as an admin editing it would (a token without ``read_api``, say)."""
+        with self._lock:
+            self._get(token).scopes = list(scopes)
+
     def revoke_access_token(self, token: str | int) -> None:
         """Revoke out of band, as a user would in GitLab's settings page (no family revocation)."""
         with self._lock:
