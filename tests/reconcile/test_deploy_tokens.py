@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -727,3 +728,86 @@ def test_validfor_48h_renew_before_47h59m_renews_in_the_first_minutes(dt: DT) ->
     issued, renewal = parse_time(dt.status["issuedAt"]), parse_time(ready["renewalTime"])
     assert issued is not None and renewal is not None
     assert 60 <= (renewal - issued).total_seconds() <= 120
+
+
+# --- an upgrade from a version that kept no checksum ------------------------------------------------------------
+
+
+def test_a_secret_from_a_version_without_the_checksum_is_trusted_then_guarded(dt: DT) -> None:
+    """After an upgrade the status has no `secretChecksum`: the Secret's credential is taken as the operator's (it
+    cannot tell an edit made before the upgrade), its checksum recorded, and from then on a hand edit is repaired."""
+    dt.spec["gracePeriod"] = "1s"
+    first = dt.reconcile()
+    del dt.kube.deploy_token_status["secretChecksum"]  # as an older version left it
+    upgraded = dt.reconcile()
+    assert upgraded.token_id == first.token_id and dt.posts() == 1 and dt.reasons() == ["TokenCreated"]
+    assert dt.status["secretChecksum"] == hashlib.sha256(":".join(dt.credentials()).encode()).hexdigest()
+    username, token = dt.credentials()
+    entry = {"username": username, "password": token[:-4] + "xxxx"}
+    entry["auth"] = base64.b64encode(f"{entry['username']}:{entry['password']}".encode()).decode()
+    dt.kube.secrets["registry-pull"]["data"] = {".dockerconfigjson": json.dumps({"auths": {"registry.test": entry}})}
+    repaired = dt.reconcile()
+    assert repaired.token_id != first.token_id and dt.registry_accepts()
+    assert [r for t, r, _ in dt.events if t == "Warning"] == ["SecretStale"]
+
+
+# --- both of GitLab's expiry behaviours, and a host whose local date is ahead of UTC -----------------------------
+
+
+class _FakeTime(datetime):
+    """`datetime` whose `now()` is the fake GitLab's clock: the operator and GitLab share one timeline."""
+
+    clock: Any = None
+
+    @classmethod
+    def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+        return cls.clock.now().astimezone(tz)
+
+
+@pytest.mark.parametrize(("mode", "offset_minutes"), [("instant", 0), ("legacy", 0), ("legacy", 600), ("legacy", -300)])
+def test_five_renewals_by_the_clock_never_leave_a_refused_credential(
+    dt: DT, monkeypatch: pytest.MonkeyPatch, mode: str, offset_minutes: int
+) -> None:
+    """Real lifetimes (date expiries, validFor 48h, renewBefore 24h), the clock driven across five renewals. The
+    operator reconciles when its daemon wakes (the renewal or grace time the outcome names) or at a two-hour resync,
+    whichever comes first. The Secret changes only in a reconcile and a token only loses validity with time, so a
+    sample one second before each wake covers the whole interval: each gets a pull grant from `/jwt/auth`, never
+    more than two tokens are active, and every replaced token is revoked once its grace period is over."""
+    clock = dt.gitlab.clock
+    settings = dt.gitlab.settings
+    monkeypatch.setattr(_FakeTime, "clock", clock)
+    monkeypatch.setattr("glrt_operator.deploytokens.reconcile.datetime", _FakeTime)
+    dt.spec.update(validFor="48h", renewBefore="24h", gracePeriod="1h")
+    saved = (settings.deploy_token_expiry_mode, settings.host_utc_offset_minutes)
+    settings.deploy_token_expiry_mode, settings.host_utc_offset_minutes = mode, offset_minutes
+    clock.freeze()
+    # 15:37 UTC: on a UTC+10 host the local date is already tomorrow; on UTC-5 it is still today.
+    clock.set(datetime(2026, 12, 2, 15, 37, tzinfo=UTC))
+    try:
+        outcome = dt.reconcile()
+        seen: list[int] = [outcome.token_id]
+        refused = samples = most_active = 0
+        while len(seen) < 6 and samples < 2000:
+            resync = clock.now() + timedelta(hours=2)
+            wake = min(resync, outcome.next_check) if outcome.next_check else resync
+            clock.advance(max((wake - clock.now()).total_seconds() - 1, 0))
+            samples += 2  # just before the wake, and just after it
+            refused += not dt.registry_accepts()
+            clock.advance(1)
+            outcome = dt.reconcile()
+            if outcome.token_id != seen[-1]:
+                seen.append(outcome.token_id)
+            refused += not dt.registry_accepts()
+            most_active = max(most_active, len(dt.active()))
+        clock.advance(2 * 3600)  # past the last grace period
+        dt.reconcile()
+        print(
+            f"\n{mode} UTC{offset_minutes / 60:+.0f}h: {len(seen) - 1} renewals, {samples} samples, {refused} refused"
+        )
+        assert len(seen) == 6 and refused == 0 and most_active <= 2
+        assert dt.active() == [seen[-1]]
+        assert all(not dt.registry_accepts((f"gitlab+deploy-token-{t.id}", t.token)) for t in dt.ours()[:-1])
+    finally:
+        clock.unfreeze()
+        clock.set(datetime.now(UTC))
+        settings.deploy_token_expiry_mode, settings.host_utc_offset_minutes = saved
