@@ -442,3 +442,81 @@ def test_access_token_without_rights(tokens: DeployTokens, operator: OperatorPro
     print(f"\nAccessTokenForbidden: {len(calls)} GitLab calls in about 9 s")
     assert 2 <= len(calls) <= 8 and tokens.gitlab.deploy_tokens() == []  # bounded retries, nothing created
     assert len(tokens.events("AccessTokenForbidden")) == 1
+
+
+# --- hand edits of the Secret -------------------------------------------------------------------------------------
+
+RESYNC, GRACE = 4.0, 3.0
+
+
+@pytest.fixture
+def resyncing_operator(
+    control_plane: ControlPlane, namespace: str, tokens: DeployTokens, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path, env={"GLRT_RESYNC_INTERVAL": str(RESYNC)})
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        assert_no_secrets(process.output(), tokens)
+
+
+def hand_edit(tokens: DeployTokens, name: str, edit: str) -> None:
+    """What a user does to the Secret with kubectl: the operator's annotations stay, the credential changes."""
+    if edit == "deleted":
+        tokens.core.delete_namespaced_secret(name, tokens.namespace)
+        return
+    secret = tokens.secret(name)
+    assert secret is not None
+    if edit == "emptied":  # the API refuses a dockerconfigjson Secret without the key: no credential left in it
+        secret.data = {".dockerconfigjson": base64.b64encode(b"{}").decode()}
+    else:
+        _, username, value = tokens.credentials(name)
+        username, value = ("someone-else", value) if edit == "username" else (username, value[:-4] + "xxxx")
+        auth = base64.b64encode(f"{username}:{value}".encode()).decode()
+        entry = {"username": username, "password": value, "auth": auth}
+        config = json.dumps({"auths": {"registry.test:5050": entry}}).encode()
+        secret.data = {".dockerconfigjson": base64.b64encode(config).decode()}
+    tokens.core.replace_namespaced_secret(name, tokens.namespace, secret)
+
+
+def held_credentials(tokens: DeployTokens, name: str) -> tuple[int, str, str] | None:
+    """The Secret's credential, None while it has none (deleted, or emptied and not yet repaired)."""
+    try:
+        return tokens.credentials(name)
+    except (AssertionError, KeyError):
+        return None
+
+
+@pytest.mark.parametrize("edit", ["password", "username", "emptied", "deleted"])
+def test_a_hand_edited_secret_is_repaired_within_one_resync(
+    tokens: DeployTokens, resyncing_operator: OperatorProcess, edit: str
+) -> None:
+    """Each edit loses the operator's credential: within one resync a new token is in the Secret with a
+    `SecretStale` Warning; the token whose value the edit lost is revoked once the grace period is over, not before,
+    and GitLab never holds more than two active."""
+    tokens.create(tokens.manifest("pull", gracePeriod=f"{GRACE:.0f}s"))
+    tokens.wait_ready("pull")
+    first, _, _ = tokens.credentials("pull")
+    hand_edit(tokens, "pull", edit)
+    edited, most_active, revoked_after = time.monotonic(), 0, None
+    repaired_after = None
+    while time.monotonic() - edited < RESYNC + GRACE + 10:
+        active = tokens.active("pull")
+        most_active = max(most_active, len(active))
+        if repaired_after is None and (held := held_credentials(tokens, "pull")) is not None:
+            token_id, username, value = held
+            if token_id != first and tokens.registry_accepts(username, value):
+                repaired_after = time.monotonic() - edited
+        if repaired_after is not None and first not in active:
+            revoked_after = time.monotonic() - edited
+            break
+        time.sleep(0.1)
+    print(f"\n{edit}: repaired after {repaired_after} s, old token revoked {revoked_after} s in, max {most_active}")
+    # Within one resync, plus a reconcile's time on a loaded machine.
+    assert repaired_after is not None and repaired_after <= RESYNC + 3.0
+    assert revoked_after is not None and revoked_after - repaired_after >= GRACE - 0.5
+    assert most_active <= 2 and tokens.ours("pull")[0].revoked
+    stale = tokens.events("SecretStale")
+    assert len(stale) == 1 and stale[0].type == "Warning"
