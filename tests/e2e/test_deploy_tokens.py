@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,17 +185,26 @@ def assert_no_secrets(output: str, tokens: DeployTokens) -> None:
         assert not leaked, f"{len(leaked)} secret(s) in the {where} (prefixes only: {leaked})"
 
 
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane, namespace: str, tokens: DeployTokens, tmp_path: Path
+@contextmanager
+def running_operator(
+    control_plane: ControlPlane, namespace: str, tokens: DeployTokens, tmp_path: Path, env: dict[str, str] | None = None
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path)
+    """The operator as a process; on the way out, nothing secret in its output, the Events or the objects."""
+    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path, env=env)
     process.start()
     try:
         yield process
     finally:
         process.stop()
         assert_no_secrets(process.output(), tokens)
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, namespace: str, tokens: DeployTokens, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    with running_operator(control_plane, namespace, tokens, tmp_path) as process:
+        yield process
 
 
 # --- apply and delete ----------------------------------------------------------------------------------------------
@@ -453,13 +463,8 @@ RESYNC, GRACE = 4.0, 3.0
 def resyncing_operator(
     control_plane: ControlPlane, namespace: str, tokens: DeployTokens, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path, env={"GLRT_RESYNC_INTERVAL": str(RESYNC)})
-    process.start()
-    try:
+    with running_operator(control_plane, namespace, tokens, tmp_path, {"GLRT_RESYNC_INTERVAL": str(RESYNC)}) as process:
         yield process
-    finally:
-        process.stop()
-        assert_no_secrets(process.output(), tokens)
 
 
 def hand_edit(tokens: DeployTokens, name: str, edit: str) -> None:

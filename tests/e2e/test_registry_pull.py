@@ -31,7 +31,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.e2e.test_deploy_tokens import GROUP_ID, PAT, PROJECT_ID, DeployTokens, assert_no_secrets
+from tests.e2e.test_deploy_tokens import GROUP_ID, PAT, PROJECT_ID, DeployTokens, running_operator
 from tests.fake_gitlab import FakeGitLab
 from tests.fake_gitlab.deploy_tokens import granted_actions
 from tests.harness import registry as registry_harness
@@ -149,13 +149,8 @@ def tokens(kube: client.ApiClient, namespace: str, gitlab: FakeGitLab, crd_insta
 def operator(
     control_plane: ControlPlane, namespace: str, tokens: DeployTokens, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path)
-    process.start()
-    try:
+    with running_operator(control_plane, namespace, tokens, tmp_path) as process:
         yield process
-    finally:
-        process.stop()
-        assert_no_secrets(process.output(), tokens)
 
 
 # --- pods ------------------------------------------------------------------------------------------------------------
