@@ -96,6 +96,13 @@ class DT:
         assert base64.b64decode(entry["auth"]).decode() == f"{entry['username']}:{entry['password']}"
         return entry["username"], entry["password"]
 
+    def write_credentials(self, username: str, token: str) -> None:
+        """A hand edit: the dockerconfigjson Secret gets this credential, its annotations kept."""
+        auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+        entry = {"username": username, "password": token, "auth": auth}
+        config = {"auths": {self.spec["secret"]["registry"]: entry}}
+        self.kube.secrets[self.spec["secret"]["name"]]["data"] = {".dockerconfigjson": json.dumps(config)}
+
     def registry_accepts(self, creds: tuple[str, str] | None = None) -> bool:
         """The fake registry's token endpoint, asked as docker login would."""
         username, token = creds or self.credentials()
@@ -289,10 +296,7 @@ def test_a_hand_edit_of_the_secret_is_repaired_and_the_lost_token_retires(dt: DT
     if edit == "emptied":
         secret["data"] = {}
     else:
-        wrong = (username, token[:-4] + "xxxx") if edit == "password" else ("someone-else", token)
-        auth = base64.b64encode(f"{wrong[0]}:{wrong[1]}".encode()).decode()
-        entry = {"username": wrong[0], "password": wrong[1], "auth": auth}
-        secret["data"] = {".dockerconfigjson": json.dumps({"auths": {"registry.test": entry}})}
+        dt.write_credentials(*((username, token[:-4] + "xxxx") if edit == "password" else ("someone-else", token)))
     assert secret["annotations"]["glrt.dev/deploy-token-id"] == str(first.token_id)  # annotations kept
     second = dt.reconcile()
     assert second.token_id != first.token_id and dt.secret_token_id() == second.token_id and dt.registry_accepts()
@@ -743,9 +747,7 @@ def test_a_secret_from_a_version_without_the_checksum_is_trusted_then_guarded(dt
     assert upgraded.token_id == first.token_id and dt.posts() == 1 and dt.reasons() == ["TokenCreated"]
     assert dt.status["secretChecksum"] == hashlib.sha256(":".join(dt.credentials()).encode()).hexdigest()
     username, token = dt.credentials()
-    entry = {"username": username, "password": token[:-4] + "xxxx"}
-    entry["auth"] = base64.b64encode(f"{entry['username']}:{entry['password']}".encode()).decode()
-    dt.kube.secrets["registry-pull"]["data"] = {".dockerconfigjson": json.dumps({"auths": {"registry.test": entry}})}
+    dt.write_credentials(username, token[:-4] + "xxxx")
     repaired = dt.reconcile()
     assert repaired.token_id != first.token_id and dt.registry_accepts()
     assert [r for t, r, _ in dt.events if t == "Warning"] == ["SecretStale"]
