@@ -34,8 +34,8 @@ WITHIN = RESYNC + BATCH_TTL + 4.0
 
 
 # How the operator comes to read over a path: GraphQL served (batch reads); GraphQL answered 404, as by a GitLab
-# without it (the fallback); a token without `read_api`, which GraphQL answers 401 while REST still serves its
-# `manage_runner` reads (the fallback); batch reads turned off (GLRT_BATCH_READS=false).
+# without it (the fallback); a token without `read_api`, refused the project path a batch read starts from, while
+# REST still serves its `manage_runner` reads (the fallback); batch reads turned off (GLRT_BATCH_READS=false).
 MODES = {
     "graphql": (GRAPHQL, "true"),
     "fallback": (REST, "true"),
