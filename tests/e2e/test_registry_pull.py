@@ -8,9 +8,11 @@ from the registry. The operator runs as a process against the real apiserver (te
 
 Shown: a pod with the DeployToken's ``kubernetes.io/dockerconfigjson`` Secret pulls (``imagePullPolicy: Always``)
 and runs, one without it does not; 5 renewals, each followed at once by a pod that pulls with the new Secret while
-the old token is still in its grace period, each old token refused by ``/jwt/auth`` and by the registry once
-revoked, the Secret sampled every 150 ms and never holding a refused credential (both deploy-token expiry modes of
-the fake); a ``write_registry`` token pushes, a ``read_registry`` one is refused a push by the registry.
+the old token is still in its grace period (containerd's ``/jwt/auth`` requests for that pull, told apart by their
+User-Agent in the fake's call log, all authenticate as the new token); each old token refused by ``/jwt/auth`` and
+by the registry once revoked; the Secret sampled every 150 ms and never holding a refused credential (both
+deploy-token expiry modes of the fake); a ``write_registry`` token pushes, a ``read_registry`` one is refused a push
+by the registry.
 """
 
 from __future__ import annotations
@@ -277,6 +279,7 @@ class RenewalWatch:
     creds: dict[int, Creds] = field(default_factory=dict)
     switched_at: dict[int, float] = field(default_factory=dict)  # new token id -> when the Secret first held it
     pod_started_at: dict[int, float] = field(default_factory=dict)  # new token id -> when its pod was created
+    pod_first_call: dict[int, int] = field(default_factory=dict)  # new token id -> the fake's call count then
     dead_at: dict[int, float] = field(default_factory=dict)  # old token id -> when GitLab stopped listing it
     refused_after_revocation: dict[int, int] = field(default_factory=dict)  # old token id -> /jwt/auth status
     errors: list[str] = field(default_factory=list)
@@ -315,6 +318,7 @@ class RenewalWatch:
             self.creds[token_id] = creds
             self.switched_at[token_id] = now
             if len(self.seen) > 1:  # a renewal: pull with the new Secret at once
+                self.pod_first_call[token_id] = len(self.tokens.gitlab.calls)
                 start_pod(self.tokens.core, self.tokens.namespace, f"pull-{len(self.seen) - 1}", self.image.ref, "pull")
                 self.pod_started_at[token_id] = time.monotonic()
         if jwt_auth_status(self.tokens.gitlab, creds) != 200:
@@ -372,6 +376,19 @@ def test_five_renewals_each_pulled_by_a_new_pod_and_every_revoked_token_refused(
         # the pod was created after the Secret update and before the token it replaced was revoked
         assert watch.switched_at[token_id] <= started < watch.dead_at[previous], n
 
+    # Each of those pods pulled with the new token, not the old one still valid in its grace period: containerd's
+    # requests to /jwt/auth from the pod's creation to the next one's all authenticated as the new deploy token.
+    calls = gitlab.calls
+    bounds = [watch.pod_first_call[t] for t in renewed] + [len(calls)]
+    containerd_requests = []
+    for n, token_id in enumerate(renewed):
+        window = calls[bounds[n] : bounds[n + 1]]
+        # containerd first POSTs (OAuth2), which GitLab does not route (404), then GETs with Basic credentials.
+        pulls = [c for c in window if (c.method, c.path) == ("GET", "/jwt/auth") and "containerd" in c.user_agent]
+        as_whom = {(c.user, c.status) for c in pulls}
+        assert pulls and as_whom == {(f"gitlab+deploy-token-{token_id}", 200)}, (n + 1, as_whom)
+        containerd_requests.append(len(pulls))
+
     # every replaced token: revoked in GitLab, refused by /jwt/auth at its revocation and by the registry now
     old = {t.id: t for t in tokens.ours("pull") if t.id in watch.seen[:5]}
     assert sorted(old) == sorted(watch.seen[:5]) and all(t.revoked for t in old.values())
@@ -389,7 +406,8 @@ def test_five_renewals_each_pulled_by_a_new_pod_and_every_revoked_token_refused(
     print(
         f"\n[{expiry_mode}] {len(watch.seen) - 1} renewals in {span:.1f} s, {watch.samples} samples (one per "
         f"{span / watch.samples * 1000:.0f} ms, at most {watch.max_gap * 1000:.0f} ms apart), "
-        f"{len(watch.refused)} refused; pods after each renewal pulled and "
+        f"{len(watch.refused)} refused; pods after each renewal pulled as the new token (containerd's /jwt/auth "
+        f"requests per pod {containerd_requests}, every one the new token's, 200) and "
         f"finished in {min(pull_seconds):.0f}-{max(pull_seconds):.0f} s (API timestamps, 1 s resolution); old "
         f"token revoked {min(grace_kept):.1f}-{max(grace_kept):.1f} s after the Secret moved on (grace 4 s); "
         f"every revoked token refused by /jwt/auth (401) and the registry (crane: UNAUTHORIZED)"

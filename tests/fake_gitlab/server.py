@@ -828,6 +828,7 @@ class FakeGitLab(access_tokens.AccessTokensFacade):
             fault=fault,
             params={k: copy.deepcopy(params[k]) for k in SAFE_PARAMS if k in params},
             duration=time.monotonic() - started,
+            user_agent=req.headers.get("user-agent", ""),
         )
         with self._lock:
             self._state.calls.append(call)

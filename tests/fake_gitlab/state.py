@@ -400,6 +400,7 @@ class Call:
     fault: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0  # real seconds spent handling the request
+    user_agent: str = ""  # who called: a containerd pulling an image, the operator, a test's client
 
 
 @dataclass
