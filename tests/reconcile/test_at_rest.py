@@ -19,7 +19,7 @@ def at_rest(env: Env, posted: list[tuple[str, str]]) -> Env:  # noqa: F811
     env.kube.pods = {"builds-0"}
     env.kube.ready = 1
     register_manager(env, builders.system_id(UID, 0))
-    call(handlers.resync_runner, env)  # the pod and its manager show up: a change worth writing
+    call(handlers.resync_runner, env)  # the manager shows up: a change worth writing
     env.kube.writes.clear()
     return env
 

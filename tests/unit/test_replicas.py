@@ -37,10 +37,16 @@ def test_a_stopping_pod_and_a_scaled_away_pod_show_as_draining() -> None:
     assert len(replica_statuses("builds", UID, 1, [], [pod("builds-x-0", True)])) == 1
 
 
-def test_pods_to_refresh_are_the_running_ones_not_told_about_this_config_version() -> None:
+def test_pods_to_refresh_after_a_write_are_the_running_ones_not_told_about_this_config_version() -> None:
     pods = [pod("builds-0", version="7"), pod("builds-1", version="6"), pod("builds-2"), pod("builds-3", True, "6")]
-    assert pods_to_refresh(pods, "7") == ["builds-1", "builds-2"]
-    assert pods_to_refresh([pod("builds-0", version="7")], "7") == []
+    assert pods_to_refresh(pods, "7", written=True) == ["builds-1", "builds-2"]
+    assert pods_to_refresh([pod("builds-0", version="7")], "7", written=True) == []
+
+
+def test_pods_to_refresh_at_rest_are_only_those_a_refresh_missed() -> None:
+    # builds-2 started after the Secret was last written: it mounted this version, so it costs no write.
+    pods = [pod("builds-0", version="7"), pod("builds-1", version="6"), pod("builds-2"), pod("builds-3", True, "6")]
+    assert pods_to_refresh(pods, "7", written=False) == ["builds-1"]
 
 
 def test_stray_managers_split_into_scaled_away_and_unknown() -> None:

@@ -57,26 +57,24 @@ def apply_children(
         )
     )
     found = ctx.kube.read_secret(ref.namespace, names.config_secret)
-    if found is not None and secret_current(secret, found):
-        config_version = found.resource_version
-    else:
-        config_version = ctx.kube.apply_secret(secret)
+    written = found is None or not secret_current(secret, found)
+    config_version = found.resource_version if found is not None and not written else ctx.kube.apply_secret(secret)
     statefulset = stamped(_statefulset(ctx, rendered.token_free_sha256))
     existing = ctx.kube.read_child("StatefulSet", ref.namespace, names.statefulset)
     if not child_current(statefulset, existing):
         ctx.kube.apply_statefulset(statefulset)
     pods = ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
     if ctx.settings.refresh_pods:
-        refresh_pods(ctx, pods, config_version)
+        refresh_pods(ctx, pods, config_version, written=written)
     return Children(pods, existing.ready_replicas if existing else 0)
 
 
-def refresh_pods(ctx: RunnerContext, pods: list[PodInfo], config_version: str) -> None:
+def refresh_pods(ctx: RunnerContext, pods: list[PodInfo], config_version: str, *, written: bool) -> None:
     """Make every running pod read the config Secret now: the kubelet rewrites a pod's Secret volumes when the
     pod object changes, otherwise only at its periodic sync (`syncFrequency`, 1m by default), which after a token
     reset would leave each replica polling with a revoked token for up to a minute or more. An annotation on the
-    pod itself (not the template): nothing restarts."""
-    for name in pods_to_refresh(pods, config_version):
+    pod itself (not the template): nothing restarts. Only after a write (or one cut short): at rest, none."""
+    for name in pods_to_refresh(pods, config_version, written=written):
         ctx.kube.annotate_pod(ctx.ref.namespace, name, {builders.ANNOTATION_CONFIG_VERSION: config_version})
 
 

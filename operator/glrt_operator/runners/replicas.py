@@ -58,10 +58,17 @@ def replica_statuses(
     return entries
 
 
-def pods_to_refresh(pods: Iterable[PodInfo], config_version: str) -> list[str]:
-    """The running pods not yet told about this version of the config Secret (see `children.refresh_pods`)."""
+def pods_to_refresh(pods: Iterable[PodInfo], config_version: str, *, written: bool) -> list[str]:
+    """The running pods that may hold an older copy of the config Secret (see `children.refresh_pods`).
+
+    Just `written`: every one not yet told about this version. Otherwise only those told about an older one (a
+    refresh cut short): a pod started after the last write mounted that version, so a resync at rest writes none."""
     return [
-        p.name for p in pods if not p.terminating and p.annotations.get(ANNOTATION_CONFIG_VERSION) != config_version
+        p.name
+        for p in pods
+        if not p.terminating
+        and (version := p.annotations.get(ANNOTATION_CONFIG_VERSION)) != config_version
+        and (written or version is not None)
     ]
 
 
