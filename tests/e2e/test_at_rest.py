@@ -131,8 +131,7 @@ def test_a_resync_at_rest_reads_nothing_from_the_api_server(
             timeout=10,
             message="the StatefulSet in the watch cache",
         )
-        # The StatefulSet controller creates the pod after the first reconcile: the first resync that sees it tells
-        # it the config Secret's version (one pod annotation, a change). At rest begins after that.
+        # The StatefulSet controller creates the pod after the first reconcile; at rest begins once it is seen.
         wait_for(
             lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
             timeout=10,
@@ -164,6 +163,27 @@ def test_a_resync_at_rest_reads_nothing_from_the_api_server(
     finally:
         adapter.stop_caches()
         own_api.close()
+
+
+def test_creating_a_runner_reads_each_object_once(
+    control_plane: ControlPlane, kube: client.ApiClient, runners: Runners, pool: GitLabPool
+) -> None:
+    """An event's view (`Kube.for_event`) reads the API server, but each object once: the checks before GitLab is
+    touched and the applies after look at the same children, and a second GET of one not written since is waste
+    (at creation every one of them is a 404)."""
+    body = runners.create(runners.manifest(replicas=1))
+    ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
+    own_api = control_plane.api_client()
+    sent = Counted(own_api)
+    try:
+        reconcile(open_context(Kube(own_api).for_event(), pool, ref, body["spec"], lambda t, r, m: None, LOG))
+    finally:
+        own_api.close()
+    gets = [request for request in sent.sent if request.startswith("GET ")]
+    twice = {request: n for request in gets if (n := gets.count(request)) > 1}
+    assert twice == {}
+    children = ("secrets/builds-runner-token", "secrets/builds-runner-config", "statefulsets/builds")
+    assert all(any(g.endswith(child) or f"{child}/" in g for g in gets) for child in children), gets
 
 
 def test_a_resync_view_sees_someone_elses_object_of_a_childs_name(

@@ -236,6 +236,9 @@ class InMemoryKube:
     def for_resync(self, body: Mapping[str, Any]) -> InMemoryKube:
         return self  # one store: nothing to cache
 
+    def for_event(self) -> InMemoryKube:
+        return self
+
     def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
         """A JSON merge patch: None removes the field."""
         self._write("patch_status")

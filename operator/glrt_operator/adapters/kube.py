@@ -117,15 +117,18 @@ class Kube(CachedReads):
 
     def read_secret(self, namespace: str, name: str) -> SecretObject | None:
         """The Secret with its data decoded, or None when it does not exist."""
+        read, known = self._recall("Secret", namespace, name)
+        if read:
+            return cast(SecretObject | None, known)
         if self._cached and self._memory is not None:
             fresh, known = self._memory.recall(namespace, name)
             if fresh:
-                return known
+                return cast(SecretObject | None, self._note("Secret", namespace, name, known))
         secret = _unless_missing(self._core.read_namespaced_secret, name, namespace)
         found = None if secret is None else secret_object(secret, name)
         if self._memory is not None:
             self._memory.remember(namespace, name, found)
-        return found
+        return cast(SecretObject | None, self._note("Secret", namespace, name, found))
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
         """Server-side apply; returns the Secret's resourceVersion (unchanged when the apply changed nothing)."""
@@ -138,12 +141,15 @@ class Kube(CachedReads):
             force=True,
             _content_type=_APPLY,
         )
+        written = secret_object(applied, meta["name"])
+        self._note("Secret", meta["namespace"], meta["name"], written)
         if self._memory is not None:
-            self._memory.remember(meta["namespace"], meta["name"], secret_object(applied, meta["name"]))
+            self._memory.remember(meta["namespace"], meta["name"], written)
         return str(applied.metadata.resource_version) if applied.metadata else ""
 
     def delete_secret(self, namespace: str, name: str) -> bool:
         """False when it was already gone. Only for Secrets the operator wrote where no owner reference reaches."""
+        self._forget("Secret", namespace, name)
         try:
             self._core.delete_namespaced_secret(name, namespace)
         except ApiException as exc:
@@ -155,6 +161,7 @@ class Kube(CachedReads):
     # --- StatefulSet ----------------------------------------------------------------------------------------
 
     def apply_statefulset(self, statefulset: Mapping[str, Any]) -> None:
+        self._forget("StatefulSet", statefulset["metadata"]["namespace"], statefulset["metadata"]["name"])
         self._apply_statefulset(statefulset)
 
     def dry_run_statefulset(self, statefulset: Mapping[str, Any]) -> None:
@@ -180,6 +187,12 @@ class Kube(CachedReads):
         known, cached = self._cached_child(kind, namespace, name)
         if known and cached is not None:
             return cast(ChildObject, cached)
+        read_before, value = self._recall(kind, namespace, name)
+        if read_before:
+            return cast(ChildObject | None, value)
+        return cast(ChildObject | None, self._note(kind, namespace, name, self._read_child(kind, namespace, name)))
+
+    def _read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None:
         # A cache miss is read: the watches see only objects with the operator's label, and one of that name someone
         # else made must be seen (applying over it would adopt it). At rest every child exists: no read.
         read: Callable[[str, str], Any] = {
@@ -202,17 +215,15 @@ class Kube(CachedReads):
     def statefulset_owners(self, namespace: str, name: str) -> list[str] | None:
         """The owner uids of the StatefulSet, or None when it does not exist."""
         known, cached = self._cached_child("StatefulSet", namespace, name)
-        if known:
-            return None if cached is None else list(cached.owners)
-        sts = _unless_missing(self._apps.read_namespaced_stateful_set, name, namespace)
-        return None if sts is None else _owner_uids(sts.metadata)
+        if not known:
+            cached = self.read_child("StatefulSet", namespace, name)
+        return None if cached is None else list(cached.owners)
 
     def ready_replicas(self, namespace: str, name: str) -> int:
         known, cached = self._cached_child("StatefulSet", namespace, name)
-        if known:
-            return 0 if cached is None else int(cached.ready_replicas)
-        sts = _unless_missing(self._apps.read_namespaced_stateful_set_status, name, namespace)
-        return int((sts and sts.status and sts.status.ready_replicas) or 0)
+        if not known:
+            cached = self.read_child("StatefulSet", namespace, name)
+        return 0 if cached is None else int(cached.ready_replicas)
 
     def pod_exists(self, namespace: str, name: str) -> bool:
         known, cached = self._cached_child("Pod", namespace, name)
@@ -239,6 +250,7 @@ class Kube(CachedReads):
 
     def scale_statefulset(self, namespace: str, name: str, replicas: int) -> None:
         """Set the StatefulSet's replicas (its pods stop through their preStop drain); gone counts as done."""
+        self._forget("StatefulSet", namespace, name)
         try:
             self._apps.patch_namespaced_stateful_set(
                 name, namespace, {"spec": {"replicas": replicas}}, _content_type=_MERGE
@@ -289,10 +301,11 @@ class Kube(CachedReads):
         return cast(dict[str, Any], body)
 
     def service_account_exists(self, namespace: str, name: str) -> bool:
-        return _unless_missing(self._core.read_namespaced_service_account, name, namespace) is not None
+        return self.read_child("ServiceAccount", namespace, name) is not None
 
     def apply_service_account(self, account: Mapping[str, Any]) -> None:
         meta = account["metadata"]
+        self._forget("ServiceAccount", meta["namespace"], meta["name"])
         self._core.patch_namespaced_service_account(
             meta["name"],
             meta["namespace"],
@@ -304,6 +317,7 @@ class Kube(CachedReads):
 
     def apply_role_binding(self, binding: Mapping[str, Any]) -> None:
         meta = binding["metadata"]
+        self._forget("RoleBinding", meta["namespace"], meta["name"])
         self._rbac.patch_namespaced_role_binding(
             meta["name"],
             meta["namespace"],
@@ -315,6 +329,7 @@ class Kube(CachedReads):
 
     def delete_role_binding(self, namespace: str, name: str) -> bool:
         """False when it was already gone."""
+        self._forget("RoleBinding", namespace, name)
         try:
             self._rbac.delete_namespaced_role_binding(name, namespace)
         except ApiException as exc:
@@ -325,6 +340,7 @@ class Kube(CachedReads):
 
     def apply_disruption_budget(self, budget: Mapping[str, Any]) -> None:
         meta = budget["metadata"]
+        self._forget("PodDisruptionBudget", meta["namespace"], meta["name"])
         self._policy.patch_namespaced_pod_disruption_budget(
             meta["name"], meta["namespace"], dict(budget), field_manager=FIELD_MANAGER, force=True, _content_type=_APPLY
         )

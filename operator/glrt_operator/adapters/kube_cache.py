@@ -264,6 +264,9 @@ class CachedReads:
         self._memory: SecretMemory | None = None
         self._cached = False
         self._body: Mapping[str, Any] | None = None
+        # What this view has read or written so far, by (kind, namespace, name): a view serves one handler call,
+        # whose steps each look at the same children (a check before GitLab is touched, then the apply).
+        self._reads: dict[tuple[str, str, str], Any] | None = None
 
     def start_caches(
         self, namespaces: Collection[str] | None, *, server_timeout: int, own_secret_ttl: float, secret_ttl: float
@@ -288,9 +291,31 @@ class CachedReads:
 
     def for_resync(self, body: Mapping[str, Any]) -> Self:
         """The view of one resync of the object `body` (Kopf's live view of it)."""
-        view = copy.copy(self)
+        view = self.for_event()
         view._cached, view._body = bool(self._informers), body
         return view
+
+    def for_event(self) -> Self:
+        """The view of one event handler call: it reads the API server, each object once (until it writes it)."""
+        view = copy.copy(self)
+        view._reads = {}
+        return view
+
+    def _recall(self, kind: str, namespace: str, name: str) -> tuple[bool, Any]:
+        """(known, value) of what this view last read or wrote of the object."""
+        if self._reads is None or (kind, namespace, name) not in self._reads:
+            return False, None
+        return True, self._reads[(kind, namespace, name)]
+
+    def _note(self, kind: str, namespace: str, name: str, value: Any) -> Any:
+        if self._reads is not None:
+            self._reads[(kind, namespace, name)] = value
+        return value
+
+    def _forget(self, kind: str, namespace: str, name: str) -> None:
+        """After a write whose result this view does not see: the next read goes to the API server."""
+        if self._reads is not None:
+            self._reads.pop((kind, namespace, name), None)
 
     def _informer(self, kind: str, namespace: str) -> Informer | None:
         if not self._cached:

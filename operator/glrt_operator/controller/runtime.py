@@ -91,11 +91,12 @@ class Call:
     def of(cls, kwargs: Mapping[str, Any], *, resync: bool = False) -> Call:
         return cls(kwargs["body"], kwargs["spec"], kwargs["memo"], kwargs["logger"], kwargs.get("retry", 0), resync)
 
-    @property
+    @functools.cached_property
     def kube(self) -> KubePort:
+        """This call's view of the adapter: each object read once, until written."""
         kube: KubePort = self.memo["kube"]
         # A resync reads from the adapter's watch caches; an event (a create, an edit, a deletion) never does.
-        return kube.for_resync(self.body) if self.resync else kube
+        return kube.for_resync(self.body) if self.resync else kube.for_event()
 
     @property
     def gitlab(self) -> GitLabConnector:
