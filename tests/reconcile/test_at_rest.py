@@ -4,7 +4,9 @@ and patches no status; a real change (an edit, a child deleted by hand, a manage
 from __future__ import annotations
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
+from glrt_operator.core.errors import ReconcileError
 from glrt_operator.runners import builders, handlers
 
 from .conftest import UID, Env
@@ -72,3 +74,13 @@ def test_a_manager_going_offline_is_written(at_rest: Env) -> None:
         at_rest.gitlab.clock.advance(-3 * 3600)
     assert [r["managerStatus"] for r in patch["status"]["replicas"]] == ["offline"]
     assert at_rest.kube.writes == []  # the status goes in Kopf's patch; no child changed
+
+
+def test_a_new_statefulset_has_no_pods_to_list(env: Env) -> None:
+    """Listing pods costs the apiserver a scan of the namespace's pods: a Runner's creation, whose StatefulSet is
+    new, lists none; the next reconcile does."""
+    env.kube.fail["list_pods"] = ApiException(status=500, reason="no list expected")
+    env.reconcile()
+    assert "builds" in env.kube.statefulsets
+    with pytest.raises(ReconcileError):
+        env.reconcile()

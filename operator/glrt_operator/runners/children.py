@@ -63,7 +63,9 @@ def apply_children(
     existing = ctx.kube.read_child("StatefulSet", ref.namespace, names.statefulset)
     if not child_current(statefulset, existing):
         ctx.kube.apply_statefulset(statefulset)
-    pods = ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
+    # A StatefulSet just created has no pods yet: no list (which the apiserver answers by scanning every pod of the
+    # namespace, a fleet's thousands at its creation).
+    pods = [] if existing is None else ctx.kube.list_pods(ref.namespace, f"{builders.LABEL_RUNNER}={ref.name}")
     if ctx.settings.refresh_pods:
         refresh_pods(ctx, pods, config_version, written=written)
     return Children(pods, existing.ready_replicas if existing else 0)
