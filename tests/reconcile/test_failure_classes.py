@@ -151,6 +151,27 @@ def test_crash_between_storing_the_token_and_recording_the_id(env: Env) -> None:
     assert env.gitlab.runner(runner_id) is None
 
 
+def test_a_failure_after_the_token_is_stored_creates_no_second_runner(env: Env) -> None:
+    """The runner id waits for the next status write (its token Secret names the runner): a reconcile that fails
+    before that write leaves the creation fence up, and the next one finds the runner, not a new one."""
+    env.kube.fail["apply_disruption_budget"] = ApiException(status=500, reason="Internal Server Error")
+    with pytest.raises(ReconcileError):
+        env.reconcile()
+    assert "runnerId" not in env.kube.status and "creationStartedAt" in env.kube.status
+    del env.kube.fail["apply_disruption_budget"]
+    outcome = env.reconcile()
+    assert env.posts() == 1 and list(env.gitlab.runners) == [outcome.runner_id]
+    assert env.kube.status["runnerId"] == outcome.runner_id and "creationStartedAt" not in env.kube.status
+
+
+def test_a_creation_writes_the_runner_id_with_the_next_status_write(env: Env) -> None:
+    env.reconcile()
+    fenced, recorded = env.kube.status_writes[:2]
+    assert fenced.keys() == {"creationStartedAt"}  # before the POST
+    assert {"runnerId", "creationStartedAt", "executor"} <= recorded.keys()
+    assert len(env.kube.status_writes) == 2
+
+
 # --- no endless writes --------------------------------------------------------------------------------------------
 
 

@@ -72,11 +72,26 @@ class RunnerContext:
     gitlab_reads: str | None = None
     batched: dict[int, BatchedRunner] = field(default_factory=dict)
 
+    # Status fields `defer` holds for the next `record` (or `flush`).
+    deferred: dict[str, Any] = field(default_factory=dict)
+
     def record(self, **changes: Any) -> None:
         """Write status fields at once, outside Kopf's end-of-handler patch: for facts that must survive a crash
-        (the fences around non-idempotent GitLab calls). `self.status` follows."""
+        (the fences around non-idempotent GitLab calls), with any deferred. `self.status` follows."""
+        changes = {**self.deferred, **changes}
         self.kube.patch_status(RUNNER, self.ref.namespace, self.ref.name, RunnerStatus.patch(**changes))
         self.status = self.status.updated(**changes)
+        self.deferred = {}
+
+    def defer(self, **changes: Any) -> None:
+        """Status fields a crash may lose because they can be found again (the runner id, in its token Secret):
+        written with the next `record`, or by `flush`. `self.status` follows at once."""
+        self.deferred.update(changes)
+        self.status = self.status.updated(**changes)
+
+    def flush(self) -> None:
+        if self.deferred:
+            self.record()
 
 
 def parse_spec(raw: Mapping[str, Any]) -> RunnerSpec:

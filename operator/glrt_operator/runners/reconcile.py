@@ -156,6 +156,7 @@ def reconcile(ctx: RunnerContext) -> ReconcileOutcome:
         access.grant(ctx, executor)
         applied = apply_children(ctx, runner_id, checked.token.token, credentials)
         pods, ready = applied.pods, applied.ready_replicas
+        ctx.flush()
     return ReconcileOutcome(
         runner_id=runner_id,
         token_expires_at=iso(checked.token.expires_at),

@@ -126,19 +126,20 @@ def create_or_adopt(ctx: RunnerContext) -> EnsuredRunner:
 def _recorded(
     ctx: RunnerContext, runner_id: int, issued: IssuedToken, reason: EventReason, message: str
 ) -> EnsuredRunner:
-    # Persist before anything else can fail: the token exists nowhere else.
+    # Persist before anything else can fail: the token exists nowhere else. Its Secret names the runner, so the
+    # record may wait for the next status write (`ensure_runner` finishes it after a crash): one write less.
     token.store(ctx, runner_id, issued)
-    record_runner(ctx, runner_id)
+    record_runner(ctx, runner_id, deferred=True)
     ctx.emit("Normal", reason, message)
     ctx.log.info("%s", message)
     return EnsuredRunner(runner_id, token.issued_state(issued), fresh=True, unseen=True)
 
 
-def record_runner(ctx: RunnerContext, runner_id: int | None) -> None:
+def record_runner(ctx: RunnerContext, runner_id: int | None, *, deferred: bool = False) -> None:
     """Record the runner just created or adopted (its token already stored), or None for one gone from GitLab.
     Both fences go: a creation is done or moot, and a rotation fence of an earlier runner must not reset the token
     of the one that replaces it."""
-    ctx.record(runner_id=runner_id, creation_started_at=None, rotation_started_at=None)
+    (ctx.defer if deferred else ctx.record)(runner_id=runner_id, creation_started_at=None, rotation_started_at=None)
 
 
 def check_names_free(kube: KubePort, ref: RunnerRef, *, own_account: bool = True) -> None:
