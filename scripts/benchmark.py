@@ -336,6 +336,8 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         # A Runner's first resync comes one interval plus its phase (< one interval) after it was seen, and finds
         # its pods to annotate: at rest only once every first resync is done.
         time.sleep(max(resync / 4, started + 2 * resync + 10 - time.monotonic()))
+        # As the pods would, polling every few seconds: a manager silent for 10 minutes has its token checked.
+        fleet.heartbeat()
         first = len(gitlab.calls)
         kube_before, window, audit = apiserver_requests(api), time.monotonic(), cp.audit_offset()
         time.sleep(resync)  # one interval: every Runner resyncs once (unless the pacing stretches it)
