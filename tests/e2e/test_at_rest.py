@@ -14,6 +14,7 @@ from kubernetes import client
 
 from glrt_operator.adapters.gitlab import GitLabPool
 from glrt_operator.adapters.kube import Kube
+from glrt_operator.core.api import RUNNER
 from glrt_operator.core.ports import ChildObject
 from glrt_operator.runners.context import RunnerRef
 from glrt_operator.runners.reconcile import open_context, reconcile
@@ -170,18 +171,23 @@ def test_creating_a_runner_reads_each_object_once(
 ) -> None:
     """An event's view (`Kube.for_event`) reads the API server, but each object once: the checks before GitLab is
     touched and the applies after look at the same children, and a second GET of one not written since is waste
-    (at creation every one of them is a 404)."""
+    (at creation every one of them is a 404). The status the runtime patched first (Reconciling) is not read back."""
     body = runners.create(runners.manifest(replicas=1))
     ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
     own_api = control_plane.api_client()
     sent = Counted(own_api)
     try:
-        reconcile(open_context(Kube(own_api).for_event(), pool, ref, body["spec"], lambda t, r, m: None, LOG))
+        view = Kube(own_api).for_event()
+        view.patch_status(RUNNER, runners.namespace, "builds", {"observedGeneration": 0})
+        ctx = open_context(view, pool, ref, body["spec"], lambda t, r, m: None, LOG)
+        assert ctx.status.observed_generation == 0  # what the patch returned
+        reconcile(ctx)
     finally:
         own_api.close()
     gets = [request for request in sent.sent if request.startswith("GET ")]
     twice = {request: n for request in gets if (n := gets.count(request)) > 1}
     assert twice == {}
+    assert not [g for g in gets if g.endswith("/runners/builds/status")], gets
     children = ("secrets/builds-runner-token", "secrets/builds-runner-config", "statefulsets/builds")
     assert all(any(g.endswith(child) or f"{child}/" in g for g in gets) for child in children), gets
 

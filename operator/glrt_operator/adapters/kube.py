@@ -117,9 +117,8 @@ class Kube(CachedReads):
 
     def read_secret(self, namespace: str, name: str) -> SecretObject | None:
         """The Secret with its data decoded, or None when it does not exist."""
-        read, known = self._recall("Secret", namespace, name)
-        if read:
-            return cast(SecretObject | None, known)
+        if (remembered := self._recall("Secret", namespace, name))[0]:
+            return cast(SecretObject | None, remembered[1])
         if self._cached and self._memory is not None:
             fresh, known = self._memory.recall(namespace, name)
             if fresh:
@@ -187,9 +186,8 @@ class Kube(CachedReads):
         known, cached = self._cached_child(kind, namespace, name)
         if known and cached is not None:
             return cast(ChildObject, cached)
-        read_before, value = self._recall(kind, namespace, name)
-        if read_before:
-            return cast(ChildObject | None, value)
+        if (remembered := self._recall(kind, namespace, name))[0]:
+            return cast(ChildObject | None, remembered[1])
         return cast(ChildObject | None, self._note(kind, namespace, name, self._read_child(kind, namespace, name)))
 
     def _read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None:
@@ -375,6 +373,8 @@ class Kube(CachedReads):
         them (another handler of the same object may have written since). `namespace` None: cluster-scoped.
         A resync's view answers for its own object from Kopf's live body: the watch keeps it current, and every
         write of this process goes through Kopf or this adapter under the object's lock."""
+        if (patched := self._recall(f"{kind.plural}/status", namespace or "", name))[0]:
+            return copy.deepcopy(dict(patched[1]))
         meta = (self._body or {}).get("metadata") or {}
         mine = (self._body or {}).get("kind") == kind.kind and meta.get("name") == name
         if self._cached and mine and meta.get("namespace") == namespace:
@@ -388,11 +388,13 @@ class Kube(CachedReads):
     def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:
         """Write status at once, outside Kopf's end-of-handler patch: for facts that must survive a crash (the fences
         around non-idempotent GitLab calls) and for handlers Kopf does not patch for (daemons)."""
-        if namespace is None:
-            self._custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, kind.plural, name, {"status": dict(status)}, _content_type=_MERGE
+        patch, custom = {"status": dict(status)}, self._custom
+        body = (
+            custom.patch_cluster_custom_object_status(GROUP, VERSION, kind.plural, name, patch, _content_type=_MERGE)
+            if namespace is None
+            else custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, kind.plural, name, patch, _content_type=_MERGE
             )
-            return
-        self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, kind.plural, name, {"status": dict(status)}, _content_type=_MERGE
         )
+        # The object as patched: this view's next `read_status` of it needs no GET.
+        self._note(f"{kind.plural}/status", namespace or "", name, dict(cast(dict[str, Any], body).get("status") or {}))
