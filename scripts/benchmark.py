@@ -333,9 +333,12 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         print(f"  operator RSS after creation: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
         fleet.heartbeat()
-        # A Runner's first resync comes one interval plus its phase (< one interval) after it was seen, and finds
-        # its pods to annotate: at rest only once every first resync is done.
-        time.sleep(max(resync / 4, started + 2 * resync + 10 - time.monotonic()))
+        polled = time.monotonic()
+        # At rest only once every Runner has resynced since its manager first polled (it then shows online, a change
+        # worth writing): one interval after that poll, and after every first resync (one interval plus its phase,
+        # under one interval, after the Runner was seen).
+        at_rest = max(started + 2 * resync, polled + resync) + 10
+        time.sleep(max(resync / 4, at_rest - time.monotonic()))
         # As the pods would, polling every few seconds: a manager silent for 10 minutes has its token checked.
         fleet.heartbeat()
         first = len(gitlab.calls)
