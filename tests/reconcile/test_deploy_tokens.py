@@ -206,7 +206,9 @@ def test_group_token_with_an_owner(dt: DT) -> None:
 
 
 def test_renewal_creates_the_next_token_then_revokes_the_previous_after_grace(dt: DT) -> None:
-    short_lived(dt, lifetime=6, grace="1s")
+    # The second token is due 8 s after it was made, 7 s after the grace period ends: a slow reconcile at that end
+    # still finds it current (with 6 s it was 2 s, which a loaded CI machine once missed).
+    short_lived(dt, lifetime=12, grace="1s")
     first = dt.reconcile()
     assert first.renewal_time is not None and first.next_check == first.renewal_time
     assert dt.reconcile().token_id == first.token_id  # not due yet
