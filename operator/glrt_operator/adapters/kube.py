@@ -122,12 +122,12 @@ class Kube(CachedReads):
         if self._cached and self._memory is not None:
             fresh, known = self._memory.recall(namespace, name)
             if fresh:
-                return cast(SecretObject | None, self._note("Secret", namespace, name, known))
+                return self._note("Secret", namespace, name, known)
         secret = _unless_missing(self._core.read_namespaced_secret, name, namespace)
         found = None if secret is None else secret_object(secret, name)
         if self._memory is not None:
             self._memory.remember(namespace, name, found)
-        return cast(SecretObject | None, self._note("Secret", namespace, name, found))
+        return self._note("Secret", namespace, name, found)
 
     def apply_secret(self, secret: Mapping[str, Any]) -> str:
         """Server-side apply; returns the Secret's resourceVersion (unchanged when the apply changed nothing)."""
@@ -188,7 +188,7 @@ class Kube(CachedReads):
             return cast(ChildObject, cached)
         if (remembered := self._recall(kind, namespace, name))[0]:
             return cast(ChildObject | None, remembered[1])
-        return cast(ChildObject | None, self._note(kind, namespace, name, self._read_child(kind, namespace, name)))
+        return self._note(kind, namespace, name, self._read_child(kind, namespace, name))
 
     def _read_child(self, kind: str, namespace: str, name: str) -> ChildObject | None:
         # A cache miss is read: the watches see only objects with the operator's label, and one of that name someone

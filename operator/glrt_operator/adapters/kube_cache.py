@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import kubernetes
 
@@ -26,6 +26,7 @@ LOG = logging.getLogger("glrt_operator.kube_cache")
 # Every child of a Runner carries it (`runners.builders.labels`): the watches select on its presence.
 SELECTOR = "glrt.dev/runner"
 Key = tuple[str, str]  # namespace, name
+T = TypeVar("T")
 LIST_PAGE = 500
 
 
@@ -307,7 +308,7 @@ class CachedReads:
             return False, None
         return True, self._reads[(kind, namespace, name)]
 
-    def _note(self, kind: str, namespace: str, name: str, value: Any) -> Any:
+    def _note(self, kind: str, namespace: str, name: str, value: T) -> T:
         if self._reads is not None:
             self._reads[(kind, namespace, name)] = value
         return value

@@ -57,8 +57,10 @@ def apply_children(
         )
     )
     found = ctx.kube.read_secret(ref.namespace, names.config_secret)
-    written = found is None or not secret_current(secret, found)
-    config_version = found.resource_version if found is not None and not written else ctx.kube.apply_secret(secret)
+    if found is not None and secret_current(secret, found):
+        config_version, written = found.resource_version, False
+    else:
+        config_version, written = ctx.kube.apply_secret(secret), True
     statefulset = stamped(_statefulset(ctx, rendered.token_free_sha256))
     existing = ctx.kube.read_child("StatefulSet", ref.namespace, names.statefulset)
     if not child_current(statefulset, existing):
