@@ -375,8 +375,8 @@ async def renewal_daemon(
     stopped: kopf.DaemonStopped = kwargs["stopped"]
     meta = call.body["metadata"]
 
-    def write(patch: dict[str, Any]) -> None:
-        call.kube.patch_status(res.kind, meta.get("namespace"), meta["name"], patch)
+    kube: KubePort = call.memo["kube"]  # not `call.kube`: a call's view remembers its reads, too long for a daemon
+    write: StatusSink = functools.partial(kube.patch_status, res.kind, meta.get("namespace"), meta["name"])
 
     failures, failing_since = 0, 0.0
     delay = wakeup_in(first_check, datetime.now(UTC), CONFIG.resync_interval)
