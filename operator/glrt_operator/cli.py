@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
 
+    from .controller import lean_bodies
     from .core.namespaces import Scope
 
+    lean_bodies.install()
     leadership = _lead(args.leader_election, args.liveness) if args.leader_election else None
     try:
         kopf.run(
