@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 from kubernetes import client
@@ -73,12 +74,22 @@ def feature_gates_flag(kubernetes_version: str) -> list[str]:
 # the audit log can tell the operator's requests from theirs (the fleet bench attributes writes with it).
 OPERATOR_USER = "glrt-operator"
 # Metadata (who, verb, resource; no bodies, so no secrets) of the operator's requests only, one event per request:
-# RequestReceived omitted, a watch logged when its response starts and again when it ends.
+# RequestReceived omitted, a watch logged when its response starts and again when it ends. A Runner status patch is
+# logged with its body (a status holds names and times, never a credential): the bench tells what each one changed.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
-    "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}],
+    "rules": [
+        {
+            "level": "Request",
+            "users": [OPERATOR_USER],
+            "verbs": ["patch"],
+            "resources": [{"group": "glrt.dev", "resources": ["runners/status"]}],
+        },
+        {"level": "Metadata", "users": [OPERATOR_USER]},
+        {"level": "None"},
+    ],
 }
 
 START_DEADLINES = {"etcd": 30.0, "apiserver": 120.0, "controller-manager": 60.0}
@@ -547,17 +558,20 @@ class ControlPlane:
             log.seek(tail)
             return tail + log.read().rfind(b"\n") + 1
 
-    def audit_requests(self, start: int, end: int | None = None) -> collections.Counter[tuple[str, str]]:
-        """The operator's requests logged between two audit_offset()s, by verb and `resource/subresource`; a watch
-        counted once, when its response started."""
+    def audit_events(self, start: int, end: int | None = None) -> list[dict[str, Any]]:
+        """The audit events logged between two audit_offset()s."""
         if not self.audit_log:
             raise ControlPlaneError("the audit log is off: ControlPlane(audit_log=True)")
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
         with self.audit_log_path.open("rb") as log:
             log.seek(start)
             data = log.read() if end is None else log.read(end - start)
-        for line in data.splitlines():
-            event = json.loads(line)
+        return [json.loads(line) for line in data.splitlines()]
+
+    def audit_requests(self, start: int, end: int | None = None) -> collections.Counter[tuple[str, str]]:
+        """The operator's requests logged between two audit_offset()s, by verb and `resource/subresource`; a watch
+        counted once, when its response started."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for event in self.audit_events(start, end):
             if event.get("stage") == "ResponseComplete" and event.get("verb") == "watch":
                 continue
             ref = event.get("objectRef") or {}
