@@ -269,11 +269,18 @@ def report_audit(label: str, cp: ControlPlane, start: int, seconds: float, count
     print_requests(
         f"the operator's own Kubernetes requests {label} ({source})", ours, ("get", "list", "watch"), seconds, count
     )
-    patches = [e for e in cp.audit_events(start, end) if e.get("requestObject") is not None]
+    STATUSES.replay(status_patches(cp, min(STATUSES.offset, start), start))  # between windows: the state follows
+    patches = status_patches(cp, start, end)
+    STATUSES.offset = end
     with (logs / f"status-patches-{label.replace(' ', '-')}.jsonl").open("w") as out:
         out.writelines(json.dumps(e) + "\n" for e in patches)
     changed = STATUSES.replay(patches)
     print(f"  status patches {label}: {len(patches)}, the fields they changed: {dict(changed.most_common())}")
+
+
+def status_patches(cp: ControlPlane, start: int, end: int) -> list[dict[str, Any]]:
+    """The Runner status patches the audit log holds between two offsets, with their bodies."""
+    return [e for e in cp.audit_events(start, end) if e.get("requestObject") is not None]
 
 
 def merged(target: Any, patch: Any) -> Any:
@@ -309,6 +316,7 @@ class StatusReplay:
     """Each Runner's status as the operator's patches left it (the audit log keeps their bodies since creation)."""
 
     statuses: dict[str, Any] = field(default_factory=dict)
+    offset: int = 0  # how far into the audit log the statuses follow
 
     def replay(self, patches: list[dict[str, Any]]) -> Counter[str]:
         """Apply the patches in order; what each changed, by path."""
@@ -340,6 +348,11 @@ def print_requests(
         f"{writes * per_hour:.3f} writes: {{{detail}}}{tail}",
         flush=True,
     )
+
+
+# Below the 10 minutes after which the operator checks the token of a silent manager, with room for a heartbeat of
+# 5,000 Runners (about a minute).
+HEARTBEAT_SECONDS = 240.0
 
 
 def resumed(operator: OperatorProcess) -> int:
@@ -406,9 +419,14 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         # worth writing): one interval after that poll, and after every first resync (one interval plus its phase,
         # under one interval, after the Runner was seen; the last was seen when all were Ready).
         at_rest = max(ready + 2 * resync, polled + resync) + 10
-        time.sleep(max(resync / 4, at_rest - time.monotonic()))
-        # As the pods would, polling every few seconds: a manager silent for 10 minutes has its token checked.
-        fleet.heartbeat()
+        # Meanwhile the managers poll every few minutes, and once more before the window, as pods would every few
+        # seconds: a manager silent for 10 minutes has its token checked.
+        while True:
+            left = at_rest - time.monotonic()
+            time.sleep(min(max(left, 0.0), HEARTBEAT_SECONDS))
+            fleet.heartbeat()
+            if left <= HEARTBEAT_SECONDS:
+                break
         first = len(gitlab.calls)
         kube_before, window, audit = apiserver_requests(api), time.monotonic(), cp.audit_offset()
         time.sleep(resync)  # one interval: every Runner resyncs once (unless the pacing stretches it)
