@@ -92,6 +92,20 @@ AUDIT_POLICY = {
     ],
 }
 
+
+def request_counts(events: Sequence[dict[str, Any]]) -> collections.Counter[tuple[str, str]]:
+    """Audit events by verb and `resource/subresource`; a watch counted once, when its response started."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for event in events:
+        if event.get("stage") == "ResponseComplete" and event.get("verb") == "watch":
+            continue
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", event.get("requestURI", "?").split("?")[0])
+        resource += f"/{ref['subresource']}" if ref.get("subresource") else ""
+        counts[(event.get("verb", "?"), resource)] += 1
+    return counts
+
+
 START_DEADLINES = {"etcd": 30.0, "apiserver": 120.0, "controller-manager": 60.0}
 STOP_DEADLINE = 10.0
 LOG_TAIL_LINES = 50
@@ -568,17 +582,8 @@ class ControlPlane:
         return [json.loads(line) for line in data.splitlines()]
 
     def audit_requests(self, start: int, end: int | None = None) -> collections.Counter[tuple[str, str]]:
-        """The operator's requests logged between two audit_offset()s, by verb and `resource/subresource`; a watch
-        counted once, when its response started."""
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        for event in self.audit_events(start, end):
-            if event.get("stage") == "ResponseComplete" and event.get("verb") == "watch":
-                continue
-            ref = event.get("objectRef") or {}
-            resource = ref.get("resource", event.get("requestURI", "?").split("?")[0])
-            resource += f"/{ref['subresource']}" if ref.get("subresource") else ""
-            counts[(event.get("verb", "?"), resource)] += 1
-        return counts
+        """The operator's requests logged between two audit_offset()s (`request_counts`)."""
+        return request_counts(self.audit_events(start, end))
 
     def kubectl(
         self,
