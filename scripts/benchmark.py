@@ -31,7 +31,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -138,15 +138,30 @@ class Fleet:
         )["items"]
         return items
 
-    def ready(self) -> int:
-        return sum(ready_for_generation(item) for item in self.listing())
+    def ready(self) -> list[str]:
+        return [item["metadata"]["name"] for item in self.listing() if ready_for_generation(item)]
 
-    def wait_all_ready(self, expected: int, timeout: float) -> None:
+    def wait_all_ready(self, expected: int, timeout: float, poll: bool = False) -> None:
+        """Until `expected` Runners are Ready. With `poll`, each one's manager polls once as soon as it is seen Ready,
+        as its pod would within seconds of starting: a new Runner's first resync then finds its manager online."""
         # A list of the fleet costs CPU the operator and the apiserver share (5,000 Runners: about 27 MB of JSON to
         # encode and parse), so the bench lists every 2 s per 1,000. The figure is the last Ready condition's own
         # transition time, not when the poll saw it.
         interval = max(2.0, 2.0 * expected / 1000)
-        wait_for(lambda: self.ready() >= expected, timeout=timeout, interval=interval, message=f"{expected} Ready")
+        polled: set[str] = set()
+        with ThreadPoolExecutor(4) as pool:
+            beats: list[Future[None]] = []
+
+            def seen_ready() -> bool:
+                names = self.ready()
+                if poll:
+                    beats.extend(pool.submit(self.beat, name) for name in names if name not in polled)
+                    polled.update(names)
+                return len(names) >= expected
+
+            wait_for(seen_ready, timeout=timeout, interval=interval, message=f"{expected} Ready")
+        for beat in beats:
+            beat.result()  # a failed poll fails the bench
 
     def last_ready_transition(self) -> float:
         """When the last Runner turned Ready (its condition's lastTransitionTime, whole seconds), as a Unix time."""
@@ -160,12 +175,11 @@ class Fleet:
 
     def heartbeat(self) -> None:
         """One `POST /jobs/request` per Runner with its token and replica 0's system id, as its pod would."""
+        self.parallel(self.beat)
 
-        def beat(name: str) -> None:
-            with httpx.Client(timeout=10) as http:
-                EmulatedRunnerPod(self.api, self.runners.namespace, f"{name}-runner-config", 0).poll_once(http)
-
-        self.parallel(beat)
+    def beat(self, name: str) -> None:
+        with httpx.Client(timeout=10) as http:
+            EmulatedRunnerPod(self.api, self.runners.namespace, f"{name}-runner-config", 0).poll_once(http)
 
 
 def report_budget(gitlab: FakeGitLab, first: int, budget: int) -> None:
@@ -399,7 +413,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         started, wall = time.monotonic(), time.time()
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
         created = time.monotonic() - started
-        fleet.wait_all_ready(count, timeout=args.timeout)
+        fleet.wait_all_ready(count, timeout=args.timeout, poll=True)
         ready = time.monotonic()
         to_ready = fleet.last_ready_transition() - wall  # not the polling time: the condition's own timestamp
         creating = calls_since(gitlab, first)

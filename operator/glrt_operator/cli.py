@@ -109,7 +109,7 @@ def _lead(lease: str, liveness: str | None) -> Any:
 
     import kubernetes
 
-    from .adapters.kube import load_api_client
+    from .adapters.kube_client import load_api_client
     from .leadership import Leadership, LeaseSettings
     from .probes import standby_probe
 

@@ -46,13 +46,29 @@ def test_a_stretched_interval_skips_timer_ticks() -> None:
     assert pacing.due("uid-0")
 
 
-def test_the_average_follows_the_cost() -> None:
+def test_the_interval_follows_each_objects_last_cost() -> None:
     pacing = Pacing(1, 1.0, 60)  # one call a second
     pacing.record("a", 100)  # the resync that paid for a batch read
     assert pacing.effective_interval() == pytest.approx(100)
-    for _ in range(20):
-        pacing.record("a", 0)  # then served by batches others paid for
+    pacing.record("b", 100)  # the next cycle's read, paid by another object
+    pacing.record("a", 0)  # served by it
+    assert pacing.effective_interval() == pytest.approx(100)  # one read a cycle, counted once
+    pacing.record("b", 0)
     assert pacing.effective_interval() == 1
+
+
+def test_a_new_fleets_one_off_token_checks_stretch_the_interval_for_one_cycle_only() -> None:
+    clock = Clock()
+    pacing = Pacing(75, 0.1, 2000, clock=clock)  # 200 calls a minute for resyncs
+    fleet = [f"uid-{n}" for n in range(1000)]
+    for uid in fleet:
+        pacing.record(uid, 1)  # first resyncs, before the managers polled: a token check each
+    assert pacing.effective_interval() == pytest.approx(300)  # 1,000 calls at 200 a minute
+    clock.now += 300
+    assert all(pacing.due(uid) for uid in fleet)
+    for uid in fleet:
+        pacing.record(uid, 0)  # the managers polled since: served by the batch read (its page paid elsewhere)
+    assert pacing.effective_interval() == 75  # back to the base interval after one stretched cycle
 
 
 def test_the_share_setting() -> None:

@@ -27,15 +27,6 @@ _MERGE = "application/merge-patch+json"
 T = TypeVar("T")
 
 
-def load_api_client() -> kubernetes.client.ApiClient:
-    """The in-cluster service account, else the current kubeconfig (the same rule Kopf uses)."""
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
-
-
 def _unless_missing(read: Callable[[str, str], T], name: str, namespace: str) -> T | None:
     """A read by name; None when the object does not exist (404)."""
     try:

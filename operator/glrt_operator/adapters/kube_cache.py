@@ -177,6 +177,14 @@ def pod_of(obj: Mapping[str, Any]) -> PodInfo:
     )
 
 
+WATCHED_KINDS = ("Pod", "StatefulSet", "ServiceAccount", "PodDisruptionBudget", "RoleBinding")
+
+
+def watch_count(namespaces: Iterable[str] | None) -> int:
+    """How many watches the caches hold open: one per child kind and namespace served (None: one per kind)."""
+    return len(WATCHED_KINDS) * max(1, len(list(namespaces or ())))
+
+
 def informers(
     api: kubernetes.client.ApiClient, namespaces: Iterable[str] | None, timeout: int
 ) -> dict[str, list[Informer]]:
@@ -197,7 +205,8 @@ def informers(
     }
     scopes: list[str | None] = [*sorted(namespaces)] if namespaces else [None]
     found: dict[str, list[Informer]] = {}
-    for kind, (namespaced, every) in listers.items():
+    for kind in WATCHED_KINDS:
+        namespaced, every = listers[kind]
         convert = pod_of if kind == "Pod" else child_of(kind)
         found[kind] = [Informer(kind, namespaced if ns else every, convert, ns, timeout) for ns in scopes]
     return found

@@ -2,16 +2,18 @@
 requests per minute its budget allows (GLRT_RESYNC_BUDGET_SHARE, a tenth by default), the resync interval of each
 object on that connection stretches until they fit; objects on other connections keep theirs. Pure bookkeeping,
 fed with what each resync cost and on which budget: batch reads make a resync cheap, and the interval stretches
-only as far as the real cost asks."""
+only as far as the real cost asks.
+
+A cycle's cost is the sum of each object's last resync, not of running averages: a batch read is paid by whichever
+resync asks first, and the sum still counts it once per cycle. An average would also keep a one-off cost (the token
+check of a Runner whose managers had not polled yet, every Runner of a new fleet) for several resyncs, and the
+stretch it causes would delay exactly the resyncs that bring it down."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-
-# Weight of the newest cost in an object's running average (a batch read is paid by whichever Runner asks first).
-_SMOOTHING = 0.3
 
 
 class Pacing:
@@ -20,7 +22,7 @@ class Pacing:
         self.base, self.share, self.per_minute = base, share, per_minute
         self._clock = clock
         self._lock = threading.Lock()
-        self._cost: dict[str, float] = {}  # uid -> GitLab calls per resync (running average)
+        self._cost: dict[str, int] = {}  # uid -> the GitLab calls of its last resync
         self._budget: dict[str, Hashable] = {}  # uid -> the budget (connection) its resyncs are paid from
         self._last: dict[str, float] = {}  # uid -> when its last resync ran
 
@@ -28,14 +30,14 @@ class Pacing:
         """The base interval, or longer: the calls per cycle of the objects on `uid`'s connection at `share` of its
         budget per minute. Without `uid` (the metric): the longest of any connection."""
         with self._lock:
-            totals: dict[Hashable, float] = {}
+            totals: dict[Hashable, int] = {}
             for other, cost in self._cost.items():
                 key = self._budget.get(other)
-                totals[key] = totals.get(key, 0.0) + cost
+                totals[key] = totals.get(key, 0) + cost
             if uid is None:
-                calls = max(totals.values(), default=0.0)
+                calls = max(totals.values(), default=0)
             else:
-                calls = totals.get(self._budget.get(uid), 0.0) if uid in self._cost else 0.0
+                calls = totals.get(self._budget.get(uid), 0) if uid in self._cost else 0
         return max(self.base, 60.0 * calls / (self.share * self.per_minute))
 
     def due(self, uid: str) -> bool:
@@ -53,8 +55,7 @@ class Pacing:
         with self._lock:
             if total:
                 self._budget[uid] = max(by_budget, key=lambda key: by_budget[key])
-            previous = self._cost.get(uid)
-            self._cost[uid] = total if previous is None else previous + _SMOOTHING * (total - previous)
+            self._cost[uid] = total
             self._last[uid] = self._clock()
 
     def forget(self, uid: str) -> None:

@@ -12,7 +12,9 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from ..adapters.gitlab import GitLabPool
-from ..adapters.kube import Kube, load_api_client
+from ..adapters.kube import Kube
+from ..adapters.kube_cache import watch_count
+from ..adapters.kube_client import load_api_client
 from ..adapters.kube_storage import migrate_storage
 from ..core.api import API_VERSION, FINALIZER, GROUP, VERSION, VERSIONED_KINDS
 from ..core.namespaces import EVERY_NAMESPACE
@@ -26,15 +28,16 @@ CACHE_SYNC_SECONDS = 30.0
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Startup: Kopf's settings, then the adapters, created once and kept in memo."""
     apply_settings(settings)
-    api = load_api_client()
+    scope = memo.get("scope", EVERY_NAMESPACE)
+    # A connection for each thread that calls the API server: Kopf's workers, the resync pool, the caches' watches.
+    api = load_api_client(CONFIG.workers + CONFIG.resync_workers + watch_count(scope.watched))
     kube = Kube(api)
     if not kube.api_served():
         # With scanning off, Kopf would otherwise wait silently forever; exiting lets the pod restart until it is.
         raise kopf.PermanentError(f"{API_VERSION} is not served: install the CRDs (kubectl apply -f crds/)")
-    if memo.get("scope", EVERY_NAMESPACE) == EVERY_NAMESPACE:
+    if scope == EVERY_NAMESPACE:
         migrate_stored_objects(api)
     if CONFIG.watch_caches:
-        scope = memo.get("scope", EVERY_NAMESPACE)
         kube.start_caches(
             scope.watched,
             server_timeout=int(CONFIG.watch_server_timeout),
