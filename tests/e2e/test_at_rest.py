@@ -210,3 +210,41 @@ def test_a_resync_view_sees_someone_elses_object_of_a_childs_name(
         assert view.read_child("ServiceAccount", runners.namespace, "nobody-runner") is None
     finally:
         adapter.stop_caches()
+
+
+def test_an_edits_view_reads_the_children_from_the_caches_and_the_rest_from_the_api_server(
+    control_plane: ControlPlane, kube: client.ApiClient, runners: Runners, pool: GitLabPool
+) -> None:
+    """An edit (`Kube.for_event(cached_children=True)`) finds the children it created in the watch caches, as a
+    resync does; its Secrets and the status are read from the apiserver (an edit may follow a change made anywhere).
+    A creation's view reads every child: at creation the caches cannot tell a missing child from a user's."""
+    body = runners.create(runners.manifest(replicas=1))
+    ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
+    own_api = control_plane.api_client()
+    sent = Counted(own_api)
+    adapter = Kube(own_api)
+    adapter.start_caches([runners.namespace], server_timeout=60, own_secret_ttl=3600, secret_ttl=3600)
+    children = ("/statefulsets/", "/serviceaccounts/", "/poddisruptionbudgets/", "/rolebindings/", "/pods")
+
+    def gets(view: Kube, spec: dict[str, Any]) -> list[str]:
+        before = len(sent.sent)
+        reconcile(open_context(view, pool, ref, spec, lambda t, r, m: None, LOG))
+        return [request for request in sent.sent[before:] if request.startswith("GET ")]
+
+    try:
+        assert adapter.wait_caches(30)
+        created = gets(adapter.for_event(cached_children=True), body["spec"])  # nothing in the caches yet: read
+        assert [g for g in created if "/statefulsets/" in g], created
+        wait_for(
+            lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
+            timeout=10,
+            message="the manager pod in the watch cache",
+        )
+        edited = gets(adapter.for_event(cached_children=True), {**body["spec"], "tags": ["edited"]})
+        assert [g for g in edited if "/secrets/" in g] and [g for g in edited if g.endswith("/status")], edited
+        assert [g for g in edited if any(kind in g for kind in children)] == []
+        again = gets(adapter.for_event(), {**body["spec"], "tags": ["edited"]})  # not an edit: every child read
+        assert [g for g in again if "/serviceaccounts/" in g], again
+    finally:
+        adapter.stop_caches()
+        own_api.close()

@@ -54,6 +54,7 @@ class InMemoryKube:
         self.ready = 0
         self.fail: dict[str, ApiException] = {}
         self.status_writes: list[dict[str, Any]] = []
+        self.event_views: list[bool] = []  # each event view asked for: with the children from the caches?
         self.dry_runs = 0
         self.deploy_token_status: dict[str, Any] = {}
         self.connection_status: dict[str, Any] = {}
@@ -236,7 +237,8 @@ class InMemoryKube:
     def for_resync(self, body: Mapping[str, Any]) -> InMemoryKube:
         return self  # one store: nothing to cache
 
-    def for_event(self) -> InMemoryKube:
+    def for_event(self, *, cached_children: bool = False) -> InMemoryKube:
+        self.event_views.append(cached_children)
         return self
 
     def patch_status(self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]) -> None:

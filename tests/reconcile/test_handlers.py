@@ -75,6 +75,17 @@ def test_created_writes_status_and_ready(env: Env, posted: list[tuple[str, str]]
     assert posted == [("Normal", "RunnerCreated")]
 
 
+def test_an_edit_reads_the_children_from_the_caches_a_creation_from_the_api_server(
+    env: Env, posted: list[tuple[str, str]]
+) -> None:
+    call(handlers.on_runner_created_or_changed, env, reason="create")
+    assert env.kube.event_views and not any(env.kube.event_views)
+    env.kube.event_views.clear()
+    env.spec["tags"] = ["edited"]
+    call(handlers.on_runner_created_or_changed, env, generation=2, reason="update")
+    assert env.kube.event_views == [True]  # one view for the whole call
+
+
 def test_failure_sets_ready_false_once_and_retries_with_backoff(env: Env, posted: list[tuple[str, str]]) -> None:
     del env.kube.secrets["gitlab-api"]
     with pytest.raises(kopf.TemporaryError) as caught:

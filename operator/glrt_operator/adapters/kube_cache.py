@@ -272,7 +272,8 @@ class CachedReads:
         self._api = api
         self._informers: dict[str, list[Informer]] = {}
         self._memory: SecretMemory | None = None
-        self._cached = False
+        self._cached = False  # Secrets from memory, the object's status from its body
+        self._cached_children = False  # children from the watches
         self._body: Mapping[str, Any] | None = None
         # What this view has read or written so far, by (kind, namespace, name): a view serves one handler call,
         # whose steps each look at the same children (a check before GitLab is touched, then the apply).
@@ -301,14 +302,17 @@ class CachedReads:
 
     def for_resync(self, body: Mapping[str, Any]) -> Self:
         """The view of one resync of the object `body` (Kopf's live view of it)."""
-        view = self.for_event()
+        view = self.for_event(cached_children=True)
         view._cached, view._body = bool(self._informers), body
         return view
 
-    def for_event(self) -> Self:
-        """The view of one event handler call: it reads the API server, each object once (until it writes it)."""
+    def for_event(self, *, cached_children: bool = False) -> Self:
+        """The view of one event handler call: it reads the API server, each object once (until it writes it).
+        `cached_children` (an edit of an object whose children exist): the children from the watch caches, as a
+        resync reads them; Secrets and the status still from the API server."""
         view = copy.copy(self)
         view._reads = {}
+        view._cached_children = cached_children and bool(self._informers)
         return view
 
     def _recall(self, kind: str, namespace: str, name: str) -> tuple[bool, Any]:
@@ -328,7 +332,7 @@ class CachedReads:
             self._reads.pop((kind, namespace, name), None)
 
     def _informer(self, kind: str, namespace: str) -> Informer | None:
-        if not self._cached:
+        if not self._cached_children:
             return None
         return next((i for i in self._informers.get(kind, ()) if i.namespace in (None, namespace)), None)
 

@@ -71,8 +71,7 @@ class Resource:
     kind: Kind
     controller: metrics.Controller
     metrics: metrics.ResourceMetrics
-    # Status keys whose change alone is not worth a write (`core.status.changes_anything`).
-    volatile: frozenset[str] = frozenset()
+    volatile: frozenset[str] = frozenset()  # status keys whose change alone is not worth a write (core.status)
 
 
 @dataclass(frozen=True)
@@ -86,17 +85,20 @@ class Call:
     log: Logger
     retry: int = 0
     resync: bool = False
+    edit: bool = False  # Kopf's cause: an update
 
     @classmethod
-    def of(cls, kwargs: Mapping[str, Any], *, resync: bool = False) -> Call:
-        return cls(kwargs["body"], kwargs["spec"], kwargs["memo"], kwargs["logger"], kwargs.get("retry", 0), resync)
+    def of(cls, kwargs: Mapping[str, Any]) -> Call:
+        edit = kwargs.get("reason") == "update"
+        return cls(kwargs["body"], kwargs["spec"], kwargs["memo"], kwargs["logger"], kwargs.get("retry", 0), edit=edit)
 
     @functools.cached_property
     def kube(self) -> KubePort:
         """This call's view of the adapter: each object read once, until written."""
         kube: KubePort = self.memo["kube"]
-        # A resync reads from the adapter's watch caches; an event (a create, an edit, a deletion) never does.
-        return kube.for_resync(self.body) if self.resync else kube.for_event()
+        # A resync reads from the watch caches, an edit its children only (one not yet seen there is read; one
+        # the edit before changed a moment ago may look unchanged: the next resync applies it), others never do.
+        return kube.for_resync(self.body) if self.resync else kube.for_event(cached_children=self.edit)
 
     @property
     def gitlab(self) -> GitLabConnector:
@@ -144,8 +146,7 @@ def _attempt(res: Resource, work: Work[OutcomeT], call: Call) -> _Attempt:
 
 
 def _succeeded(res: Resource, outcome: Outcome | None, call: Call, write: StatusSink) -> None:
-    """Ready: the status written only when it changes something a user would act on (a resync at rest writes
-    nothing)."""
+    """Ready: the status written only when it changes what a user would act on (a resync at rest: nothing)."""
     call.memo.pop("reported", None)  # the next failure is a new problem, worth its Event
     if outcome is not None:
         status = outcome.ready_status(call.status.get("conditions"), call.generation)
@@ -316,8 +317,7 @@ async def on_timer(res: Resource, work: Work[OutcomeT], kwargs: Mapping[str, Any
     call = Call.of(kwargs)
     if not call.reconciled:
         return
-    # Paced from its connection's budget (`controller.pacing`, one for every timer); a transient failure's retry is
-    # not.
+    # Paced from its connection's budget (`controller.pacing`); a transient failure's retry is not.
     if not kwargs.get("retry") and not PACING.due(call.body["metadata"]["uid"]):
         return
     metrics.RESYNC_EFFECTIVE_INTERVAL.set(PACING.effective_interval())
