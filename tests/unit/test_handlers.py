@@ -51,3 +51,12 @@ def test_timers_release_a_deleted_runner_quickly() -> None:
     settings = kopf.OperatorSettings()
     startup.apply_settings(settings)
     assert settings.background.cancellation_polling == 1
+
+
+def test_kopf_waits_for_its_own_patch_longer_than_a_busy_api_server_takes_to_deliver_it() -> None:
+    """Measured in `make bench` (1,000 Runners edited at once): with Kopf's 5 s, 232 of the edits were handled a
+    second time, from the version before Kopf's own patch."""
+    settings = kopf.OperatorSettings()
+    assert settings.persistence.consistency_timeout == 5.0  # Kopf's default, which the operator raises
+    startup.apply_settings(settings)
+    assert settings.persistence.consistency_timeout == startup.KOPF_CONSISTENCY_SECONDS == 60.0

@@ -22,6 +22,7 @@ from .runtime import CONFIG
 
 LOG = logging.getLogger("glrt_operator.startup")
 CACHE_SYNC_SECONDS = 30.0
+KOPF_CONSISTENCY_SECONDS = 60.0
 
 
 @kopf.on.startup()
@@ -101,6 +102,11 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = CONFIG.workers
     # A resync in flight when its object is deleted finishes within seconds; don't hold the finalizer for 60.
     settings.background.cancellation_polling = 1
+    # After its own patch Kopf waits this long for the watch to bring the patched version, then handles the last
+    # version it has (5 s by default). A busy API server delivers later than that, and the edit just handled is
+    # handled again from the stale version. On a healthy one the wait ends within milliseconds; only a patch that
+    # changed nothing (no event follows) holds the object's next edit for the whole wait.
+    settings.persistence.consistency_timeout = KOPF_CONSISTENCY_SECONDS
 
 
 @kopf.on.cleanup()
