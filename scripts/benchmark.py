@@ -123,6 +123,9 @@ class Fleet:
     runners: Runners
     count: int
     names: list[str] = field(default_factory=list)
+    # One client for every heartbeat (httpx clients are thread-safe): a client each costs an SSL context, which made
+    # the heartbeats the bench's largest CPU cost while the fleet was being created.
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
 
     def __post_init__(self) -> None:
         self.names = [f"r{i}" for i in range(self.count)]
@@ -178,8 +181,7 @@ class Fleet:
         self.parallel(self.beat)
 
     def beat(self, name: str) -> None:
-        with httpx.Client(timeout=10) as http:
-            EmulatedRunnerPod(self.api, self.runners.namespace, f"{name}-runner-config", 0).poll_once(http)
+        EmulatedRunnerPod(self.api, self.runners.namespace, f"{name}-runner-config", 0).poll_once(self.http)
 
 
 def report_budget(gitlab: FakeGitLab, first: int, budget: int) -> None:
