@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -72,6 +73,30 @@ def pool() -> Iterator[GitLabPool]:
     gitlab.close()
 
 
+@dataclass
+class Watched:
+    """A new Runner, and the Kubernetes adapter with its watch caches started, counting what it sends."""
+
+    adapter: Kube
+    sent: Counted
+    body: dict[str, Any]
+    ref: RunnerRef
+
+
+@pytest.fixture
+def watched(control_plane: ControlPlane, runners: Runners) -> Iterator[Watched]:
+    body = runners.create(runners.manifest(replicas=1))
+    own_api = control_plane.api_client()
+    sent = Counted(own_api)
+    adapter = Kube(own_api)
+    adapter.start_caches([runners.namespace], server_timeout=60, own_secret_ttl=3600, secret_ttl=3600)
+    try:
+        yield Watched(adapter, sent, body, RunnerRef(runners.namespace, "builds", body["metadata"]["uid"]))
+    finally:
+        adapter.stop_caches()
+        own_api.close()
+
+
 def test_a_reconcile_at_rest_applies_nothing(kube: client.ApiClient, runners: Runners, pool: GitLabPool) -> None:
     body = runners.create(runners.manifest(replicas=1))
     ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
@@ -105,65 +130,54 @@ def test_a_reconcile_at_rest_applies_nothing(kube: client.ApiClient, runners: Ru
 
 
 def test_a_resync_at_rest_reads_nothing_from_the_api_server(
-    control_plane: ControlPlane, kube: client.ApiClient, runners: Runners, pool: GitLabPool
+    watched: Watched, kube: client.ApiClient, runners: Runners, pool: GitLabPool
 ) -> None:
     """A resync's view (`Kube.for_resync`) reads the children from the watch caches, the Secrets from what was last
     read or written and the status from the (Kopf) body: no GET or LIST reaches the apiserver, and nothing is
     written; a StatefulSet changed behind the operator's back is still seen (through its watch) and applied."""
-    body = runners.create(runners.manifest(replicas=1))
-    ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
-    own_api = control_plane.api_client()
-    sent = Counted(own_api)
-    adapter = Kube(own_api)
-    adapter.start_caches([runners.namespace], server_timeout=60, own_secret_ttl=3600, secret_ttl=3600)
-    try:
+    adapter, sent, body, ref = watched.adapter, watched.sent, watched.body, watched.ref
 
-        def run(view: Kube) -> None:
-            ctx = open_context(view, pool, ref, body["spec"], lambda t, r, m: None, LOG)
-            reconcile(ctx)
+    def run(view: Kube) -> None:
+        ctx = open_context(view, pool, ref, body["spec"], lambda t, r, m: None, LOG)
+        reconcile(ctx)
 
-        run(adapter)  # an event: creates the children, reading the apiserver
-        assert adapter.wait_caches(30)
-        apps = client.AppsV1Api(kube)
-        wait_for(
-            lambda: (
-                adapter.for_resync(runners.get()).read_child("StatefulSet", runners.namespace, "builds") is not None
-            ),
-            timeout=10,
-            message="the StatefulSet in the watch cache",
-        )
-        # The StatefulSet controller creates the pod after the first reconcile; at rest begins once it is seen.
-        wait_for(
-            lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
-            timeout=10,
-            message="the manager pod in the watch cache",
-        )
-        run(adapter.for_resync(runners.get()))
-        live = runners.get()
-        before = len(sent.sent)
-        run(adapter.for_resync(live))
-        run(adapter.for_resync(live))
-        assert sent.sent[before:] == []
-        sts = apps.read_namespaced_stateful_set("builds", runners.namespace)
-        annotations = dict(sts.metadata.annotations or {})
-        annotations["glrt.dev/desired-hash"] = "edited"
-        apps.patch_namespaced_stateful_set("builds", runners.namespace, {"metadata": {"annotations": annotations}})
-        wait_for(
-            lambda: (
-                (
-                    adapter.for_resync(live).read_child("StatefulSet", runners.namespace, "builds") or ChildObject()
-                ).annotations.get("glrt.dev/desired-hash")
-                == "edited"
-            ),
-            timeout=10,
-            message="the edit in the watch cache",
-        )
-        applied = applies(kube).get("statefulsets", 0)
-        run(adapter.for_resync(live))
-        assert applies(kube).get("statefulsets", 0) == applied + 1
-    finally:
-        adapter.stop_caches()
-        own_api.close()
+    run(adapter)  # an event: creates the children, reading the apiserver
+    assert adapter.wait_caches(30)
+    apps = client.AppsV1Api(kube)
+    wait_for(
+        lambda: adapter.for_resync(runners.get()).read_child("StatefulSet", runners.namespace, "builds") is not None,
+        timeout=10,
+        message="the StatefulSet in the watch cache",
+    )
+    # The StatefulSet controller creates the pod after the first reconcile; at rest begins once it is seen.
+    wait_for(
+        lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
+        timeout=10,
+        message="the manager pod in the watch cache",
+    )
+    run(adapter.for_resync(runners.get()))
+    live = runners.get()
+    before = len(sent.sent)
+    run(adapter.for_resync(live))
+    run(adapter.for_resync(live))
+    assert sent.sent[before:] == []
+    sts = apps.read_namespaced_stateful_set("builds", runners.namespace)
+    annotations = dict(sts.metadata.annotations or {})
+    annotations["glrt.dev/desired-hash"] = "edited"
+    apps.patch_namespaced_stateful_set("builds", runners.namespace, {"metadata": {"annotations": annotations}})
+    wait_for(
+        lambda: (
+            (
+                adapter.for_resync(live).read_child("StatefulSet", runners.namespace, "builds") or ChildObject()
+            ).annotations.get("glrt.dev/desired-hash")
+            == "edited"
+        ),
+        timeout=10,
+        message="the edit in the watch cache",
+    )
+    applied = applies(kube).get("statefulsets", 0)
+    run(adapter.for_resync(live))
+    assert applies(kube).get("statefulsets", 0) == applied + 1
 
 
 def test_creating_a_runner_reads_each_object_once(
@@ -213,17 +227,12 @@ def test_a_resync_view_sees_someone_elses_object_of_a_childs_name(
 
 
 def test_an_edits_view_reads_the_children_from_the_caches_and_the_rest_from_the_api_server(
-    control_plane: ControlPlane, kube: client.ApiClient, runners: Runners, pool: GitLabPool
+    watched: Watched, runners: Runners, pool: GitLabPool
 ) -> None:
     """An edit (`Kube.for_event(cached_children=True)`) finds the children it created in the watch caches, as a
     resync does; its Secrets and the status are read from the apiserver (an edit may follow a change made anywhere).
     A creation's view reads every child: at creation the caches cannot tell a missing child from a user's."""
-    body = runners.create(runners.manifest(replicas=1))
-    ref = RunnerRef(runners.namespace, "builds", body["metadata"]["uid"])
-    own_api = control_plane.api_client()
-    sent = Counted(own_api)
-    adapter = Kube(own_api)
-    adapter.start_caches([runners.namespace], server_timeout=60, own_secret_ttl=3600, secret_ttl=3600)
+    adapter, sent, body, ref = watched.adapter, watched.sent, watched.body, watched.ref
     children = ("/statefulsets/", "/serviceaccounts/", "/poddisruptionbudgets/", "/rolebindings/", "/pods")
 
     def gets(view: Kube, spec: dict[str, Any]) -> list[str]:
@@ -231,20 +240,16 @@ def test_an_edits_view_reads_the_children_from_the_caches_and_the_rest_from_the_
         reconcile(open_context(view, pool, ref, spec, lambda t, r, m: None, LOG))
         return [request for request in sent.sent[before:] if request.startswith("GET ")]
 
-    try:
-        assert adapter.wait_caches(30)
-        created = gets(adapter.for_event(cached_children=True), body["spec"])  # nothing in the caches yet: read
-        assert [g for g in created if "/statefulsets/" in g], created
-        wait_for(
-            lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
-            timeout=10,
-            message="the manager pod in the watch cache",
-        )
-        edited = gets(adapter.for_event(cached_children=True), {**body["spec"], "tags": ["edited"]})
-        assert [g for g in edited if "/secrets/" in g] and [g for g in edited if g.endswith("/status")], edited
-        assert [g for g in edited if any(kind in g for kind in children)] == []
-        again = gets(adapter.for_event(), {**body["spec"], "tags": ["edited"]})  # not an edit: every child read
-        assert [g for g in again if "/serviceaccounts/" in g], again
-    finally:
-        adapter.stop_caches()
-        own_api.close()
+    assert adapter.wait_caches(30)
+    created = gets(adapter.for_event(cached_children=True), body["spec"])  # nothing in the caches yet: read
+    assert [g for g in created if "/statefulsets/" in g], created
+    wait_for(
+        lambda: adapter.for_resync(runners.get()).list_pods(runners.namespace, "glrt.dev/runner=builds"),
+        timeout=10,
+        message="the manager pod in the watch cache",
+    )
+    edited = gets(adapter.for_event(cached_children=True), {**body["spec"], "tags": ["edited"]})
+    assert [g for g in edited if "/secrets/" in g] and [g for g in edited if g.endswith("/status")], edited
+    assert [g for g in edited if any(kind in g for kind in children)] == []
+    again = gets(adapter.for_event(), {**body["spec"], "tags": ["edited"]})  # not an edit: every child read
+    assert [g for g in again if "/serviceaccounts/" in g], again
