@@ -180,9 +180,14 @@ def pod_of(obj: Mapping[str, Any]) -> PodInfo:
 WATCHED_KINDS = ("Pod", "StatefulSet", "ServiceAccount", "PodDisruptionBudget", "RoleBinding")
 
 
+def _scopes(namespaces: Iterable[str] | None) -> list[str | None]:
+    """What each kind is watched in: every namespace served, or None (cluster-wide)."""
+    return [*sorted(namespaces)] if namespaces else [None]
+
+
 def watch_count(namespaces: Iterable[str] | None) -> int:
-    """How many watches the caches hold open: one per child kind and namespace served (None: one per kind)."""
-    return len(WATCHED_KINDS) * max(1, len(list(namespaces or ())))
+    """How many watches the caches hold open: one per child kind and scope (`informers`)."""
+    return len(WATCHED_KINDS) * len(_scopes(namespaces))
 
 
 def informers(
@@ -203,7 +208,7 @@ def informers(
         ),
         "RoleBinding": (rbac.list_namespaced_role_binding, rbac.list_role_binding_for_all_namespaces),
     }
-    scopes: list[str | None] = [*sorted(namespaces)] if namespaces else [None]
+    scopes = _scopes(namespaces)
     found: dict[str, list[Informer]] = {}
     for kind in WATCHED_KINDS:
         namespaced, every = listers[kind]
