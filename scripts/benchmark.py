@@ -16,6 +16,11 @@ Kubernetes requests are counted twice per window (creation, at rest, restart, ed
 status updates move too; and from the apiserver's audit log, in which only the operator's identity is logged (it runs
 as its own user, `glrt-operator`, the controllers as `admin`): its own requests by verb and resource.
 
+Per window, too, the CPU time each process spent (from /proc: etcd, kube-apiserver, kube-controller-manager, the
+operator, and the bench with the fake GitLab), per Runner: where a phase bound by the machine's cores goes. With
+GLRT_APISERVER_PROFILING=1 the apiserver serves /debug/pprof (`kubectl get --raw '/debug/pprof/profile?seconds=30'`
+with the control plane's admin kubeconfig, read with `go tool pprof`).
+
 Throughout: the operator's peak RSS (from /proc), and the most requests the fake GitLab saw in any 60 s, against
 the budget the operator was given (`--budget`). Scale is configurable: `make bench BENCH_ARGS="--runners 200
 --slow-runners 100"`. Each run is CPU heavy (control plane, operator and fake GitLab share the machine)."""
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -81,6 +87,38 @@ def max_per_minute(times: Iterable[datetime]) -> int:
             window.popleft()
         most = max(most, len(window))
     return most
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/PID/stat fields 14 and 15); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuWindow:
+    """The CPU time each process spent in a window: where a phase bound by the machine's cores goes. `pids` is asked
+    at both ends (the operator restarts: its new process counts from its start)."""
+
+    def __init__(self, pids: Callable[[], dict[str, int]]):
+        self.pids = pids
+        self.started = time.monotonic()
+        self.start = {name: (pid, cpu_seconds(pid)) for name, pid in pids().items()}
+
+    def report(self, label: str, count: int) -> None:
+        seconds = time.monotonic() - self.started
+        spent = {}
+        for name, pid in self.pids().items():
+            was, before = self.start.get(name, (0, 0.0))
+            spent[name] = cpu_seconds(pid) - (before if was == pid else 0.0)
+        busy = sum(spent.values()) / seconds / (os.cpu_count() or 1)
+        each = ", ".join(f"{name} {s:.1f}s ({s * 1000 / count:.0f} ms/Runner)" for name, s in spent.items())
+        print(f"  CPU {label} ({seconds:.0f}s, these processes kept {busy:.0%} of {os.cpu_count()} cores busy): {each}")
 
 
 class RssSampler:
@@ -410,8 +448,12 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
     # As its own user: the audit log attributes its requests (the controllers run as the admin).
     operator = OperatorProcess(cp.operator_kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
     with operator, RssSampler(lambda: operator.process.pid if operator.process else 0) as rss:
+
+        def pids() -> dict[str, int]:  # the fake GitLab runs in the bench's own process
+            return {**cp.pids(), "operator": operator.process.pid if operator.process else 0, "bench": os.getpid()}
+
         first = len(gitlab.calls)
-        kube_before, audit = apiserver_requests(api), cp.audit_offset()
+        kube_before, audit, cpu = apiserver_requests(api), cp.audit_offset(), CpuWindow(pids)
         started, wall = time.monotonic(), time.time()
         fleet.parallel(lambda name: runners.create(runners.manifest(name=name, replicas=1)))
         created = time.monotonic() - started
@@ -429,6 +471,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         )
         report_kube("creating", kube_diff, time.monotonic() - started, count)
         report_audit("creating", cp, audit, time.monotonic() - started, count, logs)
+        cpu.report("creating", count)
         print(f"  operator RSS after creation: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
         fleet.heartbeat()
@@ -447,6 +490,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
                 break
         first = len(gitlab.calls)
         kube_before, window, audit = apiserver_requests(api), time.monotonic(), cp.audit_offset()
+        cpu = CpuWindow(pids)
         time.sleep(resync)  # one interval: every Runner resyncs once (unless the pacing stretches it)
         kube_diff = apiserver_requests(api)
         kube_diff.subtract(kube_before)
@@ -469,13 +513,14 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
         )
         report_kube("at rest", kube_diff, window, count)
         report_audit("at rest", cp, audit, window, count, logs)
+        cpu.report("at rest", count)
         print(f"  operator RSS at rest: {rss.last_kib / 1024:.0f} MiB", flush=True)
 
         if "restart" not in args.skip:
             operator.stop()
             first = len(gitlab.calls)
             kube_before, window, audit = apiserver_requests(api), time.monotonic(), cp.audit_offset()
-            started = time.monotonic()
+            started, cpu = time.monotonic(), CpuWindow(pids)
             operator.start()
             wait_quiet(gitlab, quiet=20.0, most=resync)
             # GitLab is quiet long before the last resume is done (they are Kubernetes-bound): the window ends once
@@ -494,13 +539,14 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
             )
             report_kube("over the restart", kube_diff, window, count)
             report_audit("over the restart", cp, audit, window, count, logs)
+            cpu.report("over the restart", count)
             fleet.wait_all_ready(count, timeout=args.timeout)
 
         if "edit" not in args.skip:
             fleet.heartbeat()  # keep the managers' contact recent across the next phases
             first = len(gitlab.calls)
             kube_before, audit = apiserver_requests(api), cp.audit_offset()
-            started = time.monotonic()
+            started, cpu = time.monotonic(), CpuWindow(pids)
             fleet.parallel(lambda name: runners.patch_spec(name, description=f"edited {name}"))
             fleet.wait_all_ready(count, timeout=args.timeout)
             edited = calls_since(gitlab, first)
@@ -512,6 +558,7 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
             )
             report_kube("editing", kube_diff, time.monotonic() - started, count)
             report_audit("editing", cp, audit, time.monotonic() - started, count, logs)
+            cpu.report("editing", count)
 
         if "delete" not in args.skip:
             first = len(gitlab.calls)

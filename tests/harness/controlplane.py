@@ -468,7 +468,8 @@ class ControlPlane:
                 f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--enable-priority-and-fairness=false",
-                "--profiling=false",
+                # On for a profile of a bench (scripts/benchmark.py): /debug/pprof, which admins may read.
+                "--profiling=" + ("true" if os.environ.get("GLRT_APISERVER_PROFILING") else "false"),
                 *audit,
                 *feature_gates_flag(self.kubernetes_version),
             ],
