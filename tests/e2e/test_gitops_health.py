@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from glrt_operator.core.api import DEPLOY_TOKEN, GROUP, RUNNER, VERSION
 from tests.e2e.conftest import PROJECT_ID, Runners
@@ -50,6 +50,28 @@ def deploy_token(namespace: str, url: str, name: str, secret: str) -> dict[str, 
     }
 
 
+def edited_versions(custom: client.CustomObjectsApi, namespace: str, since: str) -> list[dict[str, Any]]:
+    """The Runner "builds" as the API server stored it after resourceVersion `since`, up to the first version
+    kstatus calls Current."""
+    versions: list[dict[str, Any]] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        RUNNER.plural,
+        field_selector="metadata.name=builds",
+        resource_version=since,
+        timeout_seconds=60,
+    ):
+        versions.append(event["object"])
+        if judged(event["object"])[0] == "Current":
+            stream.stop()
+    assert versions and judged(versions[-1])[0] == "Current", "the edit was not reconciled within 60 s"
+    return versions
+
+
 def reason_of(obj: dict[str, Any], type_: str) -> str | None:
     return next((c["reason"] for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
 
@@ -83,11 +105,16 @@ def test_kstatus_and_argo_cd_read_the_operators_status(
         GROUP, VERSION, ns, RUNNER.plural, "builds", {"spec": {"description": "edited"}}
     )
     assert judged(edited)[:2] == ("InProgress", "Progressing")
+    # Every version the operator wrote until the edit is reconciled reads as in progress (an edit is not marked
+    # Reconciling: its lagging observedGeneration says so); the first Current one is the reconciled generation.
+    versions = edited_versions(custom, ns, edited["metadata"]["resourceVersion"])
+    assert [judged(v)[:2] for v in versions[:-1]] == [("InProgress", "Progressing")] * (len(versions) - 1)
+    reconciled = versions[-1]
+    assert reconciled["status"]["observedGeneration"] == reconciled["metadata"]["generation"] == 2
     edited = custom.patch_namespaced_custom_object(
         GROUP, VERSION, ns, DEPLOY_TOKEN.plural, "pull", {"spec": {"scopes": ["read_registry", "read_repository"]}}
     )
     assert judged(edited)[:2] == ("InProgress", "Progressing")
-    wait_for(lambda: judged(get("Runner", "builds"))[0] == "Current", timeout=60, message="the edit reconciled")
     wait_for(lambda: judged(get("DeployToken", "pull"))[0] == "Current", timeout=60, message="the edit reconciled")
 
     # A bad credential: only a person can help, and both tools say so at once, with the reason.

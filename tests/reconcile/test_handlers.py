@@ -86,6 +86,24 @@ def test_an_edit_reads_the_children_from_the_caches_a_creation_from_the_api_serv
     assert env.kube.event_views == [True]  # one view for the whole call
 
 
+def test_a_new_runner_is_marked_reconciling_at_once_an_edit_by_its_lagging_observed_generation(
+    env: Env, posted: list[tuple[str, str]]
+) -> None:
+    call(handlers.on_runner_created_or_changed, env, reason="create")
+    first = env.kube.status_writes[0]
+    reconciling = next(c for c in first["conditions"] if c["type"] == "Reconciling")
+    assert reconciling["status"] == "True" and first["observedGeneration"] == 1  # before anything else
+    env.kube.status_writes.clear()
+    env.spec["tags"] = ["edited"]
+    patch = call(handlers.on_runner_created_or_changed, env, generation=2, reason="update")
+    # Until the reconcile's own status, the stored observedGeneration (1) says generation 2 is in progress.
+    assert env.kube.status_writes == [] and patch["status"]["observedGeneration"] == 2
+    env.kube.status.pop("observedGeneration")  # a status without it (written by an older version): marked again
+    env.spec["tags"] = ["edited", "again"]
+    call(handlers.on_runner_created_or_changed, env, generation=3, reason="update")
+    assert env.kube.status_writes[0]["observedGeneration"] == 3
+
+
 def test_failure_sets_ready_false_once_and_retries_with_backoff(env: Env, posted: list[tuple[str, str]]) -> None:
     del env.kube.secrets["gitlab-api"]
     with pytest.raises(kopf.TemporaryError) as caught:

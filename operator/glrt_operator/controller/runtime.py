@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import kopf
 
@@ -165,9 +165,10 @@ def _settled(conditions: Any, generation: int | None) -> list[Any]:
 
 
 def _progressing(res: Resource, call: Call) -> None:
-    """Before an event reconcile of a generation not yet worked on: Reconciling=True at once, so that GitOps tools
-    see a new or edited object in progress (not, as kstatus would without it, an object with no status as
-    Current)."""
+    """Before an event reconcile of a new object: Reconciling=True at once (kstatus takes one without status for
+    Current). An edit's stored observedGeneration lags: kstatus and Argo CD see it in progress without a write."""
+    if isinstance(observed := call.status.get("observedGeneration"), int) and observed != call.generation:
+        return
     conditions = call.status.get("conditions") or ()
     current: Mapping[str, Any] = next((c for c in conditions if c.get("type") == ConditionType.RECONCILING), {})
     if current.get("status") == "True" and current.get("observedGeneration") == call.generation:
@@ -279,8 +280,7 @@ def _resync_once(
     exc = result.failure
     if exc is None:
         _succeeded(res, result.outcome, call, write)
-        outcome: OutcomeT | None = result.outcome
-        return outcome
+        return cast(OutcomeT, result.outcome)
     delay = retry_delay(exc, call.retry)
     if exc.reason == Reason.GITLAB_THROTTLED:
         call.log.debug("resync skipped: %s", exc.message)
