@@ -447,11 +447,14 @@ def fleet_run(cp: ControlPlane, gitlab: FakeGitLab, args: argparse.Namespace, lo
     )
     # As its own user: the audit log attributes its requests (the controllers run as the admin).
     operator = OperatorProcess(cp.operator_kubeconfig, runners.namespace, logs, env=operator_env(args, resync))
-    with operator, RssSampler(lambda: operator.process.pid if operator.process else 0) as rss:
 
-        def pids() -> dict[str, int]:  # the fake GitLab runs in the bench's own process
-            return {**cp.pids(), "operator": operator.process.pid if operator.process else 0, "bench": os.getpid()}
+    def operator_pid() -> int:  # asked each time: the operator restarts
+        return operator.process.pid if operator.process else 0
 
+    def pids() -> dict[str, int]:  # the fake GitLab runs in the bench's own process
+        return {**cp.pids(), "operator": operator_pid(), "bench": os.getpid()}
+
+    with operator, RssSampler(operator_pid) as rss:
         first = len(gitlab.calls)
         kube_before, audit, cpu = apiserver_requests(api), cp.audit_offset(), CpuWindow(pids)
         started, wall = time.monotonic(), time.time()

@@ -325,7 +325,7 @@ class ControlPlane:
                     proc.wait()
 
     def pids(self) -> dict[str, int]:
-        """PIDs of the running components (for tests of the harness itself)."""
+        """PIDs of the running components (for tests of the harness itself, and the bench's CPU figures)."""
         return {name: proc.pid for name, proc in self._procs.items()}
 
     def logs(self, component: str) -> str:

@@ -280,7 +280,7 @@ def _resync_once(
     exc = result.failure
     if exc is None:
         _succeeded(res, result.outcome, call, write)
-        return cast(OutcomeT, result.outcome)
+        return cast(OutcomeT | None, result.outcome)
     delay = retry_delay(exc, call.retry)
     if exc.reason == Reason.GITLAB_THROTTLED:
         call.log.debug("resync skipped: %s", exc.message)
